@@ -1,0 +1,144 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `generate [--check]`: regenerate the low-level client from openapi.yaml,
+//!   or fail with a diff when the committed code has drifted from it.
+//! - `lint-spec`: validate openapi.yaml with an independent validator and
+//!   against the code generator's rules.
+//! - `test`: every check CI runs, in order. This is THE test command.
+
+mod codegen;
+mod constraints;
+mod docs;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  generate [--check]   regenerate crates/uncensored-api/src/generated.rs from openapi.yaml
+                       (--check: fail with a diff if the committed file is out of date)
+  lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
+  test                 run every check: spec, generated code, fmt, clippy, docs, tests
+";
+
+/// Pinned version of the independent OpenAPI validator (PyPI).
+const SPEC_VALIDATOR: &str = "openapi-spec-validator==0.8.4";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let root = workspace_root();
+    let outcome = match args.as_slice() {
+        ["generate"] => codegen::run(&root, false),
+        ["generate", "--check"] => codegen::run(&root, true),
+        ["lint-spec"] => lint_spec(&root),
+        ["test"] => test(&root),
+        ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn lint_spec(root: &Path) -> Result<()> {
+    let spec = codegen::load_spec(&root.join(codegen::SPEC))?;
+    codegen::lint_for_progenitor(&spec)?;
+    let venv = tools::python_venv(root, "spec-validator", &[SPEC_VALIDATOR])?;
+    tools::run(Command::new(venv.join("bin/openapi-spec-validator")).arg(root.join(codegen::SPEC)))
+        .context("openapi.yaml is not a valid OpenAPI 3.0 document")
+}
+
+/// A command of the test run: a name for the log and what to execute.
+struct Step {
+    name: &'static str,
+    command: Command,
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args);
+    command
+}
+
+fn test(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+
+    section("spec: openapi-spec-validator and generator rules");
+    lint_spec(root)?;
+    section("generated code matches openapi.yaml");
+    codegen::run(root, true)?;
+
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    let mut tests = cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]);
+    // Under CI a missing or changed snapshot fails instead of being written.
+    tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
+    tests.env_remove("INSTA_FORCE_PASS");
+
+    let steps = [
+        Step {
+            name: "cargo fmt --check",
+            command: cargo(&["fmt", "--all", "--", "--check"]),
+        },
+        Step {
+            name: "uncensored-api builds on its own",
+            command: cargo(&["build", "--package", "uncensored-api"]),
+        },
+        Step {
+            name: "clippy -D warnings",
+            command: cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        },
+        Step {
+            name: "rustdoc -D warnings",
+            command: doc,
+        },
+        Step {
+            name: "tests (unit, integration, snapshots, doctests)",
+            command: tests,
+        },
+    ];
+    for Step { name, mut command } in steps {
+        section(name);
+        command.current_dir(root);
+        tools::run(&mut command).with_context(|| format!("step `{name}` failed"))?;
+    }
+    println!("xtask test: all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn section(name: &str) {
+    println!("\n==> {name}");
+}
