@@ -48,10 +48,7 @@ impl DocSplitter {
     fn document_item_struct(&self, node: &mut syn::ItemStruct) {
         if is_pub(&node.vis) && self.in_builder_module() {
             let name = &node.ident;
-            add_doc(
-                &mut node.attrs,
-                format!("Builder for [`super::types::{name}`] or the `{name}` operation."),
-            );
+            add_doc(&mut node.attrs, format!("Builder for [`super::{name}`]."));
         }
     }
 

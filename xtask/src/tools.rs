@@ -37,11 +37,97 @@ pub fn python_venv(root: &Path, name: &str, requirements: &[&str]) -> Result<Pat
 
 /// Runs a command to completion, failing with its name when it fails.
 pub fn run(command: &mut Command) -> Result<()> {
+    // Name the program, not where this machine keeps it.
+    let program = Path::new(command.get_program())
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let status = command
         .status()
-        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
+        .with_context(|| format!("cannot start {program}"))?;
     if !status.success() {
-        bail!("{:?} failed ({status})", command.get_program());
+        bail!("{program} failed ({status})");
     }
     Ok(())
+}
+
+/// Counts of a `cargo test` run, summed over its `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TestCounts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests that were ignored.
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds one `test result: ok. 5 passed; 0 failed; 2 ignored; ...` line.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            if let (Some(count), Some(kind)) = (words.next(), words.next()) {
+                let Ok(count) = count.parse::<u64>() else {
+                    continue;
+                };
+                match kind {
+                    "passed" => self.passed += count,
+                    "failed" => self.failed += count,
+                    "ignored" => self.ignored += count,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, echoing its output, and sums its result lines.
+pub fn run_tests(command: &mut Command) -> Result<TestCounts> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let mut counts = TestCounts::default();
+    for line in BufReader::new(child.stdout.take().expect("stdout is piped")).lines() {
+        let line = line.context("cannot read cargo test's output")?;
+        println!("{line}");
+        counts.add_line(&line);
+    }
+    let status = child.wait().context("cargo test did not finish")?;
+    if !status.success() || counts.failed > 0 {
+        bail!(
+            "{} passed, {} failed: cargo test failed ({status})",
+            counts.passed,
+            counts.failed
+        );
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_are_summed() {
+        let mut counts = TestCounts::default();
+        counts.add_line("test result: ok. 5 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.02s");
+        counts.add_line(
+            "test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        counts.add_line("running 4 tests");
+        assert_eq!(
+            counts,
+            TestCounts {
+                passed: 6,
+                failed: 3,
+                ignored: 2
+            }
+        );
+    }
 }

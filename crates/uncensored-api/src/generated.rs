@@ -581,7 +581,7 @@ pub mod types {
     }
     /// Types for composing complex structures.
     pub mod builder {
-        /// Builder for [`super::types::ErrorDetail`] or the `ErrorDetail` operation.
+        /// Builder for [`super::ErrorDetail`].
         #[derive(Clone, Debug)]
         pub struct ErrorDetail {
             code: ::std::result::Result<
@@ -674,7 +674,7 @@ pub mod types {
                 }
             }
         }
-        /// Builder for [`super::types::ErrorEnvelope`] or the `ErrorEnvelope` operation.
+        /// Builder for [`super::ErrorEnvelope`].
         #[derive(Clone, Debug)]
         pub struct ErrorEnvelope {
             error: ::std::result::Result<super::ErrorDetail, ::std::string::String>,
@@ -716,7 +716,7 @@ pub mod types {
                 }
             }
         }
-        /// Builder for [`super::types::GenerateImageRequest`] or the `GenerateImageRequest` operation.
+        /// Builder for [`super::GenerateImageRequest`].
         #[derive(Clone, Debug)]
         pub struct GenerateImageRequest {
             additional_settings: ::std::result::Result<
@@ -881,7 +881,7 @@ pub mod types {
                 }
             }
         }
-        /// Builder for [`super::types::GenerationJob`] or the `GenerationJob` operation.
+        /// Builder for [`super::GenerationJob`].
         #[derive(Clone, Debug)]
         pub struct GenerationJob {
             completed_at: ::std::result::Result<
@@ -1048,7 +1048,7 @@ pub mod types {
                 }
             }
         }
-        /// Builder for [`super::types::GenerationResponse`] or the `GenerationResponse` operation.
+        /// Builder for [`super::GenerationResponse`].
         #[derive(Clone, Debug)]
         pub struct GenerationResponse {
             created_at: ::std::result::Result<
@@ -1213,7 +1213,7 @@ pub mod types {
                 }
             }
         }
-        /// Builder for [`super::types::JobError`] or the `JobError` operation.
+        /// Builder for [`super::JobError`].
         #[derive(Clone, Debug)]
         pub struct JobError {
             code: ::std::result::Result<
@@ -1276,7 +1276,7 @@ pub mod types {
                 }
             }
         }
-        /// Builder for [`super::types::WebhookPayload`] or the `WebhookPayload` operation.
+        /// Builder for [`super::WebhookPayload`].
         #[derive(Clone, Debug)]
         pub struct WebhookPayload {
             request_id: ::std::result::Result<::std::string::String, ::std::string::String>,
