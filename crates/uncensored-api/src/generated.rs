@@ -47,8 +47,10 @@ pub mod types {
             Default::default()
         }
     }
-    /// What to generate.
+    /// What to generate. Fields not listed here are refused with `400
+    /// invalid_request_error` ("unsupported parameter").
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
     pub struct GenerateImageRequest {
         /// Additional model-specific settings, passed through as given.
         #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
@@ -350,6 +352,9 @@ pub mod types {
         /// `202` only: when the job was accepted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
+        /// The `error` field, as its type documents it.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub error: ::std::option::Option<JobError>,
         /// `200` only: seconds the generation took.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub generation_time: ::std::option::Option<f64>,
@@ -1055,6 +1060,10 @@ pub mod types {
                 ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
                 ::std::string::String,
             >,
+            error: ::std::result::Result<
+                ::std::option::Option<super::JobError>,
+                ::std::string::String,
+            >,
             generation_time:
                 ::std::result::Result<::std::option::Option<f64>, ::std::string::String>,
             job_id: ::std::result::Result<::std::string::String, ::std::string::String>,
@@ -1080,6 +1089,7 @@ pub mod types {
             fn default() -> Self {
                 Self {
                     created_at: Ok(Default::default()),
+                    error: Ok(Default::default()),
                     generation_time: Ok(Default::default()),
                     job_id: Err("no value supplied for job_id".to_string()),
                     model: Ok(Default::default()),
@@ -1102,6 +1112,17 @@ pub mod types {
                 self.created_at = value
                     .try_into()
                     .map_err(|e| format!("error converting supplied value for created_at: {e}"));
+                self
+            }
+            /// Sets `error`; the value is checked against the spec when the builder is used.
+            pub fn error<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::JobError>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.error = value
+                    .try_into()
+                    .map_err(|e| format!("error converting supplied value for error: {e}"));
                 self
             }
             /// Sets `generation_time`; the value is checked against the spec when the builder is used.
@@ -1189,6 +1210,7 @@ pub mod types {
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     created_at: value.created_at?,
+                    error: value.error?,
                     generation_time: value.generation_time?,
                     job_id: value.job_id?,
                     model: value.model?,
@@ -1203,6 +1225,7 @@ pub mod types {
             fn from(value: super::GenerationResponse) -> Self {
                 Self {
                     created_at: Ok(value.created_at),
+                    error: Ok(value.error),
                     generation_time: Ok(value.generation_time),
                     job_id: Ok(value.job_id),
                     model: Ok(value.model),

@@ -1,0 +1,447 @@
+//! The emulator's memory: accounts and balances, jobs, the idempotency cache,
+//! rate-limit windows and the statistics tests read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, KeyConfig, ModelConfig};
+use crate::rng::Rng;
+
+/// Shared state behind every handler.
+pub type AppState = Arc<Shared>;
+
+/// Everything the handlers share.
+pub struct Shared {
+    /// The configuration the emulator started with.
+    pub config: Config,
+    /// `http://127.0.0.1:PORT/api`: what clients use as base URL.
+    pub base_url: String,
+    /// `http://127.0.0.1:PORT`: where images are served.
+    pub origin: String,
+    /// Accounts by secret key.
+    pub accounts: HashMap<String, KeyConfig>,
+    /// Cancelled on shutdown; background jobs and webhooks stop with it.
+    pub shutdown: CancellationToken,
+    /// The client that delivers webhooks.
+    pub http: reqwest::Client,
+    rng: Mutex<Rng>,
+    balances: Mutex<HashMap<String, u64>>,
+    jobs: RwLock<HashMap<String, Job>>,
+    idempotency: Mutex<HashMap<(String, String), Cached>>,
+    windows: Mutex<HashMap<String, Window>>,
+    stats: Mutex<Stats>,
+}
+
+/// A generation job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Its id.
+    pub id: String,
+    /// The account (key name) that owns it.
+    pub owner: String,
+    /// What was asked for.
+    pub prompt: String,
+    /// The model.
+    pub model: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The image seed (`additional_settings.seed`, default 0).
+    pub seed: u64,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// Its modelled generation time, in seconds.
+    pub generation_time: f64,
+    /// Where it stands.
+    pub status: JobState,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    /// Still generating.
+    Processing,
+    /// Done, with the time it completed.
+    Completed(DateTime<Utc>),
+    /// Ended without an image (an injected fault).
+    Failed(DateTime<Utc>),
+}
+
+impl JobState {
+    /// The wire name of the status.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Processing => "processing",
+            JobState::Completed(_) => "completed",
+            JobState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// An idempotency cache entry.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    /// The first request with this key is still running.
+    InFlight {
+        /// What identifies its body.
+        fingerprint: Vec<u8>,
+    },
+    /// The first request's answer, replayed until `expires`.
+    Done {
+        /// What identifies its body.
+        fingerprint: Vec<u8>,
+        /// The status it got.
+        status: u16,
+        /// The body it got.
+        body: bytes::Bytes,
+        /// When the entry lapses.
+        expires: Instant,
+    },
+}
+
+/// One key's current rate-limit window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    started_utc: DateTime<Utc>,
+    count: u32,
+}
+
+/// The rate-limit state a response reports.
+#[derive(Debug, Clone, Copy)]
+pub struct RateInfo {
+    /// Requests per minute.
+    pub limit: u32,
+    /// Requests left in this window.
+    pub remaining: u32,
+    /// When the window resets.
+    pub reset: DateTime<Utc>,
+    /// Seconds to wait, when this request is over the limit.
+    pub retry_after: Option<u64>,
+}
+
+/// What `GET /_emulator/stats` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests by route (`POST /v1/images/generations`) and status.
+    pub requests: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// Jobs by status.
+    pub jobs: BTreeMap<String, u64>,
+    /// Charges.
+    pub charges: Charges,
+    /// Responses replayed from the idempotency cache.
+    pub idempotent_replays: u64,
+    /// Webhook delivery.
+    pub webhooks: WebhookStats,
+    /// Faults injected.
+    pub faults: FaultStats,
+}
+
+/// Charges, by account name and by idempotency key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Charges {
+    /// Jobs charged.
+    pub total: u64,
+    /// Credits charged.
+    pub credits: u64,
+    /// Jobs refunded (failed jobs).
+    pub refunds: u64,
+    /// Jobs charged per account name (never the key itself).
+    pub by_key: BTreeMap<String, u64>,
+    /// Jobs charged per idempotency key; a value above 1 is a double charge.
+    pub by_idempotency_key: BTreeMap<String, u64>,
+}
+
+/// Webhook delivery counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebhookStats {
+    /// POSTs attempted.
+    pub attempts: u64,
+    /// POSTs answered 2xx.
+    pub deliveries: u64,
+    /// Callbacks given up after every attempt failed.
+    pub failures: u64,
+    /// Callbacks not sent because the host is not loopback.
+    pub blocked: u64,
+}
+
+/// Injected fault counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultStats {
+    /// 500/503 answers.
+    pub server_errors: u64,
+    /// Connections cut.
+    pub dropped: u64,
+    /// Image downloads cut short.
+    pub truncated: u64,
+    /// Jobs failed.
+    pub failed_jobs: u64,
+    /// Webhooks sent twice.
+    pub duplicate_webhooks: u64,
+    /// Webhooks held back.
+    pub delayed_webhooks: u64,
+}
+
+/// What the idempotency check decided.
+pub enum Begin {
+    /// Replay this earlier answer.
+    Replay {
+        /// Its status.
+        status: u16,
+        /// Its body.
+        body: bytes::Bytes,
+    },
+    /// Same key, different body.
+    Reuse,
+    /// Same key, still running.
+    InFlight,
+    /// New: the caller processes the request and then calls [`Shared::idempotency_finish`].
+    Started,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in one handler must not wedge the emulator for the others.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Fresh state for `config`, serving at `origin`.
+    pub fn new(config: Config, origin: String) -> Self {
+        let accounts = config
+            .keys
+            .iter()
+            .map(|k| (k.key.clone(), k.clone()))
+            .collect();
+        let balances = config
+            .keys
+            .iter()
+            .map(|k| (k.name.clone(), k.balance))
+            .collect();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.webhooks.timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a plain reqwest client builds");
+        Self {
+            base_url: format!("{origin}/api"),
+            origin,
+            accounts,
+            shutdown: CancellationToken::new(),
+            http,
+            rng: Mutex::new(Rng::new(config.seed)),
+            balances: Mutex::new(balances),
+            jobs: RwLock::new(HashMap::new()),
+            idempotency: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+            config,
+        }
+    }
+
+    /// Runs `f` with the seeded random source.
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut Rng) -> T) -> T {
+        f(&mut lock(&self.rng))
+    }
+
+    /// Runs `f` with the statistics.
+    pub fn with_stats(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut lock(&self.stats))
+    }
+
+    /// A copy of the statistics, with job counts filled in.
+    pub fn stats(&self) -> Stats {
+        let mut stats = lock(&self.stats).clone();
+        for job in self.jobs.read().unwrap_or_else(|p| p.into_inner()).values() {
+            *stats.jobs.entry(job.status.name().to_string()).or_default() += 1;
+        }
+        stats
+    }
+
+    /// Forgets jobs, cached responses, windows and statistics; restores balances.
+    pub fn reset(&self) {
+        *lock(&self.rng) = Rng::new(self.config.seed);
+        *lock(&self.balances) = self
+            .config
+            .keys
+            .iter()
+            .map(|k| (k.name.clone(), k.balance))
+            .collect();
+        self.jobs.write().unwrap_or_else(|p| p.into_inner()).clear();
+        lock(&self.idempotency).clear();
+        lock(&self.windows).clear();
+        *lock(&self.stats) = Stats::default();
+    }
+
+    /// Counts a request against `bucket`'s window and reports the window.
+    pub fn rate_check(&self, bucket: &str, limit: u32) -> RateInfo {
+        let now = Instant::now();
+        let mut windows = lock(&self.windows);
+        let window = windows.entry(bucket.to_string()).or_insert(Window {
+            started: now,
+            started_utc: Utc::now(),
+            count: 0,
+        });
+        if now.duration_since(window.started) >= Duration::from_secs(60) {
+            *window = Window {
+                started: now,
+                started_utc: Utc::now(),
+                count: 0,
+            };
+        }
+        let reset = window.started_utc + chrono::Duration::seconds(60);
+        if window.count >= limit {
+            let left = Duration::from_secs(60).saturating_sub(now.duration_since(window.started));
+            let retry_after = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            return RateInfo {
+                limit,
+                remaining: 0,
+                reset,
+                retry_after: Some(retry_after.max(1)),
+            };
+        }
+        window.count += 1;
+        RateInfo {
+            limit,
+            remaining: limit - window.count,
+            reset,
+            retry_after: None,
+        }
+    }
+
+    /// Takes `price` credits from `owner`, or reports the balance when short.
+    pub fn charge(
+        &self,
+        owner: &str,
+        price: u64,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), u64> {
+        let mut balances = lock(&self.balances);
+        let balance = balances.entry(owner.to_string()).or_default();
+        if *balance < price {
+            return Err(*balance);
+        }
+        *balance -= price;
+        drop(balances);
+        self.with_stats(|s| {
+            s.charges.total += 1;
+            s.charges.credits += price;
+            *s.charges.by_key.entry(owner.to_string()).or_default() += 1;
+            if let Some(key) = idempotency_key {
+                *s.charges
+                    .by_idempotency_key
+                    .entry(key.to_string())
+                    .or_default() += 1;
+            }
+        });
+        Ok(())
+    }
+
+    /// Gives `price` credits back to `owner` (a failed job).
+    pub fn refund(&self, owner: &str, price: u64) {
+        *lock(&self.balances).entry(owner.to_string()).or_default() += price;
+        self.with_stats(|s| s.charges.refunds += 1);
+    }
+
+    /// The current balance of `owner`.
+    pub fn balance(&self, owner: &str) -> u64 {
+        lock(&self.balances).get(owner).copied().unwrap_or_default()
+    }
+
+    /// Stores a new job.
+    pub fn insert_job(&self, job: Job) {
+        self.jobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id.clone(), job);
+    }
+
+    /// A copy of a job.
+    pub fn job(&self, id: &str) -> Option<Job> {
+        self.jobs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Ends a job and returns it.
+    pub fn finish_job(&self, id: &str, state: JobState) -> Option<Job> {
+        let mut jobs = self.jobs.write().unwrap_or_else(|p| p.into_inner());
+        let job = jobs.get_mut(id)?;
+        job.status = state;
+        Some(job.clone())
+    }
+
+    /// Looks up `(owner, key)` in the idempotency cache and, for a new key,
+    /// marks it in flight.
+    pub fn idempotency_begin(&self, owner: &str, key: &str, fingerprint: &[u8]) -> Begin {
+        let mut cache = lock(&self.idempotency);
+        let slot = (owner.to_string(), key.to_string());
+        match cache.get(&slot) {
+            Some(Cached::InFlight { .. }) => return Begin::InFlight,
+            Some(Cached::Done {
+                fingerprint: seen,
+                status,
+                body,
+                expires,
+            }) if *expires > Instant::now() => {
+                return if seen == fingerprint {
+                    Begin::Replay {
+                        status: *status,
+                        body: body.clone(),
+                    }
+                } else {
+                    Begin::Reuse
+                };
+            }
+            _ => {}
+        }
+        cache.insert(
+            slot,
+            Cached::InFlight {
+                fingerprint: fingerprint.to_vec(),
+            },
+        );
+        Begin::Started
+    }
+
+    /// Records the answer to an idempotent request: cached for the TTL, unless
+    /// it is a server error or its body is over 1 MiB (or `answer` is `None`:
+    /// the request was abandoned), in which case the key is released.
+    pub fn idempotency_finish(&self, owner: &str, key: &str, answer: Option<(u16, bytes::Bytes)>) {
+        let mut cache = lock(&self.idempotency);
+        let slot = (owner.to_string(), key.to_string());
+        let fingerprint = match cache.remove(&slot) {
+            Some(Cached::InFlight { fingerprint }) => fingerprint,
+            _ => return,
+        };
+        if let Some((status, body)) = answer
+            && status < 500
+            && body.len() <= 1024 * 1024
+        {
+            let expires = Instant::now() + Duration::from_secs(self.config.idempotency_ttl_secs);
+            cache.insert(
+                slot,
+                Cached::Done {
+                    fingerprint,
+                    status,
+                    body,
+                    expires,
+                },
+            );
+        }
+    }
+
+    /// The model called `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.config.models.iter().find(|m| m.name == name)
+    }
+}
