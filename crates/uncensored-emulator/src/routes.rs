@@ -57,11 +57,7 @@ fn has_scope(account: &KeyConfig, model: Option<&str>) -> bool {
 }
 
 /// Auth, rate limit, faults, rate-limit headers and statistics for every API request.
-async fn api_middleware(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn api_middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -625,10 +621,16 @@ async fn image(
     let body = if truncate {
         state.with_stats(|s| s.faults.truncated += 1);
         let half = bytes.slice(..length / 2);
-        let stream = futures_util::stream::iter([
-            Ok(half),
-            Err(std::io::Error::other("injected truncation")),
-        ]);
+        // Pending for a moment lets hyper flush the head and the first half, so
+        // that the client sees a short body rather than no answer at all.
+        let cut = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(std::io::Error::other("injected truncation"))
+        };
+        let stream = futures_util::StreamExt::chain(
+            futures_util::stream::iter([Ok::<Bytes, std::io::Error>(half)]),
+            futures_util::stream::once(cut),
+        );
         Body::from_stream(stream)
     } else {
         Body::from(bytes)

@@ -445,3 +445,76 @@ impl Shared {
         self.config.models.iter().find(|m| m.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared::new(Config::default(), "http://127.0.0.1:1".into())
+    }
+
+    #[test]
+    fn answers_are_cached_but_not_server_errors_or_huge_bodies() {
+        let state = shared();
+        for (key, status, size, cached) in [
+            ("a", 200, 10, true),
+            ("b", 402, 10, true),
+            ("c", 500, 10, false),
+            ("d", 503, 10, false),
+            ("e", 200, 1024 * 1024 + 1, false),
+        ] {
+            assert!(matches!(
+                state.idempotency_begin("o", key, b"x"),
+                Begin::Started
+            ));
+            assert!(matches!(
+                state.idempotency_begin("o", key, b"x"),
+                Begin::InFlight
+            ));
+            state.idempotency_finish(
+                "o",
+                key,
+                Some((status, bytes::Bytes::from(vec![b'0'; size]))),
+            );
+            let again = state.idempotency_begin("o", key, b"x");
+            assert_eq!(
+                matches!(again, Begin::Replay { .. }),
+                cached,
+                "{key}: {status}"
+            );
+        }
+        assert!(matches!(
+            state.idempotency_begin("o", "a", b"y"),
+            Begin::Reuse
+        ));
+        assert!(
+            matches!(state.idempotency_begin("other", "a", b"y"), Begin::Started),
+            "keys are per account"
+        );
+    }
+
+    #[test]
+    fn an_abandoned_request_releases_its_key() {
+        let state = shared();
+        assert!(matches!(
+            state.idempotency_begin("o", "k", b"x"),
+            Begin::Started
+        ));
+        state.idempotency_finish("o", "k", None);
+        assert!(matches!(
+            state.idempotency_begin("o", "k", b"x"),
+            Begin::Started
+        ));
+    }
+
+    #[test]
+    fn the_window_counts_down_and_then_refuses() {
+        let state = shared();
+        assert_eq!(state.rate_check("k", 2).remaining, 1);
+        assert_eq!(state.rate_check("k", 2).remaining, 0);
+        let refused = state.rate_check("k", 2);
+        assert!(refused.retry_after.is_some_and(|s| (1..=60).contains(&s)));
+        assert!(state.rate_check("other", 2).retry_after.is_none());
+    }
+}
