@@ -118,7 +118,9 @@ async fn async_generation_parses_202_into_the_same_type() {
         .body(
             GenerateImageRequest::builder()
                 .prompt("a cyberpunk cityscape at night")
-                .callback_url(Some("https://hooks.example/cb?token=abc".to_string())),
+                .callback_url(Some(
+                    "https://hooks.example/cb?token=abc".try_into().unwrap(),
+                )),
         )
         .send()
         .await

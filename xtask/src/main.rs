@@ -7,6 +7,7 @@
 //! - `test`: every check CI runs, in order. This is THE test command.
 
 mod codegen;
+mod conformance;
 mod constraints;
 mod docs;
 mod tools;
@@ -24,7 +25,8 @@ commands:
   generate [--check]   regenerate crates/uncensored-api/src/generated.rs from openapi.yaml
                        (--check: fail with a diff if the committed file is out of date)
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
-  test                 run every check: spec, generated code, fmt, clippy, docs, tests
+  conformance          run schemathesis against the emulator (part of `test`)
+  test                 run every check: spec, generated code, fmt, clippy, docs, tests, conformance
 ";
 
 /// Pinned version of the independent OpenAPI validator (PyPI).
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         ["generate", "--check"] => codegen::run(&root, true),
         ["lint-spec"] => lint_spec(&root),
         ["test"] => test(&root),
+        ["conformance"] => conformance::run(&root, &mut cargo(&[])),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
@@ -133,6 +136,8 @@ fn test(root: &Path) -> Result<()> {
     }
     section("tests (unit, integration, snapshots, doctests)");
     let counts = tools::run_tests(tests.current_dir(root)).context("step `tests` failed")?;
+    section("conformance: schemathesis against the emulator");
+    conformance::run(root, cargo(&[]).current_dir(root)).context("step `conformance` failed")?;
     println!(
         "\nxtask test: all checks passed in {:.0?}",
         started.elapsed()

@@ -131,3 +131,87 @@ mod tests {
         );
     }
 }
+
+/// The emulator binary running as a child process, stopped when dropped.
+pub struct EmulatorProcess {
+    child: std::process::Child,
+    /// The base URL it printed.
+    pub base_url: String,
+    log: PathBuf,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl EmulatorProcess {
+    /// Starts `bin` with `args` and waits (30 s at most) for its base URL.
+    /// Fails loudly when it cannot start: no check is ever skipped for that.
+    pub fn start(bin: &Path, args: &[&str], log: PathBuf) -> Result<Self> {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--print-stats-on-exit"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(
+                std::fs::File::create(&log)
+                    .with_context(|| format!("cannot create {}", log.display()))?,
+            )
+            .spawn()
+            .with_context(|| format!("cannot start the emulator ({})", bin.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.starts_with("http://") => line.trim().to_string(),
+            outcome => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("the emulator did not start (first line {outcome:?}); its log:\n{log_text}");
+            }
+        };
+        Ok(Self {
+            child,
+            base_url: line,
+            log,
+            lines: rx,
+        })
+    }
+
+    /// Stops it with SIGTERM, checks that it exited cleanly without panicking,
+    /// and returns its final statistics.
+    pub fn stop(mut self) -> Result<serde_json::Value> {
+        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let status = self.child.wait().context("cannot wait for the emulator")?;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if !status.success() || log.contains("panicked") {
+            bail!("the emulator did not stop cleanly ({status}); its log:\n{log}");
+        }
+        let last = self
+            .lines
+            .iter()
+            .last()
+            .context("the emulator printed no statistics")?;
+        serde_json::from_str(&last).context("the emulator's statistics are not JSON")
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Where cargo puts build output.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}

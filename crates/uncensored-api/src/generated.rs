@@ -55,11 +55,11 @@ pub mod types {
         /// Additional model-specific settings, passed through as given.
         #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
         pub additional_settings: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
-        /// Where to POST the result when the job ends; its presence selects
-        /// async mode (`202`). The service asks for HTTPS.
+        /// Where to POST the result when the job ends: an absolute `http` or
+        /// `https` URL; its presence selects async mode (`202`). The service
+        /// asks for HTTPS.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[schemars(with = "::std::option::Option<spec_schema::GenerateImageRequestCallbackUrl>")]
-        pub callback_url: ::std::option::Option<::std::string::String>,
+        pub callback_url: ::std::option::Option<GenerateImageRequestCallbackUrl>,
         /// Height in pixels, 256 to 2,048, a multiple of 8.
         #[serde(default = "defaults::default_u64::<i64, 1024>")]
         #[schemars(with = "spec_schema::GenerateImageRequestImageHeight")]
@@ -85,6 +85,67 @@ pub mod types {
         /// A builder for this type, with the spec's defaults filled in.
         pub fn builder() -> builder::GenerateImageRequest {
             Default::default()
+        }
+    }
+    /// Where to POST the result when the job ends: an absolute `http` or
+    /// `https` URL; its presence selects async mode (`202`). The service
+    /// asks for HTTPS.
+    #[derive(
+        ::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd, schemars::JsonSchema,
+    )]
+    #[serde(transparent)]
+    pub struct GenerateImageRequestCallbackUrl(
+        #[schemars(with = "spec_schema::GenerateImageRequestCallbackUrl")] ::std::string::String,
+    );
+    impl ::std::ops::Deref for GenerateImageRequestCallbackUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+    impl ::std::convert::From<GenerateImageRequestCallbackUrl> for ::std::string::String {
+        fn from(value: GenerateImageRequestCallbackUrl) -> Self {
+            value.0
+        }
+    }
+    impl ::std::str::FromStr for GenerateImageRequestCallbackUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            static PATTERN: ::std::sync::LazyLock<::regress::Regex> =
+                ::std::sync::LazyLock::new(|| ::regress::Regex::new("^https?://[^/?#]+").unwrap());
+            if PATTERN.find(value).is_none() {
+                return Err("doesn't match pattern \"^https?://[^/?#]+\"".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for GenerateImageRequestCallbackUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for GenerateImageRequestCallbackUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl<'de> ::serde::Deserialize<'de> for GenerateImageRequestCallbackUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
         }
     }
     /// Image model to use. The catalogue is not documented as a closed
@@ -729,7 +790,7 @@ pub mod types {
                 ::std::string::String,
             >,
             callback_url: ::std::result::Result<
-                ::std::option::Option<::std::string::String>,
+                ::std::option::Option<super::GenerateImageRequestCallbackUrl>,
                 ::std::string::String,
             >,
             image_height: ::std::result::Result<i64, ::std::string::String>,
@@ -776,7 +837,9 @@ pub mod types {
             /// Sets `callback_url`; the value is checked against the spec when the builder is used.
             pub fn callback_url<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T: ::std::convert::TryInto<
+                        ::std::option::Option<super::GenerateImageRequestCallbackUrl>,
+                    >,
                 T::Error: ::std::fmt::Display,
             {
                 self.callback_url = value
@@ -1460,7 +1523,7 @@ pub mod types {
         }
         spec_schema!(
             GenerateImageRequestCallbackUrl,
-            r#"{"format":"uri","type":"string"}"#
+            r#"{"format":"uri","maxLength":2048,"pattern":"^https?://[^/?#]+","type":"string"}"#
         );
         spec_schema!(
             GenerateImageRequestImageHeight,

@@ -56,6 +56,10 @@ struct Args {
     /// Real time per modelled second of generation (modelled jobs take 5-30 s).
     #[arg(long, value_name = "X")]
     time_scale: Option<f64>,
+    /// On exit, print the final statistics (as `GET /_emulator/stats` shows
+    /// them) as one line of JSON on stdout.
+    #[arg(long)]
+    print_stats_on_exit: bool,
 }
 
 impl Args {
@@ -93,7 +97,9 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let config = match Args::parse().into_config() {
+    let args = Args::parse();
+    let print_stats = args.print_stats_on_exit;
+    let config = match args.into_config() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("uncensored-emulator: {error}");
@@ -110,7 +116,14 @@ async fn main() -> std::process::ExitCode {
     println!("{}", emulator.base_url());
     eprintln!("uncensored-emulator: serving; API key `emulator-key`; stop with Ctrl-C");
     wait_for_signal().await;
+    let stats = emulator.stats();
     emulator.shutdown().await;
+    if print_stats {
+        println!(
+            "{}",
+            serde_json::to_string(&stats).expect("stats serialise")
+        );
+    }
     std::process::ExitCode::SUCCESS
 }
 

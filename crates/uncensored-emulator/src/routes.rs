@@ -393,7 +393,7 @@ fn validate<'a>(
             _ => {
                 return Err(ApiError::invalid(
                     Some("callback_url"),
-                    "callback_url must be an absolute http(s) URL",
+                    "callback_url must be an absolute http(s) URL of at most 2048 characters",
                 ));
             }
         },

@@ -505,7 +505,7 @@ async fn async_jobs_run_in_the_background_and_call_back_with_retries() {
     let (hook, mut payloads) = receiver(vec![500, 503]).await;
     let queued = client
         .generate_image()
-        .body(request("async please").callback_url(Some(hook.clone())))
+        .body(request("async please").callback_url(Some(hook.as_str().try_into().unwrap())))
         .send()
         .await
         .unwrap();
@@ -560,7 +560,7 @@ async fn injected_duplicate_webhooks_and_failed_jobs() {
     let (hook, mut payloads) = receiver(vec![]).await;
     let queued = client
         .generate_image()
-        .body(request("doomed").callback_url(Some(hook)))
+        .body(request("doomed").callback_url(Some(hook.try_into().unwrap())))
         .send()
         .await
         .unwrap();
@@ -594,7 +594,7 @@ async fn webhooks_never_leave_loopback_by_default() {
     let (emulator, client) = start(fast()).await;
     client
         .generate_image()
-        .body(request("p").callback_url(Some("https://hooks.example.com/cb".into())))
+        .body(request("p").callback_url(Some("https://hooks.example.com/cb".try_into().unwrap())))
         .send()
         .await
         .unwrap();
