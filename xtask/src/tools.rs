@@ -109,29 +109,6 @@ pub fn run_tests(command: &mut Command) -> Result<TestCounts> {
     Ok(counts)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn result_lines_are_summed() {
-        let mut counts = TestCounts::default();
-        counts.add_line("test result: ok. 5 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.02s");
-        counts.add_line(
-            "test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
-        );
-        counts.add_line("running 4 tests");
-        assert_eq!(
-            counts,
-            TestCounts {
-                passed: 6,
-                failed: 3,
-                ignored: 2
-            }
-        );
-    }
-}
-
 /// The emulator binary running as a child process, stopped when dropped.
 pub struct EmulatorProcess {
     child: std::process::Child,
@@ -214,4 +191,27 @@ pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_are_summed() {
+        let mut counts = TestCounts::default();
+        counts.add_line("test result: ok. 5 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.02s");
+        counts.add_line(
+            "test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        counts.add_line("running 4 tests");
+        assert_eq!(
+            counts,
+            TestCounts {
+                passed: 6,
+                failed: 3,
+                ignored: 2
+            }
+        );
+    }
 }
