@@ -6,6 +6,7 @@
 //!   against the code generator's rules.
 //! - `test`: every check CI runs, in order. This is THE test command.
 
+mod bench;
 mod codegen;
 mod conformance;
 mod constraints;
@@ -25,6 +26,7 @@ commands:
   generate [--check]   regenerate crates/uncensored-api/src/generated.rs from openapi.yaml
                        (--check: fail with a diff if the committed file is out of date)
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
+  bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
   conformance          run schemathesis against the emulator (part of `test`)
   test                 run every check: spec, generated code, fmt, clippy, docs, tests, conformance
 ";
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         ["generate", "--check"] => codegen::run(&root, true),
         ["lint-spec"] => lint_spec(&root),
         ["test"] => test(&root),
+        ["bench"] => bench::run(&root),
         ["conformance"] => conformance::run(&root, &mut cargo(&[])),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

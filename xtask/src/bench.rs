@@ -1,0 +1,354 @@
+//! `cargo xtask bench`: throughput of the emulator against an anchor measured
+//! in the same run (Prism's mock server for the same openapi.yaml), both driven
+//! by wrk over loopback. Writes BENCHMARKS.md. Nothing here is a test: no
+//! assertion depends on a time.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::tools::{self, EmulatorProcess};
+
+/// Pinned Prism (npm).
+const PRISM: &str = "@stoplight/prism-cli@5.16.0";
+/// wrk settings: threads, connections, seconds per run.
+const THREADS: &str = "2";
+const CONNECTIONS: &str = "64";
+const SECONDS: &str = "5";
+
+/// One wrk measurement.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    non_2xx: u64,
+    errors: u64,
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    let work = tools::target_dir(root).join("bench");
+    std::fs::create_dir_all(&work)?;
+    let wrk = ensure_wrk()?;
+    let prism = ensure_prism(root)?;
+    tools::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                "uncensored-emulator",
+            ]),
+    )?;
+
+    // A key with room for any number of requests: this measures speed, not limits.
+    let config = work.join("emulator.toml");
+    std::fs::write(
+        &config,
+        "rate_limit_rpm = 4000000000\n[[keys]]\nkey = \"emulator-key\"\nname = \"bench\"\nbalance = 1000000000000\n",
+    )?;
+    let emulator = EmulatorProcess::start(
+        &tools::target_dir(root).join("release/uncensored-emulator"),
+        &[
+            "--time-scale",
+            "0",
+            "--config",
+            config.to_str().context("a UTF-8 path")?,
+        ],
+        work.join("emulator.log"),
+    )?;
+    let emulator_addr = authority(&emulator.base_url)?;
+    let job_id = create_job(emulator_addr)?;
+    let prism_port = free_port()?;
+    let mut prism_child = start_prism(&prism, root, prism_port, &work)?;
+    // Prism mocks the paths without the server's base path.
+    let prism_base = format!("http://127.0.0.1:{prism_port}");
+
+    let post_script = work.join("post.lua");
+    std::fs::write(
+        &post_script,
+        "wrk.method = \"POST\"\n\
+         wrk.body = '{\"prompt\":\"a lighthouse at dusk\",\"image_width\":512,\"image_height\":512}'\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )?;
+    let get = |base: &str, id: &str| format!("{base}/v1/images/generation/jobs/{id}");
+    let post = |base: &str| format!("{base}/v1/images/generations");
+
+    let started = Instant::now();
+    let rows = [
+        (
+            "GET job status",
+            measure(&wrk, &get(&emulator.base_url, &job_id), None)?,
+            measure(
+                &wrk,
+                &get(&prism_base, "550e8400-e29b-41d4-a716-446655440000"),
+                None,
+            )?,
+        ),
+        (
+            "POST sync 512x512",
+            measure(&wrk, &post(&emulator.base_url), Some(&post_script))?,
+            measure(&wrk, &post(&prism_base), Some(&post_script))?,
+        ),
+    ];
+    let _ = prism_child.kill();
+    let _ = prism_child.wait();
+    emulator.stop()?;
+    // A rate of error answers measures the wrong thing: refuse to report it.
+    for (name, ours, anchor) in &rows {
+        for (who, rate) in [("emulator", ours), ("Prism", anchor)] {
+            if rate.non_2xx > 0 {
+                bail!(
+                    "{name}: {who} answered {} requests with non-2xx",
+                    rate.non_2xx
+                );
+            }
+        }
+    }
+
+    let mut table = String::from(
+        "| scenario | emulator req/s | Prism mock req/s | ratio | socket errors (emulator / Prism) |\n\
+         |---|---:|---:|---:|---:|\n",
+    );
+    for (name, ours, anchor) in &rows {
+        table.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {:.1}x | {} / {} |\n",
+            ours.per_second,
+            anchor.per_second,
+            ours.per_second / anchor.per_second.max(1e-9),
+            ours.errors,
+            anchor.errors,
+        ));
+    }
+    print!("{table}");
+    write_section(
+        root,
+        "Emulator throughput",
+        &format!(
+            "Measured by `cargo xtask bench` ({:.0?} of load): wrk with {THREADS} threads and {CONNECTIONS} \
+             connections for {SECONDS} s per row over loopback, against the release build of \
+             `uncensored-emulator` (time scale 0, so a sync POST answers at once) and against \
+             Prism's mock server ({PRISM}) for the same openapi.yaml, in the same run on the same \
+             machine. Every answer was 2xx on both sides (the run fails otherwise); wrk's socket errors (timeouts, resets) are shown. Ratio = \
+             emulator / Prism. Target: at least 20x on GET.\n\n{table}",
+            started.elapsed()
+        ),
+    )
+}
+
+/// Runs wrk once and reads its summary.
+fn measure(wrk: &Path, url: &str, script: Option<&Path>) -> Result<Rate> {
+    let mut command = Command::new(wrk);
+    command.args([
+        "-t",
+        THREADS,
+        "-c",
+        CONNECTIONS,
+        "-d",
+        &format!("{SECONDS}s"),
+        "--latency",
+    ]);
+    command.args(["-H", "x-api-key: emulator-key"]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command.arg(url).output().context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed on {url}:\n{text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("cannot read wrk's summary:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Rate> {
+    let number_after = |label: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|rest| rest.trim().parse().ok())
+    };
+    let errors = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Socket errors:"))
+        .map(|rest| {
+            rest.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Some(Rate {
+        per_second: number_after("Requests/sec:")?,
+        non_2xx: number_after("Non-2xx or 3xx responses:").unwrap_or(0.0) as u64,
+        errors,
+    })
+}
+
+/// wrk from Debian's packages, installed when missing.
+fn ensure_wrk() -> Result<PathBuf> {
+    let found = |dir: &str| Path::new(dir).join("wrk");
+    if let Some(path) = ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| found(d))
+        .find(|p| p.exists())
+    {
+        return Ok(path);
+    }
+    eprintln!("xtask: installing wrk (apt-get)");
+    tools::run(Command::new("apt-get").arg("update").arg("-qq"))
+        .context("apt-get update failed")?;
+    tools::run(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]))
+        .context("cannot install wrk")?;
+    Ok(found("/usr/bin"))
+}
+
+/// Prism under `.tools/prism`, installed from npm when missing.
+fn ensure_prism(root: &Path) -> Result<PathBuf> {
+    let prefix = root.join(".tools/prism");
+    let bin = prefix.join("node_modules/.bin/prism");
+    if !bin.exists() {
+        eprintln!("xtask: installing {PRISM} into .tools/prism");
+        std::fs::create_dir_all(&prefix)?;
+        tools::run(
+            Command::new("npm")
+                .arg("install")
+                .arg("--prefix")
+                .arg(&prefix)
+                .args(["--no-audit", "--no-fund", "--loglevel=error", PRISM]),
+        )
+        .context("cannot install Prism (needs node and npm)")?;
+    }
+    Ok(bin)
+}
+
+fn start_prism(bin: &Path, root: &Path, port: u16, work: &Path) -> Result<Child> {
+    let log = std::fs::File::create(work.join("prism.log"))?;
+    let mut child = Command::new(bin)
+        .args(["mock", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(root.join("openapi.yaml"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start Prism")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(work.join("prism.log")).unwrap_or_default();
+            bail!("Prism did not start listening within 60 s:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `127.0.0.1:PORT` from `http://127.0.0.1:PORT/api`.
+fn authority(base_url: &str) -> Result<SocketAddr> {
+    let rest = base_url
+        .strip_prefix("http://")
+        .context("an http base URL")?;
+    rest.split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .context("a socket address in the base URL")
+}
+
+/// Creates one sync job with a plain HTTP/1.1 request and returns its id.
+fn create_job(addr: SocketAddr) -> Result<String> {
+    let body = r#"{"prompt":"benchmark job","image_width":512,"image_height":512}"#;
+    let mut stream = TcpStream::connect(addr)?;
+    write!(
+        stream,
+        "POST /api/v1/images/generations HTTP/1.1\r\nHost: {addr}\r\nx-api-key: emulator-key\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let json = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .context("an HTTP response with a body")?;
+    let value: serde_json::Value = serde_json::from_str(json).context("a JSON body")?;
+    value["job_id"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no job_id in {json}"))
+}
+
+/// Replaces (or appends) the `## {title}` section of BENCHMARKS.md.
+pub fn write_section(root: &Path, title: &str, body: &str) -> Result<()> {
+    let path = root.join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nWritten by `cargo xtask bench`; every number is measured against an anchor in the same run.\n"
+            .into()
+    });
+    let heading = format!("## {title}\n");
+    let section = format!("{heading}\n{}\n", body.trim_end());
+    let new = match old.find(&heading) {
+        Some(start) => {
+            let end = old[start + heading.len()..]
+                .find("\n## ")
+                .map(|i| start + heading.len() + i + 1)
+                .unwrap_or(old.len());
+            format!(
+                "{}{section}{}",
+                &old[..start],
+                if end < old.len() {
+                    format!("\n{}", &old[end..])
+                } else {
+                    String::new()
+                }
+            )
+        }
+        None => format!(
+            "{}\n{section}",
+            old.trim_end_matches('\n').to_string() + "\n"
+        ),
+    };
+    std::fs::write(&path, new).context("cannot write BENCHMARKS.md")?;
+    println!("wrote BENCHMARKS.md ({title})");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_summary_is_read() {
+        let text = "Running 5s test @ http://x\n  2 threads and 64 connections\n  Socket errors: connect 0, read 3, write 0, timeout 2\n  Non-2xx or 3xx responses: 17\nRequests/sec:  12345.67\nTransfer/sec:      1.2MB\n";
+        let rate = parse_wrk(text).unwrap();
+        assert_eq!(rate.per_second, 12345.67);
+        assert_eq!((rate.non_2xx, rate.errors), (17, 5));
+    }
+
+    #[test]
+    fn sections_are_replaced_in_place() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_section(&dir, "A", "one").unwrap();
+        write_section(&dir, "B", "two").unwrap();
+        write_section(&dir, "A", "three").unwrap();
+        let text = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+        assert!(
+            text.contains("## A\n\nthree\n")
+                && text.contains("## B\n\ntwo\n")
+                && !text.contains("one"),
+            "{text}"
+        );
+        assert!(text.find("## A").unwrap() < text.find("## B").unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
