@@ -1,0 +1,72 @@
+//! The Rust SDK for the image-generation API.
+//!
+//! What it adds to the wire-level [`uncensored_api`] crate:
+//!
+//! - **Validation before any network I/O**: every documented constraint of a
+//!   [`GenerateRequest`] is checked client-side and reported as a typed
+//!   [`ValidationError`] naming the field.
+//! - **Retries that never pay twice**: every POST carries an Idempotency-Key
+//!   that stays the same across its retries, so a retried request replays the
+//!   first answer instead of starting (and charging) a second job. Retries use
+//!   capped exponential backoff with full jitter and honour `retry-after`;
+//!   400, 401, 402, 403, 404 and 422 are never retried.
+//! - **Typed answers and errors**: the 200/202 answer is a [`Generation`] enum,
+//!   unknown job statuses are kept as data, and API errors carry their type,
+//!   message, param, code, status, rate limit and request id.
+//! - **Waiting**: [`Client::wait`] polls soon, then backs off into the
+//!   documented 2-5 s band, with a deadline and cancellation; [`Client::watch`]
+//!   streams progress events.
+//! - **Downloads**: streamed, size-capped, truncation-checked and retried, with
+//!   the format sniffed and a SHA-256 computed on the way. The API key is never
+//!   sent to image storage.
+//! - **Webhooks** (feature `webhook`): per-job unguessable callback URLs and a
+//!   receiver that trusts nothing in the unsigned payload.
+//!
+//! It is not a storage or notification layer; see the delivery pipeline for that.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> uncensored::Result<()> {
+//! # let emulator = uncensored_emulator::Emulator::start(Default::default()).await.unwrap();
+//! use uncensored::{Client, GenerateRequest};
+//!
+//! let client = Client::builder()
+//!     .base_url(emulator.base_url()) // default: the production API
+//!     .api_key("emulator-key")
+//!     .build()?;
+//! let image = client
+//!     .generate_and_wait(&GenerateRequest::new("a lighthouse at dusk, oil painting").size(768, 512))
+//!     .await?;
+//! let file = client.download(&image.url).await?;
+//! assert_eq!(file.format.extension(), "jpg");
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod client;
+mod download;
+mod error;
+mod pacer;
+mod request;
+mod response;
+mod retry;
+mod wait;
+#[cfg(feature = "webhook")]
+pub mod webhook;
+
+pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES};
+pub use download::{DownloadedImage, ImageFormat, ImageStream};
+pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
+pub use request::{GenerateRequest, MAX_PROMPT_CHARS, SIDE_RANGE, validate_idempotency_key};
+pub use response::{
+    CompletedImage, Generation, Job, JobStatus, QueuedJob, RateLimit, ResponseMeta,
+};
+pub use retry::RetryPolicy;
+pub use tokio_util::sync::CancellationToken;
+pub use wait::{JobEvent, WaitOptions};
+
+/// The wire-level client and types this crate is built on.
+pub use uncensored_api as api;
