@@ -101,6 +101,9 @@ pub struct Faults {
     /// Probability that an image download stops halfway (Content-Length larger
     /// than the bytes sent).
     pub truncate_rate: f64,
+    /// Probability that an API request is answered `429` (retry after 1 s)
+    /// although the key is within its rate limit.
+    pub throttle_rate: f64,
     /// Probability that the connection is cut instead of answering an API request.
     pub drop_rate: f64,
     /// Probability that a webhook is delivered twice.
@@ -250,6 +253,7 @@ impl Config {
         let f = &self.faults;
         for (name, p) in [
             ("fail_rate", f.fail_rate),
+            ("throttle_rate", f.throttle_rate),
             ("truncate_rate", f.truncate_rate),
             ("drop_rate", f.drop_rate),
             ("duplicate_webhook_rate", f.duplicate_webhook_rate),

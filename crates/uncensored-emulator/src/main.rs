@@ -29,6 +29,9 @@ struct Args {
     /// Probability (0-1) of answering an API request 500 or 503.
     #[arg(long, value_name = "P")]
     fail_rate: Option<f64>,
+    /// Probability (0-1) of answering an API request 429 (retry after 1 s).
+    #[arg(long, value_name = "P")]
+    throttle_rate: Option<f64>,
     /// Probability (0-1) of cutting an image download short.
     #[arg(long, value_name = "P")]
     truncate_rate: Option<f64>,
@@ -76,6 +79,7 @@ impl Args {
         set! {
             seed => config.seed,
             fail_rate => faults.fail_rate,
+            throttle_rate => faults.throttle_rate,
             truncate_rate => faults.truncate_rate,
             drop_rate => faults.drop_rate,
             duplicate_webhook_rate => faults.duplicate_webhook_rate,

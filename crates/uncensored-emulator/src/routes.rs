@@ -143,11 +143,12 @@ async fn authenticated(
         return ApiError::forbidden("This API key lacks the image:gen:* scope").into_response();
     }
     let faults = &state.config.faults;
-    let (drop, fail, unavailable) = state.with_rng(|rng| {
+    let (drop, fail, unavailable, throttle) = state.with_rng(|rng| {
         (
             rng.chance(faults.drop_rate),
             rng.chance(faults.fail_rate),
             rng.next_u64() & 1 == 1,
+            rng.chance(faults.throttle_rate),
         )
     });
     if drop {
@@ -157,6 +158,10 @@ async fn authenticated(
     if fail {
         state.with_stats(|s| s.faults.server_errors += 1);
         return ApiError::server(unavailable).into_response();
+    }
+    if throttle {
+        state.with_stats(|s| s.faults.throttled += 1);
+        return ApiError::rate_limited(1).into_response();
     }
     request.extensions_mut().insert(Account(account));
     next.run(request).await

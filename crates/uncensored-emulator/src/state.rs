@@ -176,6 +176,8 @@ pub struct WebhookStats {
 pub struct FaultStats {
     /// 500/503 answers.
     pub server_errors: u64,
+    /// 429 answers injected (not counting real rate limiting).
+    pub throttled: u64,
     /// Connections cut.
     pub dropped: u64,
     /// Image downloads cut short.
