@@ -4,17 +4,15 @@
 //! assertion depends on a time.
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::tools::{self, EmulatorProcess};
 
-/// Pinned Prism (npm).
-const PRISM: &str = "@stoplight/prism-cli@5.16.0";
 /// wrk settings: threads, connections, seconds per run.
 const THREADS: &str = "2";
 const CONNECTIONS: &str = "64";
@@ -32,7 +30,7 @@ pub fn run(root: &Path) -> Result<()> {
     let work = tools::target_dir(root).join("bench");
     std::fs::create_dir_all(&work)?;
     let wrk = ensure_wrk()?;
-    let prism = ensure_prism(root)?;
+    let prism = tools::ensure_prism(root)?;
     tools::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
@@ -63,8 +61,15 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
     let emulator_addr = authority(&emulator.base_url)?;
     let job_id = create_job(emulator_addr)?;
-    let prism_port = free_port()?;
-    let mut prism_child = start_prism(&prism, root, prism_port, &work)?;
+    let prism_port = tools::free_port()?;
+    let mut prism_child = tools::start_prism(
+        &prism,
+        &["mock"],
+        &[],
+        root,
+        prism_port,
+        &work.join("prism.log"),
+    )?;
     // Prism mocks the paths without the server's base path.
     let prism_base = format!("http://127.0.0.1:{prism_port}");
 
@@ -125,6 +130,7 @@ pub fn run(root: &Path) -> Result<()> {
         ));
     }
     print!("{table}");
+    let prism_name = tools::PRISM;
     write_section(
         root,
         "Emulator throughput",
@@ -132,7 +138,7 @@ pub fn run(root: &Path) -> Result<()> {
             "Measured by `cargo xtask bench` ({:.0?} of load): wrk with {THREADS} threads and {CONNECTIONS} \
              connections for {SECONDS} s per row over loopback, against the release build of \
              `uncensored-emulator` (time scale 0, so a sync POST answers at once) and against \
-             Prism's mock server ({PRISM}) for the same openapi.yaml, in the same run on the same \
+             Prism's mock server ({prism_name}) for the same openapi.yaml, in the same run on the same \
              machine. Every answer was 2xx on both sides (the run fails otherwise); wrk's socket errors (timeouts, resets) are shown. Ratio = \
              emulator / Prism. Target: at least 20x on GET.\n\n{table}",
             started.elapsed()
@@ -205,51 +211,6 @@ fn ensure_wrk() -> Result<PathBuf> {
     tools::run(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]))
         .context("cannot install wrk")?;
     Ok(found("/usr/bin"))
-}
-
-/// Prism under `.tools/prism`, installed from npm when missing.
-fn ensure_prism(root: &Path) -> Result<PathBuf> {
-    let prefix = root.join(".tools/prism");
-    let bin = prefix.join("node_modules/.bin/prism");
-    if !bin.exists() {
-        eprintln!("xtask: installing {PRISM} into .tools/prism");
-        std::fs::create_dir_all(&prefix)?;
-        tools::run(
-            Command::new("npm")
-                .arg("install")
-                .arg("--prefix")
-                .arg(&prefix)
-                .args(["--no-audit", "--no-fund", "--loglevel=error", PRISM]),
-        )
-        .context("cannot install Prism (needs node and npm)")?;
-    }
-    Ok(bin)
-}
-
-fn start_prism(bin: &Path, root: &Path, port: u16, work: &Path) -> Result<Child> {
-    let log = std::fs::File::create(work.join("prism.log"))?;
-    let mut child = Command::new(bin)
-        .args(["mock", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg(root.join("openapi.yaml"))
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .context("cannot start Prism")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline || child.try_wait()?.is_some() {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(work.join("prism.log")).unwrap_or_default();
-            bail!("Prism did not start listening within 60 s:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(child)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// `127.0.0.1:PORT` from `http://127.0.0.1:PORT/api`.

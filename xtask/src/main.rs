@@ -11,6 +11,7 @@ mod codegen;
 mod conformance;
 mod constraints;
 mod docs;
+mod prism_check;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ commands:
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
   conformance          run schemathesis against the emulator (part of `test`)
+  prism-check          run the SDK through Prism's validating proxy (part of `test`)
   test                 run every check: spec, generated code, fmt, clippy, docs, tests, conformance
 ";
 
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         ["test"] => test(&root),
         ["bench"] => bench::run(&root),
         ["conformance"] => conformance::run(&root, &mut cargo(&[])),
+        ["prism-check"] => prism_check::run(&root, || cargo(&[])),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
@@ -141,6 +144,13 @@ fn test(root: &Path) -> Result<()> {
     let counts = tools::run_tests(tests.current_dir(root)).context("step `tests` failed")?;
     section("conformance: schemathesis against the emulator");
     conformance::run(root, cargo(&[]).current_dir(root)).context("step `conformance` failed")?;
+    section("the SDK through Prism's validating proxy");
+    prism_check::run(root, || {
+        let mut command = cargo(&[]);
+        command.current_dir(root);
+        command
+    })
+    .context("step `prism proxy` failed")?;
     println!(
         "\nxtask test: all checks passed in {:.0?}",
         started.elapsed()

@@ -1,8 +1,11 @@
 //! External tools the checks need, installed on demand into git-ignored
 //! folders under `.tools/` and reused when already present.
 
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -191,6 +194,63 @@ pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
+}
+
+/// Pinned Prism (npm), the independent OpenAPI mock and validating proxy.
+pub const PRISM: &str = "@stoplight/prism-cli@5.16.0";
+
+/// Prism under `.tools/prism`, installed from npm when missing.
+pub fn ensure_prism(root: &Path) -> Result<PathBuf> {
+    let prefix = root.join(".tools/prism");
+    let bin = prefix.join("node_modules/.bin/prism");
+    if !bin.exists() {
+        eprintln!("xtask: installing {PRISM} into .tools/prism");
+        std::fs::create_dir_all(&prefix)?;
+        run(Command::new("npm")
+            .arg("install")
+            .arg("--prefix")
+            .arg(&prefix)
+            .args(["--no-audit", "--no-fund", "--loglevel=error", PRISM]))
+        .context("cannot install Prism (needs node and npm)")?;
+    }
+    Ok(bin)
+}
+
+/// Starts Prism as `prism MODE... --host 127.0.0.1 --port PORT openapi.yaml AFTER...`
+/// and waits (60 s at most) until it listens.
+pub fn start_prism(
+    bin: &Path,
+    mode: &[&str],
+    after_spec: &[&str],
+    root: &Path,
+    port: u16,
+    log_path: &Path,
+) -> Result<Child> {
+    let log = std::fs::File::create(log_path)?;
+    let mut child = Command::new(bin)
+        .args(mode)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(root.join("openapi.yaml"))
+        .args(after_spec)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start Prism")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            bail!("Prism did not start listening within 60 s:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child)
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 #[cfg(test)]
