@@ -102,6 +102,17 @@ pub fn run(root: &Path) -> Result<()> {
     ];
     let _ = prism_child.kill();
     let _ = prism_child.wait();
+    let wrk_get = rows[0].1;
+    let sdk = sdk_bench(
+        root,
+        &[
+            "throughput",
+            &emulator.base_url,
+            &job_id,
+            SECONDS,
+            CONNECTIONS,
+        ],
+    )?;
     emulator.stop()?;
     // A rate of error answers measures the wrong thing: refuse to report it.
     for (name, ours, anchor) in &rows {
@@ -143,7 +154,92 @@ pub fn run(root: &Path) -> Result<()> {
              emulator / Prism. Target: at least 20x on GET.\n\n{table}",
             started.elapsed()
         ),
+    )?;
+
+    let rate = |name: &str| -> Result<f64> {
+        sdk.iter()
+            .find(|line| line["name"] == name)
+            .and_then(|line| line["per_second"].as_f64())
+            .with_context(|| format!("the SDK bench printed no `{name}` line"))
+    };
+    let (ours, raw) = (rate("sdk")?, rate("raw_reqwest")?);
+    write_section(
+        root,
+        "SDK throughput",
+        &format!(
+            "GET job status against the same release emulator, {CONNECTIONS} concurrent requests for \
+             {SECONDS} s each, in the same run: this SDK (`Client::job`: typed errors, retry loop, \
+             rate-limit parsing, a tracing span per attempt) against raw reqwest (one shared client, \
+             JSON parsed into `serde_json::Value`) and wrk (C, no parsing). Target: at least 0.9x raw \
+             reqwest.\n\n| client | req/s | vs raw reqwest |\n|---|---:|---:|\n\
+             | uncensored SDK | {ours:.0} | {:.2}x |\n| raw reqwest | {raw:.0} | 1.00x |\n\
+             | wrk | {:.0} | {:.2}x |\n",
+            ours / raw,
+            wrk_get.per_second,
+            wrk_get.per_second / raw,
+        ),
+    )?;
+
+    let scale = "0.05";
+    let waits = sdk_bench(root, &["wait", "200", scale])?;
+    let mut table = String::from(
+        "| strategy | mean lag (s) | p95 lag (s) | mean polls | max polls |\n|---|---:|---:|---:|---:|\n",
+    );
+    for line in &waits {
+        table.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.1} | {} |\n",
+            line["name"].as_str().unwrap_or("?"),
+            line["mean_lag_s"].as_f64().unwrap_or(f64::NAN),
+            line["p95_lag_s"].as_f64().unwrap_or(f64::NAN),
+            line["mean_polls"].as_f64().unwrap_or(f64::NAN),
+            line["max_polls"].as_u64().unwrap_or(0),
+        ));
+    }
+    write_section(
+        root,
+        "Waiting for jobs",
+        &format!(
+            "200 async jobs whose generation takes 5-30 s (uniformly, as the emulator models them), run \
+             against the emulator at time scale {scale} and reported in modelled seconds. Lag is the time \
+             from a job's end to its detection. `sdk_default` is `WaitOptions::default()` (first poll at \
+             1 s, then 2 s growing 1.25x per poll up to 5 s); `fixed_*` poll at a constant interval; \
+             `sdk_webhook` waits for the callback through `webhook::WebhookReceiver` and confirms the job \
+             with one read. Target: lag under 1 s with at most 8 polls per job. No polling schedule can \
+             meet both: with ends spread evenly over 25 s, k polls inside that window leave a mean lag of \
+             at least 25/(2k) s, 1.56 s for k = 8; only the callback path does.\n\n{table}"
+        ),
     )
+}
+
+/// Runs the SDK's benchmark binary and returns its JSON lines.
+fn sdk_bench(root: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args([
+            "bench",
+            "--quiet",
+            "--package",
+            "uncensored",
+            "--features",
+            "webhook",
+            "--bench",
+            "client",
+            "--",
+        ])
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run the SDK benchmark")?;
+    if !output.status.success() {
+        bail!("the SDK benchmark failed ({})", output.status);
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| {
+            serde_json::from_str(line).context("the SDK benchmark printed a line that is not JSON")
+        })
+        .collect()
 }
 
 /// Runs wrk once and reads its summary.
