@@ -70,3 +70,8 @@ pub use wait::{JobEvent, WaitOptions};
 
 /// The wire-level client and types this crate is built on.
 pub use uncensored_api as api;
+
+/// The README's Rust examples, compiled as doctests so that they never rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
