@@ -21,21 +21,12 @@ const OPERATIONS: &[&str] = &[
 
 /// Builds the emulator, starts it, runs schemathesis against it, and stops it.
 pub fn run(root: &Path, cargo: &mut Command) -> Result<()> {
-    tools::run(cargo.args([
-        "build",
-        "--quiet",
-        "--package",
-        "uncensored-emulator",
-        "--bin",
-        "uncensored-emulator",
-    ]))
-    .context("cannot build the emulator")?;
     let venv = tools::python_venv(root, "schemathesis", &[SCHEMATHESIS])?;
     let work = tools::target_dir(root).join("schemathesis");
     std::fs::create_dir_all(&work)?;
-    let bin = tools::target_dir(root).join("debug/uncensored-emulator");
-    let emulator = EmulatorProcess::start(
-        &bin,
+    let emulator = EmulatorProcess::build_and_start(
+        root,
+        cargo,
         &[
             "--time-scale",
             "0",

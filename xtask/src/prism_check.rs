@@ -11,20 +11,12 @@ use crate::tools::{self, EmulatorProcess};
 /// Starts the emulator and Prism's proxy, runs the SDK's conformance test
 /// through it, and fails on any violation Prism reports.
 pub fn run(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
-    tools::run(cargo().args([
-        "build",
-        "--quiet",
-        "--package",
-        "uncensored-emulator",
-        "--bin",
-        "uncensored-emulator",
-    ]))
-    .context("cannot build the emulator")?;
     let prism = tools::ensure_prism(root)?;
     let work = tools::target_dir(root).join("prism-proxy");
     std::fs::create_dir_all(&work)?;
-    let emulator = EmulatorProcess::start(
-        &tools::target_dir(root).join("debug/uncensored-emulator"),
+    let emulator = EmulatorProcess::build_and_start(
+        root,
+        &mut cargo(),
         &["--time-scale", "0.001", "--rate-limit", "100000"],
         work.join("emulator.log"),
     )?;

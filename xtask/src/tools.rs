@@ -122,6 +122,29 @@ pub struct EmulatorProcess {
 }
 
 impl EmulatorProcess {
+    /// Builds the emulator's debug binary with `cargo`, then starts it.
+    pub fn build_and_start(
+        root: &Path,
+        cargo: &mut Command,
+        args: &[&str],
+        log: PathBuf,
+    ) -> Result<Self> {
+        run(cargo.args([
+            "build",
+            "--quiet",
+            "--package",
+            "uncensored-emulator",
+            "--bin",
+            "uncensored-emulator",
+        ]))
+        .context("cannot build the emulator")?;
+        Self::start(
+            &target_dir(root).join("debug/uncensored-emulator"),
+            args,
+            log,
+        )
+    }
+
     /// Starts `bin` with `args` and waits (30 s at most) for its base URL.
     /// Fails loudly when it cannot start: no check is ever skipped for that.
     pub fn start(bin: &Path, args: &[&str], log: PathBuf) -> Result<Self> {

@@ -491,3 +491,46 @@ fn a_client_without_a_key_or_with_a_bad_url_is_a_config_error() {
         Err(Error::Config(_))
     ));
 }
+
+#[tokio::test]
+async fn the_pacer_waits_for_the_window_to_reset_instead_of_hitting_429() {
+    use std::sync::{Arc, Mutex};
+    let server = MockServer::start().await;
+    // Every answer says: no request left in this window, which resets in 1 s.
+    // Each entry: when a request arrived, and the reset its answer announced.
+    type Time = chrono::DateTime<chrono::Utc>;
+    let seen: Arc<Mutex<Vec<(Time, Time)>>> = Arc::default();
+    let record = seen.clone();
+    Mock::given(method("GET"))
+        .respond_with(move |_: &Request| {
+            let now = chrono::Utc::now();
+            // As announced: the header has millisecond precision.
+            let announced = (now + chrono::Duration::seconds(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let reset = chrono::DateTime::parse_from_rfc3339(&announced)
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            record.lock().unwrap().push((now, reset));
+            ResponseTemplate::new(200)
+                .insert_header("x-ratelimit-limit-requests", "1")
+                .insert_header("x-ratelimit-remaining-requests", "0")
+                .insert_header("x-ratelimit-reset-requests", announced)
+                .set_body_json(json!({"job_id": "j", "status": "processing"}))
+        })
+        .mount(&server)
+        .await;
+    let client = Client::builder()
+        .base_url(server.uri())
+        .api_key(KEY)
+        .pace_requests(true)
+        .build()
+        .unwrap();
+    client.job("j").await.unwrap();
+    client.job("j").await.unwrap();
+    let seen = seen.lock().unwrap();
+    let (arrived, announced_reset) = (seen[1].0, seen[0].1);
+    assert!(
+        arrived >= announced_reset,
+        "the second request came at {arrived}, before the window reset at {announced_reset}"
+    );
+}

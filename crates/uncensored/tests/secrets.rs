@@ -63,6 +63,10 @@ async fn the_key_never_shows_in_debug_errors_or_logs() {
         .unwrap_err();
     let e2 = client.job("j").await.unwrap_err();
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = logs
+        .replace("\u{1b}[3m", "")
+        .replace("\u{1b}[0m", "")
+        .replace("\u{1b}[2m", "");
     assert!(
         logs.contains("uncensored.request"),
         "the spans must be logged for this test to mean anything"
