@@ -35,6 +35,10 @@ commands:
 
 /// Pinned version of the independent OpenAPI validator (PyPI).
 const SPEC_VALIDATOR: &str = "openapi-spec-validator==0.8.4";
+/// Pinned moto, the S3-compatible server the storage tests run against (PyPI).
+const MOTO: &str = "moto[server]==5.2.5";
+/// The SDK's cargo features: the matrix builds none, each alone, and all.
+const SDK_FEATURES: &[&str] = &["fs", "s3", "webhook"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -83,7 +87,7 @@ fn lint_spec(root: &Path) -> Result<()> {
 
 /// A command of the test run: a name for the log and what to execute.
 struct Step {
-    name: &'static str,
+    name: String,
     command: Command,
 }
 
@@ -108,18 +112,21 @@ fn test(root: &Path) -> Result<()> {
     // Under CI a missing or changed snapshot fails instead of being written.
     tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
     tests.env_remove("INSTA_FORCE_PASS");
+    section("tools for the tests: moto (S3)");
+    let moto = tools::python_venv(root, "moto", &[MOTO])?;
+    tests.env("UNCENSORED_MOTO_SERVER", moto.join("bin/moto_server"));
 
     let steps = [
         Step {
-            name: "cargo fmt --check",
+            name: "cargo fmt --check".into(),
             command: cargo(&["fmt", "--all", "--", "--check"]),
         },
         Step {
-            name: "uncensored-api builds on its own",
+            name: "uncensored-api builds on its own".into(),
             command: cargo(&["build", "--package", "uncensored-api"]),
         },
         Step {
-            name: "clippy -D warnings",
+            name: "clippy -D warnings".into(),
             command: cargo(&[
                 "clippy",
                 "--workspace",
@@ -131,12 +138,34 @@ fn test(root: &Path) -> Result<()> {
             ]),
         },
         Step {
-            name: "rustdoc -D warnings",
+            name: "rustdoc -D warnings".into(),
             command: doc,
         },
     ];
+    let mut matrix: Vec<Vec<&str>> = vec![vec![]];
+    matrix.extend(SDK_FEATURES.iter().map(|feature| vec![*feature]));
+    let all = SDK_FEATURES.join(",");
+    matrix.push(vec![all.as_str()]);
+    let mut steps: Vec<Step> = steps.into_iter().collect();
+    for features in &matrix {
+        let mut args = vec![
+            "check",
+            "--quiet",
+            "--package",
+            "uncensored",
+            "--no-default-features",
+        ];
+        if let Some(list) = features.first() {
+            args.extend(["--features", list]);
+        }
+        let shown = features.first().copied().unwrap_or("no features");
+        steps.push(Step {
+            name: format!("SDK feature matrix: {shown}"),
+            command: cargo(&args),
+        });
+    }
     for Step { name, mut command } in steps {
-        section(name);
+        section(&name);
         command.current_dir(root);
         tools::run(&mut command).with_context(|| format!("step `{name}` failed"))?;
     }

@@ -53,6 +53,7 @@ mod pacer;
 mod request;
 mod response;
 mod retry;
+pub mod storage;
 mod wait;
 #[cfg(feature = "webhook")]
 pub mod webhook;

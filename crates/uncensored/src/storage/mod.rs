@@ -1,0 +1,340 @@
+//! Where images go: a small object-safe [`Storage`] trait with a backend per
+//! cargo feature (`fs`, `s3`), object names from a template, and metadata
+//! stored next to each image.
+//!
+//! A backend streams an image in (never holding it whole), computes its
+//! SHA-256 on the way, treats storing the same job again as a no-op, and never
+//! silently replaces a different image.
+
+#[cfg(feature = "fs")]
+mod fs;
+#[cfg(feature = "s3")]
+mod s3;
+
+use std::fmt::Debug;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::download::{DownloadedImage, ImageFormat, ImageStream};
+use crate::error::DownloadError;
+
+#[cfg(feature = "fs")]
+pub use fs::FsStorage;
+#[cfg(feature = "s3")]
+pub use s3::S3Storage;
+
+/// Facts about an image, stored beside it (a `.json` sidecar, or object metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    /// The job that made it; the identity storage checks before writing.
+    pub job_id: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The model.
+    pub model: Option<String>,
+    /// Width in pixels.
+    pub width: Option<u32>,
+    /// Height in pixels.
+    pub height: Option<u32>,
+    /// Seconds the generation took.
+    pub generation_time: Option<f64>,
+    /// SHA-256 of the image, once stored.
+    pub sha256: Option<String>,
+    /// When the job completed, or when it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where an image was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The object name inside the storage (`2026-05-09/abc.jpg`).
+    pub name: String,
+    /// Where it is, for people: a file path or `s3://bucket/key`.
+    pub location: String,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether this put found the image already stored (and changed nothing).
+    pub already_stored: bool,
+}
+
+/// Why storing failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The job id or template would make an unsafe or invalid object name.
+    #[error("invalid object name: {0}")]
+    InvalidName(String),
+    /// A different image is already stored under this name; nothing was changed.
+    #[error("{location} already holds another job's image ({other_job}); refusing to overwrite it")]
+    Conflict {
+        /// Where.
+        location: String,
+        /// The job the stored image belongs to (or `unknown`).
+        other_job: String,
+    },
+    /// Reading the image failed (it may be retried from the start).
+    #[error("the image could not be read: {0}")]
+    Source(#[from] DownloadError),
+    /// The backend failed (I/O error, unreachable server...).
+    #[error("storage backend error at {location}: {message}")]
+    Backend {
+        /// Where.
+        location: String,
+        /// What went wrong.
+        message: String,
+        /// Whether trying again may succeed.
+        retryable: bool,
+    },
+    /// The storage is misconfigured.
+    #[error("storage configuration: {0}")]
+    Config(String),
+}
+
+impl StorageError {
+    /// Whether trying the same put again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StorageError::Backend { retryable, .. } => *retryable,
+            StorageError::Source(error) => error.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// An image arriving in chunks. Implemented by [`ImageStream`] (a download in
+/// progress) and [`DownloadedImage`] (bytes in memory).
+#[async_trait::async_trait]
+pub trait ImageSource: Send {
+    /// The image format.
+    fn format(&self) -> ImageFormat;
+    /// The next chunk, or `None` at the end (after the source checked its length).
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, DownloadError>;
+}
+
+#[async_trait::async_trait]
+impl ImageSource for ImageStream {
+    fn format(&self) -> ImageFormat {
+        ImageStream::format(self)
+    }
+
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, DownloadError> {
+        ImageStream::next_chunk(self).await
+    }
+}
+
+/// A [`DownloadedImage`] as a one-chunk source.
+#[derive(Debug)]
+pub struct InMemory {
+    image: Option<DownloadedImage>,
+    format: ImageFormat,
+}
+
+impl From<DownloadedImage> for InMemory {
+    fn from(image: DownloadedImage) -> Self {
+        Self {
+            format: image.format,
+            image: Some(image),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageSource for InMemory {
+    fn format(&self) -> ImageFormat {
+        self.format
+    }
+
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, DownloadError> {
+        Ok(self.image.take().map(|image| image.bytes))
+    }
+}
+
+/// A place to store images. Object-safe: use it as `Arc<dyn Storage>`.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + Debug {
+    /// Streams `image` in under `name`, with `meta` beside it. If `name`
+    /// already holds this job's image, changes nothing and says so; if it
+    /// holds another job's, fails with [`StorageError::Conflict`].
+    async fn put(
+        &self,
+        name: &ObjectName,
+        image: &mut dyn ImageSource,
+        meta: &ImageMeta,
+    ) -> Result<Stored, StorageError>;
+
+    /// What is stored under `name`, if anything (with its metadata).
+    async fn stat(&self, name: &ObjectName) -> Result<Option<(Stored, ImageMeta)>, StorageError>;
+
+    /// Where `name` is, for people (a path, `s3://bucket/key`).
+    fn location(&self, name: &ObjectName) -> String;
+
+    /// A URL that shows the image to anyone holding it for a while (an S3
+    /// presigned GET), when the backend can make one.
+    async fn share_url(&self, _name: &ObjectName) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+}
+
+/// A safe object name, made from a template. Keys are `/`-separated and
+/// relative; no part is empty, `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectName(String);
+
+impl ObjectName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name of the metadata sidecar beside it.
+    pub fn sidecar(&self) -> String {
+        format!("{}.json", self.0)
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Makes object names from a template such as the default
+/// `{date}/{job_id}.{ext}`. Placeholders: `{date}` (YYYY-MM-DD), `{job_id}`,
+/// `{ext}` (from the sniffed format), `{model}`.
+///
+/// ```
+/// use uncensored::storage::NameTemplate;
+/// use uncensored::ImageFormat;
+///
+/// let template = NameTemplate::default();
+/// let date = chrono::NaiveDate::from_ymd_opt(2026, 5, 9).unwrap();
+/// let name = template.render("550e8400-e29b", ImageFormat::Jpeg, Some("model-pro"), date).unwrap();
+/// assert_eq!(name.as_str(), "2026-05-09/550e8400-e29b.jpg");
+/// assert!(template.render("../../etc/passwd", ImageFormat::Jpeg, None, date).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTemplate(String);
+
+impl Default for NameTemplate {
+    fn default() -> Self {
+        Self("{date}/{job_id}.{ext}".into())
+    }
+}
+
+impl NameTemplate {
+    /// A template; checked when rendered.
+    pub fn new(template: impl Into<String>) -> Result<Self, StorageError> {
+        let template = Self(template.into());
+        // Render with sample values to refuse a bad template at once.
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("a valid date");
+        template.render("sample", ImageFormat::Jpeg, Some("model"), date)?;
+        if !template.0.contains("{job_id}") {
+            return Err(StorageError::InvalidName(format!(
+                "template {:?} lacks {{job_id}}",
+                template.0
+            )));
+        }
+        Ok(template)
+    }
+
+    /// The name for a job. The job id and model are checked against an
+    /// allow-list (letters, digits, `-`, `_`, 1 to 128 characters): a job id
+    /// such as `../../x` is refused, never cleaned up into something else.
+    pub fn render(
+        &self,
+        job_id: &str,
+        format: ImageFormat,
+        model: Option<&str>,
+        date: chrono::NaiveDate,
+    ) -> Result<ObjectName, StorageError> {
+        let safe = |what: &str, value: &str| -> Result<(), StorageError> {
+            let ok = (1..=128).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if ok {
+                Ok(())
+            } else {
+                Err(StorageError::InvalidName(format!(
+                    "{what} {value:?} is not [A-Za-z0-9_-]{{1,128}}"
+                )))
+            }
+        };
+        safe("job id", job_id)?;
+        let model = model.unwrap_or("unknown-model");
+        safe("model", model)?;
+        let name = self
+            .0
+            .replace("{date}", &date.format("%Y-%m-%d").to_string())
+            .replace("{job_id}", job_id)
+            .replace("{ext}", format.extension())
+            .replace("{model}", model);
+        if name.contains('{') || name.contains('}') {
+            return Err(StorageError::InvalidName(format!(
+                "unknown placeholder in template {:?}",
+                self.0
+            )));
+        }
+        if name.starts_with('/')
+            || name.contains('\\')
+            || name
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(StorageError::InvalidName(format!(
+                "{name:?} is not a safe relative name"
+            )));
+        }
+        Ok(ObjectName(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day() -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2026, 5, 9).unwrap()
+    }
+
+    #[test]
+    fn job_ids_are_allow_listed_not_cleaned() {
+        let template = NameTemplate::default();
+        for bad in [
+            "../../x",
+            "a/b",
+            "",
+            "a b",
+            "x.jpg",
+            ".",
+            "..",
+            &"a".repeat(129),
+        ] {
+            assert!(
+                template.render(bad, ImageFormat::Png, None, day()).is_err(),
+                "{bad:?}"
+            );
+        }
+        let ok = template
+            .render("Job_1-x", ImageFormat::Png, None, day())
+            .unwrap();
+        assert_eq!(ok.as_str(), "2026-05-09/Job_1-x.png");
+        assert_eq!(ok.sidecar(), "2026-05-09/Job_1-x.png.json");
+    }
+
+    #[test]
+    fn templates_are_checked() {
+        assert!(NameTemplate::new("{model}/{job_id}.{ext}").is_ok());
+        assert!(NameTemplate::new("/abs/{job_id}.{ext}").is_err());
+        assert!(NameTemplate::new("a/../{job_id}").is_err());
+        assert!(NameTemplate::new("{date}/{nope}.{ext}").is_err());
+        assert!(
+            NameTemplate::new("{date}/fixed.{ext}").is_err(),
+            "every job would collide"
+        );
+    }
+}
