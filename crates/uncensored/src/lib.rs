@@ -49,6 +49,7 @@
 mod client;
 mod download;
 mod error;
+pub mod notify;
 mod pacer;
 mod request;
 mod response;

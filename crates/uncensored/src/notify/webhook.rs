@@ -1,0 +1,109 @@
+//! Notifications to any HTTP endpoint as JSON, signed per Standard Webhooks
+//! (`webhook-id`, `webhook-timestamp`, `webhook-signature`) so that the
+//! receiver can verify them with any Standard Webhooks library.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::json;
+
+use super::{Notification, Notifier, NotifyError, describe};
+
+/// Posts signed JSON notifications. The signing secret never appears in
+/// `Debug`, errors or logs.
+pub struct SignedWebhookNotifier {
+    url: String,
+    secret: SecretString,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for SignedWebhookNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedWebhookNotifier")
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+impl SignedWebhookNotifier {
+    /// A notifier posting to `url`, signing with `secret` (`whsec_` + base64,
+    /// as Standard Webhooks secrets are written).
+    pub fn new(url: impl Into<String>, secret: impl Into<String>) -> Result<Self, NotifyError> {
+        let secret = SecretString::from(secret.into());
+        standardwebhooks::Webhook::new(secret.expose_secret()).map_err(|_| {
+            NotifyError::Rejected {
+                notifier: "webhook",
+                reason: "the signing secret is not `whsec_` followed by base64".into(),
+            }
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("a plain reqwest client builds");
+        Ok(Self {
+            url: url.into(),
+            secret,
+            http,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for SignedWebhookNotifier {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
+        let now = chrono::Utc::now();
+        let body = serde_json::to_vec(&json!({
+            "type": format!("image.{}", notification.kind()),
+            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "data": notification,
+        }))
+        .expect("a notification serialises");
+        // The same id for the same job and event, so a receiver can drop repeats.
+        let id = format!(
+            "msg_{}_{}",
+            notification.job_id().unwrap_or("none"),
+            notification.kind()
+        );
+        let signer =
+            standardwebhooks::Webhook::new(self.secret.expose_secret()).expect("checked in new");
+        let signature = signer
+            .sign(&id, now.timestamp(), &body)
+            .expect("JSON is UTF-8");
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header(standardwebhooks::HEADER_WEBHOOK_ID, &id)
+            .header(
+                standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
+                now.timestamp().to_string(),
+            )
+            .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| NotifyError::Unavailable {
+                notifier: "webhook",
+                reason: describe(&e),
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else if status.as_u16() == 429 || status.is_server_error() {
+            Err(NotifyError::Unavailable {
+                notifier: "webhook",
+                reason: format!("HTTP {status}"),
+            })
+        } else {
+            Err(NotifyError::Rejected {
+                notifier: "webhook",
+                reason: format!("HTTP {status}"),
+            })
+        }
+    }
+}

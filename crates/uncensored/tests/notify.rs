@@ -1,0 +1,211 @@
+//! Notifiers against local capture servers with the receivers' real answers:
+//! one conformance suite every notifier passes, Slack's payloads as snapshots
+//! and its error answers as typed errors, and signatures verified with the
+//! Standard Webhooks crate.
+#![cfg(all(feature = "slack", feature = "webhook-notify"))]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use uncensored::notify::{
+    Notification, Notifier, NotifyError, SignedWebhookNotifier, SlackNotifier,
+};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const SLACK_PATH: &str = "/services/T000/B000/XXXXsecretXXXX";
+const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn stored(share_url: Option<&str>) -> Notification {
+    Notification::Stored {
+        job_id: "550e8400-e29b-41d4-a716-446655440000".into(),
+        prompt: "a lighthouse at dusk, <oil> & painting".into(),
+        model: Some("model-pro".into()),
+        width: Some(1024),
+        height: Some(768),
+        generation_time: Some(12.5),
+        location: "s3://images/2026-05-09/550e8400.jpg".into(),
+        share_url: share_url.map(str::to_string),
+        sha256: "ab".repeat(32),
+    }
+}
+
+fn failed() -> Notification {
+    Notification::Failed {
+        job_id: None,
+        prompt: "something the moderator refused".into(),
+        reason: "moderation".into(),
+        message: "Content moderation failed (HTTP 403, permission_error); change the prompt".into(),
+    }
+}
+
+/// What every notifier must do: deliver both kinds of notification, once each,
+/// and fail retryably (without leaking its secret) when the receiver is down.
+async fn conformance(make: impl Fn(&str) -> Arc<dyn Notifier>, secret: &str) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    let notifier = make(&server.uri());
+    notifier.notify(&stored(None)).await.unwrap();
+    notifier.notify(&failed()).await.unwrap();
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert!(
+        !format!("{notifier:?}").contains(secret),
+        "Debug shows the secret"
+    );
+
+    let dead = make("http://127.0.0.1:9");
+    let error = dead.notify(&stored(None)).await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(
+        !format!("{error} {error:?}").contains(secret),
+        "the error shows the secret: {error}"
+    );
+}
+
+fn slack(base: &str) -> SlackNotifier {
+    SlackNotifier::new(format!("{base}{SLACK_PATH}"))
+        .with_min_interval(Duration::from_millis(1))
+        .with_max_attempts(3)
+}
+
+#[tokio::test]
+async fn slack_conforms() {
+    conformance(|base| Arc::new(slack(base)), "XXXXsecretXXXX").await;
+}
+
+#[tokio::test]
+async fn signed_webhook_conforms() {
+    conformance(
+        |base| {
+            Arc::new(SignedWebhookNotifier::new(format!("{base}/hook"), SIGNING_SECRET).unwrap())
+        },
+        SIGNING_SECRET,
+    )
+    .await;
+}
+
+#[test]
+fn slack_messages_are_block_kit() {
+    insta::assert_json_snapshot!(
+        "slack_stored_with_image",
+        SlackNotifier::message(&stored(Some(
+            "https://s3.example/x.jpg?X-Amz-Signature=abc"
+        )))
+    );
+    insta::assert_json_snapshot!(
+        "slack_stored_link_only",
+        SlackNotifier::message(&stored(None))
+    );
+    insta::assert_json_snapshot!("slack_failed", SlackNotifier::message(&failed()));
+}
+
+#[tokio::test]
+async fn slack_errors_are_typed_and_not_retried() {
+    for (status, text) in [
+        (400, "invalid_payload"),
+        (403, "action_prohibited"),
+        (404, "no_service"),
+        (404, "channel_not_found"),
+        (410, "channel_is_archived"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status).set_body_string(text))
+            .mount(&server)
+            .await;
+        let error = slack(&server.uri())
+            .notify(&stored(None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, NotifyError::Rejected { reason, .. } if reason.starts_with(text)),
+            "{error}"
+        );
+        assert!(!error.is_retryable());
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            1,
+            "{text} must not be retried"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slack_429_storm_is_waited_out() {
+    let server = MockServer::start().await;
+    let answers = Arc::new(Mutex::new(vec![200u16, 429, 429])); // popped from the end
+    let queue = answers.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &Request| {
+            let status = queue.lock().unwrap().pop().unwrap_or(200);
+            let template = ResponseTemplate::new(status).set_body_string(if status == 200 {
+                "ok"
+            } else {
+                "rate_limited"
+            });
+            if status == 429 {
+                template.insert_header("retry-after", "0")
+            } else {
+                template
+            }
+        })
+        .mount(&server)
+        .await;
+    slack(&server.uri()).notify(&stored(None)).await.unwrap();
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+
+    let always = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "0")
+                .set_body_string("rate_limited"),
+        )
+        .mount(&always)
+        .await;
+    let error = slack(&always.uri())
+        .notify(&stored(None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, NotifyError::RateLimited { .. }) && error.is_retryable(),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn signed_webhooks_verify_with_the_standard_webhooks_crate() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let notifier =
+        SignedWebhookNotifier::new(format!("{}/hook", server.uri()), SIGNING_SECRET).unwrap();
+    notifier
+        .notify(&stored(Some("https://s3.example/x.jpg")))
+        .await
+        .unwrap();
+    let request = &server.received_requests().await.unwrap()[0];
+    let verifier = standardwebhooks::Webhook::new(SIGNING_SECRET).unwrap();
+    verifier
+        .verify(&request.body, &request.headers)
+        .expect("a valid Standard Webhooks signature");
+    assert_eq!(
+        request.headers["webhook-id"],
+        "msg_550e8400-e29b-41d4-a716-446655440000_stored"
+    );
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["type"], "image.stored");
+    assert_eq!(body["data"]["sha256"], "ab".repeat(32));
+
+    // A tampered body fails verification.
+    let mut tampered = request.body.clone();
+    tampered[10] ^= 1;
+    assert!(verifier.verify(&tampered, &request.headers).is_err());
+    assert!(SignedWebhookNotifier::new("http://x", "not base64!").is_err());
+}
