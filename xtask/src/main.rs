@@ -38,7 +38,7 @@ const SPEC_VALIDATOR: &str = "openapi-spec-validator==0.8.4";
 /// Pinned moto, the S3-compatible server the storage tests run against (PyPI).
 const MOTO: &str = "moto[server]==5.2.5";
 /// The SDK's cargo features: the matrix builds none, each alone, and all.
-const SDK_FEATURES: &[&str] = &["fs", "s3", "slack", "webhook-notify", "webhook"];
+const SDK_FEATURES: &[&str] = &["fs", "s3", "slack", "webhook-notify", "webhook", "deliver"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -47,6 +47,8 @@
 #![deny(missing_docs)]
 
 mod client;
+#[cfg(feature = "deliver")]
+pub mod deliver;
 mod download;
 mod error;
 pub mod notify;

@@ -25,7 +25,7 @@ pub const MAX_PROMPT_CHARS: usize = 2000;
 /// let error = GenerateRequest::new("x").size(1001, 768).validate().unwrap_err();
 /// assert_eq!(error.field, "image_width");
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerateRequest {
     prompt: String,
     model: Option<String>,
@@ -117,6 +117,16 @@ impl GenerateRequest {
     /// The prompt.
     pub fn prompt(&self) -> &str {
         &self.prompt
+    }
+
+    /// The model, if set.
+    pub fn model_name(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The requested size, if set.
+    pub fn dimensions(&self) -> (Option<u32>, Option<u32>) {
+        (self.width, self.height)
     }
 
     /// The callback URL, when async.

@@ -10,6 +10,8 @@ use uncensored::storage::{
 };
 use uncensored::{DownloadError, ImageFormat};
 
+mod support;
+
 /// An image from chunks, optionally failing (as a cut download) at one of them.
 struct Chunks {
     chunks: Vec<Bytes>,
@@ -182,64 +184,9 @@ async fn fs_storage_conforms_and_leaves_no_temporary_files() {
 
 #[cfg(feature = "s3")]
 mod s3 {
+    use super::support::{self, Moto};
     use super::*;
-    use std::process::{Child, Command, Stdio};
     use uncensored::storage::S3Storage;
-
-    /// moto_server on a free loopback port, stopped on drop.
-    pub struct Moto {
-        child: Child,
-        pub endpoint: String,
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// Starts moto_server, or explains why not: in CI that is a failure.
-    pub fn moto() -> Option<Moto> {
-        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let bin = std::env::var_os("UNCENSORED_MOTO_SERVER")
-            .map(std::path::PathBuf::from)
-            .or_else(|| Some(workspace.join(".tools/moto/bin/moto_server")).filter(|p| p.exists()));
-        let Some(bin) = bin else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the S3 tests: run them through `cargo xtask test`, which installs moto"
-            );
-            eprintln!(
-                "SKIPPED: no moto_server (run `cargo xtask test` to install it into .tools/moto)"
-            );
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "moto_server did not listen within 60 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Some(moto)
-    }
 
     pub async fn bucket(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
         let created = reqwest::Client::new()
@@ -263,7 +210,7 @@ mod s3 {
 
     #[tokio::test]
     async fn s3_storage_conforms() {
-        let Some(moto) = moto() else { return };
+        let Some(moto) = support::moto() else { return };
         let storage = bucket(&moto, "conformance", "images").await;
         assert_eq!(
             storage.location(&name("x")),
@@ -274,7 +221,7 @@ mod s3 {
 
     #[tokio::test]
     async fn large_images_go_up_in_parts_and_can_be_shared() {
-        let Some(moto) = moto() else { return };
+        let Some(moto) = support::moto() else { return };
         let storage = bucket(&moto, "large", "")
             .await
             .with_presigned_urls(std::time::Duration::from_secs(600));

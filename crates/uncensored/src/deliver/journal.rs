@@ -1,0 +1,261 @@
+//! The durable record of every delivery: what was asked (with its
+//! Idempotency-Key) before anything is sent, the job once accepted, where the
+//! image was stored, and which notifiers were told. A restarted process reads
+//! it to finish every job exactly once.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::request::GenerateRequest;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Stage {
+    /// Recorded before the POST; the answer is not known yet.
+    Pending,
+    /// The API accepted the job (async); its image is not known yet.
+    Accepted {
+        /// The job.
+        job_id: String,
+    },
+    /// The image exists at the API's URL.
+    Generated {
+        /// The job.
+        job_id: String,
+        /// The API's image URL.
+        image_url: String,
+        /// Seconds the generation took.
+        generation_time: Option<f64>,
+        /// The model.
+        model: Option<String>,
+    },
+    /// The image is in storage.
+    Stored {
+        /// The job.
+        job_id: String,
+        /// Seconds the generation took.
+        generation_time: Option<f64>,
+        /// The model.
+        model: Option<String>,
+        /// The object name.
+        name: String,
+        /// Where it is, for people.
+        location: String,
+        /// SHA-256 of the stored image.
+        sha256: String,
+        /// A shareable URL, when the storage made one.
+        share_url: Option<String>,
+    },
+    /// The generation ended without an image, for good.
+    Failed {
+        /// The job, when one was created.
+        job_id: Option<String>,
+        /// A short reason (`moderation`, `insufficient_funds`, `job_failed`, ...).
+        reason: String,
+        /// The full explanation.
+        message: String,
+    },
+}
+
+/// One delivery's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The caller's id for this delivery (a batch line, an order...).
+    pub id: String,
+    /// What was asked.
+    pub request: GenerateRequest,
+    /// The Idempotency-Key every POST for this entry carries.
+    pub idempotency_key: String,
+    /// Where it stands.
+    pub stage: Stage,
+    /// Notifiers that have announced it.
+    pub notified: BTreeSet<String>,
+    /// Whether nothing is left to do.
+    pub done: bool,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+#[error("journal: {0}")]
+pub struct JournalError(String);
+
+/// A durable store of entries. Kept behind a trait so that a shared database
+/// can back it later; [`SqliteJournal`] is the embedded default.
+pub trait Journal: Send + Sync + Debug {
+    /// The entry with this id.
+    fn get(&self, id: &str) -> Result<Option<Entry>, JournalError>;
+    /// Writes an entry durably (insert or replace) before returning.
+    fn put(&self, entry: &Entry) -> Result<(), JournalError>;
+    /// Every entry not yet done, oldest first.
+    fn unfinished(&self) -> Result<Vec<Entry>, JournalError>;
+    /// How many entries there are, and how many are done.
+    fn counts(&self) -> Result<(u64, u64), JournalError>;
+}
+
+/// The journal in an SQLite file (WAL, synchronous=FULL: a committed record
+/// survives the process being killed).
+#[derive(Debug)]
+pub struct SqliteJournal {
+    connection: Mutex<rusqlite::Connection>,
+}
+
+fn error(e: impl std::fmt::Display) -> JournalError {
+    JournalError(e.to_string())
+}
+
+impl SqliteJournal {
+    /// Opens (or creates) the journal at `path`.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        Self::from_connection(rusqlite::Connection::open(path).map_err(error)?)
+    }
+
+    /// A journal that lives in memory (for tests and one-off runs).
+    pub fn in_memory() -> Result<Self, JournalError> {
+        Self::from_connection(rusqlite::Connection::open_in_memory().map_err(error)?)
+    }
+
+    fn from_connection(connection: rusqlite::Connection) -> Result<Self, JournalError> {
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA busy_timeout = 5000;
+                 CREATE TABLE IF NOT EXISTS entries (
+                     id TEXT PRIMARY KEY,
+                     done INTEGER NOT NULL,
+                     body TEXT NOT NULL,
+                     seq INTEGER NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS entries_open ON entries (done, seq);",
+            )
+            .map_err(error)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.connection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Journal for SqliteJournal {
+    fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
+        let connection = self.connection();
+        let body: Option<String> = connection
+            .query_row("SELECT body FROM entries WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .map(Some)
+            .or_else(|e| {
+                if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(error)?;
+        body.map(|b| serde_json::from_str(&b).map_err(error))
+            .transpose()
+    }
+
+    fn put(&self, entry: &Entry) -> Result<(), JournalError> {
+        let body = serde_json::to_string(entry).map_err(error)?;
+        self.connection()
+            .execute(
+                "INSERT INTO entries (id, done, body, seq) VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM entries))
+                 ON CONFLICT (id) DO UPDATE SET done = excluded.done, body = excluded.body",
+                rusqlite::params![entry.id, entry.done, body],
+            )
+            .map_err(error)?;
+        Ok(())
+    }
+
+    fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare("SELECT body FROM entries WHERE done = 0 ORDER BY seq")
+            .map_err(error)?;
+        let bodies = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(error)?;
+        bodies
+            .map(|b| serde_json::from_str(&b.map_err(error)?).map_err(error))
+            .collect()
+    }
+
+    fn counts(&self) -> Result<(u64, u64), JournalError> {
+        self.connection()
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(done), 0) FROM entries",
+                [],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, stage: Stage, done: bool) -> Entry {
+        Entry {
+            id: id.into(),
+            request: GenerateRequest::new("p"),
+            idempotency_key: format!("key-{id}"),
+            stage,
+            notified: BTreeSet::new(),
+            done,
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn entries_survive_reopening_and_unfinished_keeps_order() {
+        let path =
+            std::env::temp_dir().join(format!("journal-{}.sqlite", uuid::Uuid::new_v4().simple()));
+        {
+            let journal = SqliteJournal::open(&path).unwrap();
+            journal.put(&entry("b", Stage::Pending, false)).unwrap();
+            journal
+                .put(&entry("a", Stage::Accepted { job_id: "j".into() }, false))
+                .unwrap();
+            journal.put(&entry("c", Stage::Pending, true)).unwrap();
+            journal
+                .put(&entry("b", Stage::Accepted { job_id: "k".into() }, false))
+                .unwrap();
+        }
+        let journal = SqliteJournal::open(&path).unwrap();
+        let open: Vec<String> = journal
+            .unfinished()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            open,
+            ["b", "a"],
+            "insertion order, updates keep their place"
+        );
+        assert_eq!(
+            journal.get("b").unwrap().unwrap().stage,
+            Stage::Accepted { job_id: "k".into() }
+        );
+        assert_eq!(journal.counts().unwrap(), (3, 1));
+        assert!(journal.get("zzz").unwrap().is_none());
+        std::fs::remove_file(&path).ok();
+    }
+}

@@ -1,0 +1,491 @@
+//! The delivery pipeline: generate (or take a job), wait, download and verify,
+//! store, notify, with every step recorded in a durable [`Journal`] first, so
+//! that a restarted process finishes each job exactly once: an accepted job is
+//! never submitted again (a pending one is resubmitted with the same
+//! Idempotency-Key, which the API replays), a stored image is never stored
+//! again, and a notifier that already announced a job is not asked again.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use uncensored::deliver::{Deliverer, SqliteJournal};
+//! use uncensored::storage::FsStorage;
+//! use uncensored::{Client, GenerateRequest};
+//!
+//! let deliverer = Deliverer::new(
+//!     Client::from_env()?,
+//!     Arc::new(FsStorage::new("images")),
+//!     Arc::new(SqliteJournal::open("images/journal.sqlite".as_ref())?),
+//! );
+//! let done = deliverer.deliver("order-42", &GenerateRequest::new("a lighthouse at dusk")).await?;
+//! println!("stored at {}", done.location().unwrap_or("?"));
+//! deliverer.resume().await; // after a crash: finish whatever was left
+//! # Ok(())
+//! # }
+//! ```
+
+mod journal;
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt as _, stream};
+
+use crate::client::Client;
+use crate::download::ImageFormat;
+use crate::error::{ApiErrorKind, Error};
+use crate::notify::{Notification, Notifier, NotifyError};
+use crate::request::{GenerateRequest, validate_idempotency_key};
+use crate::response::Generation;
+use crate::retry::RetryPolicy;
+use crate::storage::{ImageMeta, NameTemplate, ObjectName, Storage, StorageError};
+
+pub use journal::{Entry, Journal, JournalError, SqliteJournal, Stage};
+
+/// Why a delivery stopped before it was done. Its entry stays in the journal;
+/// [`Deliverer::resume`] picks it up again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The request is invalid; nothing was recorded or sent.
+    #[error(transparent)]
+    Invalid(#[from] crate::ValidationError),
+    /// The API could not be reached or kept failing (the entry can be resumed).
+    #[error("generation did not finish: {0}")]
+    Api(Error),
+    /// Storing failed after every retry (the image is safe at the API's URL).
+    #[error("storing failed: {0}")]
+    Storage(StorageError),
+    /// One or more notifiers failed after every retry (the image is stored).
+    #[error("notifying failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Notify(Vec<NotifyError>),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// How each step retries, on top of the client's own retries.
+#[derive(Debug, Clone)]
+pub struct StepPolicies {
+    /// Download and store (a truncated download or an unreachable storage).
+    pub store: RetryPolicy,
+    /// Each notifier.
+    pub notify: RetryPolicy,
+}
+
+impl Default for StepPolicies {
+    fn default() -> Self {
+        Self {
+            store: RetryPolicy {
+                max_attempts: 10,
+                ..RetryPolicy::default()
+            },
+            notify: RetryPolicy {
+                max_attempts: 6,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+/// Generates, stores and announces images, durably.
+#[derive(Debug, Clone)]
+pub struct Deliverer {
+    client: Client,
+    storage: Arc<dyn Storage>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    journal: Arc<dyn Journal>,
+    template: NameTemplate,
+    policies: StepPolicies,
+}
+
+impl Deliverer {
+    /// A deliverer with no notifiers, the default object names and policies.
+    pub fn new(client: Client, storage: Arc<dyn Storage>, journal: Arc<dyn Journal>) -> Self {
+        Self {
+            client,
+            storage,
+            notifiers: Vec::new(),
+            journal,
+            template: NameTemplate::default(),
+            policies: StepPolicies::default(),
+        }
+    }
+
+    /// Adds a notifier.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifiers.push(notifier);
+        self
+    }
+
+    /// Object names from `template` (default `{date}/{job_id}.{ext}`).
+    pub fn with_template(mut self, template: NameTemplate) -> Self {
+        self.template = template;
+        self
+    }
+
+    /// Retry policies per step.
+    pub fn with_policies(mut self, policies: StepPolicies) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
+    }
+
+    /// Delivers `request` under the caller's `id`. A second call with the same
+    /// id continues (or returns) the first delivery instead of paying again.
+    pub async fn deliver(
+        &self,
+        id: &str,
+        request: &GenerateRequest,
+    ) -> Result<Entry, DeliveryError> {
+        request.validate()?;
+        let entry = match self.journal.get(id)? {
+            Some(entry) => entry,
+            None => {
+                let key = match request.own_idempotency_key() {
+                    Some(key) => key.to_string(),
+                    None if validate_idempotency_key(id).is_ok() && id.len() <= 200 => {
+                        format!("dlv-{id}")
+                    }
+                    None => format!("dlv-{}", uuid::Uuid::new_v4()),
+                };
+                let entry = Entry {
+                    id: id.to_string(),
+                    request: request.clone().idempotency_key(key.clone()),
+                    idempotency_key: key,
+                    stage: Stage::Pending,
+                    notified: Default::default(),
+                    done: false,
+                    updated_at: chrono::Utc::now(),
+                };
+                // Durable before anything is sent: a crash from here on is resumable.
+                self.journal.put(&entry)?;
+                entry
+            }
+        };
+        self.run(entry).await
+    }
+
+    /// Delivers many requests, `concurrency` at a time; one result per input, in order.
+    pub async fn deliver_all(
+        &self,
+        items: Vec<(String, GenerateRequest)>,
+        concurrency: usize,
+    ) -> Vec<Result<Entry, DeliveryError>> {
+        stream::iter(items)
+            .map(|(id, request)| async move { self.deliver(&id, &request).await })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// Finishes every unfinished entry of the journal, 8 at a time.
+    pub async fn resume(&self) -> Result<Vec<Result<Entry, DeliveryError>>, DeliveryError> {
+        let open = self.journal.unfinished()?;
+        Ok(stream::iter(open)
+            .map(|entry| self.run(entry))
+            .buffered(8)
+            .collect()
+            .await)
+    }
+
+    /// Moves an entry forward until it is done, recording every step.
+    async fn run(&self, mut entry: Entry) -> Result<Entry, DeliveryError> {
+        while !entry.done {
+            let next = match &entry.stage {
+                Stage::Pending => self.submit(&entry).await?,
+                Stage::Accepted { job_id } => self.wait(job_id).await?,
+                Stage::Generated { .. } => self.store(&entry).await?,
+                Stage::Stored { .. } | Stage::Failed { .. } => {
+                    let outcome = self.announce(&mut entry).await;
+                    entry.done = outcome.is_ok();
+                    entry.updated_at = chrono::Utc::now();
+                    self.journal.put(&entry)?;
+                    outcome?;
+                    continue;
+                }
+            };
+            entry.stage = next;
+            entry.updated_at = chrono::Utc::now();
+            self.journal.put(&entry)?;
+        }
+        Ok(entry)
+    }
+
+    async fn submit(&self, entry: &Entry) -> Result<Stage, DeliveryError> {
+        match self.client.generate(&entry.request).await {
+            Ok(Generation::Completed(image)) => Ok(Stage::Generated {
+                job_id: image.job_id,
+                image_url: image.url,
+                generation_time: image.generation_time,
+                model: image.model,
+            }),
+            Ok(Generation::Queued(job)) => Ok(Stage::Accepted { job_id: job.job_id }),
+            Err(error) => terminal(None, error),
+        }
+    }
+
+    async fn wait(&self, job_id: &str) -> Result<Stage, DeliveryError> {
+        match self.client.wait(job_id).await {
+            Ok(image) => Ok(Stage::Generated {
+                job_id: image.job_id,
+                image_url: image.url,
+                generation_time: image.generation_time,
+                model: image.model,
+            }),
+            Err(error) => terminal(Some(job_id.to_string()), error),
+        }
+    }
+
+    /// Downloads (streamed) and stores the image, retrying the pair.
+    async fn store(&self, entry: &Entry) -> Result<Stage, DeliveryError> {
+        let Stage::Generated {
+            job_id,
+            image_url,
+            generation_time,
+            model,
+        } = &entry.stage
+        else {
+            unreachable!("store runs on generated entries")
+        };
+        let (width, height) = entry.request.dimensions();
+        let meta = ImageMeta {
+            job_id: job_id.clone(),
+            prompt: entry.request.prompt().to_string(),
+            model: model
+                .clone()
+                .or_else(|| entry.request.model_name().map(str::to_string)),
+            width: width.or(Some(1024)),
+            height: height.or(Some(1024)),
+            generation_time: *generation_time,
+            sha256: None,
+            created_at: chrono::Utc::now(),
+        };
+        let date = entry.updated_at.date_naive();
+        let model_name = meta
+            .model
+            .as_deref()
+            .map(|m| m.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+        let name_for = |format: ImageFormat| {
+            self.template
+                .render(job_id, format, model_name.as_deref(), date)
+        };
+
+        // Stored before a crash kept the journal from saying so? Then nothing to download.
+        let guessed = name_for(guess_format(image_url)).map_err(DeliveryError::Storage)?;
+        if let Some((stored, _)) = self
+            .storage
+            .stat(&guessed)
+            .await
+            .map_err(DeliveryError::Storage)?
+        {
+            return Ok(self
+                .stored_stage(entry, &guessed, &stored.location, &stored.sha256)
+                .await);
+        }
+
+        let policy = &self.policies.store;
+        let mut backoffs = policy.backoffs();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = async {
+                let mut image = self.client.download_stream(image_url).await?;
+                let name = name_for(image.format())?;
+                let stored = self.storage.put(&name, &mut image, &meta).await?;
+                Ok::<_, StorageError>((name, stored))
+            }
+            .await;
+            match outcome {
+                Ok((name, stored)) => {
+                    return Ok(self
+                        .stored_stage(entry, &name, &stored.location, &stored.sha256)
+                        .await);
+                }
+                Err(error) if error.is_retryable() && attempt < policy.max_attempts => {
+                    let delay = backoffs.next().unwrap_or_default();
+                    tracing::warn!(%error, attempt, ?delay, job_id, "store failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => return Err(DeliveryError::Storage(error)),
+            }
+        }
+    }
+
+    /// The stage after storing; a shareable URL is asked for, not required.
+    async fn stored_stage(
+        &self,
+        entry: &Entry,
+        name: &ObjectName,
+        location: &str,
+        sha256: &str,
+    ) -> Stage {
+        let Stage::Generated {
+            job_id,
+            generation_time,
+            model,
+            ..
+        } = &entry.stage
+        else {
+            unreachable!("stored_stage follows a generated entry")
+        };
+        let share_url = match self.storage.share_url(name).await {
+            Ok(url) => url,
+            Err(error) => {
+                tracing::warn!(%error, "no shareable URL for the notification");
+                None
+            }
+        };
+        Stage::Stored {
+            job_id: job_id.clone(),
+            generation_time: *generation_time,
+            model: model.clone(),
+            name: name.to_string(),
+            location: location.to_string(),
+            sha256: sha256.to_string(),
+            share_url,
+        }
+    }
+
+    /// Tells every notifier that has not been told yet; records each success at once.
+    async fn announce(&self, entry: &mut Entry) -> Result<(), DeliveryError> {
+        let notification = notification(entry);
+        let mut failures = Vec::new();
+        for notifier in &self.notifiers {
+            let name = notifier.name().to_string();
+            if entry.notified.contains(&name) {
+                continue;
+            }
+            match self
+                .notify_with_retries(notifier.as_ref(), &notification)
+                .await
+            {
+                Ok(()) => {
+                    entry.notified.insert(name);
+                    self.journal.put(entry)?;
+                }
+                Err(error) => failures.push(error),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(DeliveryError::Notify(failures))
+        }
+    }
+
+    async fn notify_with_retries(
+        &self,
+        notifier: &dyn Notifier,
+        notification: &Notification,
+    ) -> Result<(), NotifyError> {
+        let policy = &self.policies.notify;
+        let mut backoffs = policy.backoffs();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match notifier.notify(notification).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_retryable() && attempt < policy.max_attempts => {
+                    let mut delay = backoffs.next().unwrap_or_default();
+                    if let NotifyError::RateLimited { retry_after, .. } = &error {
+                        delay = delay.max(*retry_after);
+                    }
+                    tracing::warn!(%error, attempt, ?delay, notifier = notifier.name(), "notify failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// Turns a client error into a failed stage when it is final, or a delivery
+/// error (to resume later) when it is not.
+fn terminal(job_id: Option<String>, error: Error) -> Result<Stage, DeliveryError> {
+    let reason = match &error {
+        Error::JobFailed { .. } => "job_failed",
+        Error::Api(api) if api.is_moderation() => "moderation",
+        Error::Api(api) => match api.kind {
+            ApiErrorKind::InsufficientFunds => "insufficient_funds",
+            ApiErrorKind::Permission => "permission",
+            ApiErrorKind::InvalidRequest => "invalid_request",
+            ApiErrorKind::IdempotencyKeyReuse => "idempotency_key_reuse",
+            ApiErrorKind::Authentication => return Err(DeliveryError::Api(error)),
+            _ if api.is_retryable() => return Err(DeliveryError::Api(error)),
+            _ => "api_error",
+        },
+        _ => return Err(DeliveryError::Api(error)),
+    };
+    Ok(Stage::Failed {
+        job_id,
+        reason: reason.to_string(),
+        message: error.to_string(),
+    })
+}
+
+fn guess_format(url: &str) -> ImageFormat {
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    if path.ends_with(".png") {
+        ImageFormat::Png
+    } else if path.ends_with(".webp") {
+        ImageFormat::Webp
+    } else {
+        ImageFormat::Jpeg
+    }
+}
+
+fn notification(entry: &Entry) -> Notification {
+    let (width, height) = entry.request.dimensions();
+    match &entry.stage {
+        Stage::Stored {
+            job_id,
+            generation_time,
+            model,
+            location,
+            sha256,
+            share_url,
+            ..
+        } => Notification::Stored {
+            job_id: job_id.clone(),
+            prompt: entry.request.prompt().to_string(),
+            model: model
+                .clone()
+                .or_else(|| entry.request.model_name().map(str::to_string)),
+            width: width.or(Some(1024)),
+            height: height.or(Some(1024)),
+            generation_time: *generation_time,
+            location: location.clone(),
+            share_url: share_url.clone(),
+            sha256: sha256.clone(),
+        },
+        Stage::Failed {
+            job_id,
+            reason,
+            message,
+        } => Notification::Failed {
+            job_id: job_id.clone(),
+            prompt: entry.request.prompt().to_string(),
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+        _ => unreachable!("only finished entries are announced"),
+    }
+}
+
+impl Entry {
+    /// Where the image is stored, once it is.
+    pub fn location(&self) -> Option<&str> {
+        match &self.stage {
+            Stage::Stored { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+}
