@@ -1,0 +1,69 @@
+//! A process that delivers a numbered batch through the pipeline, for the
+//! crash test: it finishes what its journal left unfinished, then delivers
+//! lines 0..N, printing `done N` as each line is done.
+//!
+//! Usage: `batch-worker BASE_URL DIR SLACK_URL WEBHOOK_URL COUNT`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uncensored::deliver::{Deliverer, SqliteJournal};
+use uncensored::notify::{SignedWebhookNotifier, SlackNotifier};
+use uncensored::storage::FsStorage;
+use uncensored::{Client, GenerateRequest, WaitOptions};
+
+/// The signing secret the crash test verifies with.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [base, dir, slack, webhook, count] = args.as_slice() else {
+        eprintln!("usage: batch-worker BASE_URL DIR SLACK_URL WEBHOOK_URL COUNT");
+        std::process::exit(2);
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let client = Client::builder()
+        .base_url(base)
+        .api_key("emulator-key")
+        .wait_options(WaitOptions {
+            first_poll: Duration::from_millis(10),
+            min_interval: Duration::from_millis(20),
+            max_interval: Duration::from_millis(50),
+            ..WaitOptions::default()
+        })
+        .build()
+        .expect("a client");
+    let deliverer = Deliverer::new(
+        client,
+        Arc::new(FsStorage::new(dir.join("images"))),
+        Arc::new(SqliteJournal::open(&dir.join("journal.sqlite")).expect("the journal opens")),
+    )
+    .with_notifier(Arc::new(
+        SlackNotifier::new(slack).with_min_interval(Duration::from_millis(1)),
+    ))
+    .with_notifier(Arc::new(
+        SignedWebhookNotifier::new(webhook, SECRET).expect("a valid secret"),
+    ));
+
+    for result in deliverer.resume().await.expect("the journal reads") {
+        result.expect("a resumed entry finishes");
+    }
+    let count: usize = count.parse().expect("COUNT is a number");
+    let items: Vec<(String, GenerateRequest)> = (0..count)
+        .map(|i| {
+            (
+                format!("line-{i}"),
+                GenerateRequest::new(format!("crash test line {i}")).size(256, 256),
+            )
+        })
+        .collect();
+    let mut done = 0;
+    for chunk in items.chunks(4) {
+        for result in deliverer.deliver_all(chunk.to_vec(), 4).await {
+            result.expect("a line is delivered");
+            done += 1;
+            println!("done {done}");
+        }
+    }
+}
