@@ -67,7 +67,11 @@ async fn a_batch_killed_with_sigkill_and_rerun_pays_stores_and_announces_each_li
     first.kill().unwrap(); // SIGKILL
     let status = first.wait().unwrap();
     use std::os::unix::process::ExitStatusExt as _;
-    assert_eq!(status.signal(), Some(9), "the first run ended by SIGKILL, not by itself: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the first run ended by SIGKILL, not by itself: {status}"
+    );
     assert!(killed_after < LINES);
 
     // Second run: resume, then the rest of the batch.

@@ -113,6 +113,7 @@ pub fn run(root: &Path) -> Result<()> {
             CONNECTIONS,
         ],
     )?;
+    let memory = delivery_memory(root, &emulator.base_url, &work)?;
     emulator.stop()?;
     // A rate of error answers measures the wrong thing: refuse to report it.
     for (name, ours, anchor) in &rows {
@@ -208,11 +209,125 @@ pub fn run(root: &Path) -> Result<()> {
              meet both: with ends spread evenly over 25 s, k polls inside that window leave a mean lag of \
              at least 25/(2k) s, 1.56 s for k = 8; only the callback path does.\n\n{table}"
         ),
+    )?;
+
+    let field =
+        |line: &serde_json::Value, name: &str| line[name].as_u64().unwrap_or(0) as f64 / 1024.0;
+    let mut table = String::from(
+        "| run | baseline RSS (MiB) | peak RSS (MiB) | peak above baseline (MiB) |\n|---|---:|---:|---:|\n",
+    );
+    for line in &memory {
+        let run = match line["bench"].as_str() {
+            Some("large") => format!(
+                "64 MiB image to {}",
+                line["storage"].as_str().unwrap_or("?")
+            ),
+            _ => format!("batch of {} jobs to fs", line["jobs"]),
+        };
+        table.push_str(&format!(
+            "| {run} | {:.1} | {:.1} | {:.1} |\n",
+            field(line, "baseline_kib"),
+            field(line, "peak_kib"),
+            field(line, "above_baseline_kib")
+        ));
+    }
+    let peak_of = |jobs: u64| {
+        memory
+            .iter()
+            .find(|l| l["jobs"] == jobs)
+            .map(|l| field(l, "peak_kib"))
+    };
+    let growth = match (peak_of(1000), peak_of(10000)) {
+        (Some(small), Some(large)) => format!("{:+.1}%", (large / small - 1.0) * 100.0),
+        _ => "n/a".into(),
+    };
+    write_section(
+        root,
+        "Delivery memory",
+        &format!(
+            "Peak resident memory of `Deliverer` (journal in SQLite, fs or S3 storage), each run a process \
+             of its own against the release emulator, peak read from VmHWM after resetting it at the \
+             baseline (just before the measured work, after a warm-up delivery). The 64 MiB image is \
+             streamed from download to storage (S3: moto on loopback, multipart in 5 MiB parts, two in \
+             flight). Targets: under 32 MiB above the baseline for 64 MiB; the 10,000-job batch's peak \
+             within 10% of the 1,000-job batch's (this run: {growth}).\n\n{table}"
+        ),
     )
 }
 
-/// Runs the SDK's benchmark binary and returns its JSON lines.
+/// Peak memory of the delivery pipeline: a 64 MiB image to fs and to S3
+/// (moto on loopback), and a 1,000-job against a 10,000-job batch. Each run
+/// is a process of its own. Files go to tmpfs when there is one, so that disk
+/// speed does not stretch the batches.
+fn delivery_memory(root: &Path, base_url: &str, work: &Path) -> Result<Vec<serde_json::Value>> {
+    let moto = tools::python_venv(root, "moto", &[tools::MOTO])?.join("bin/moto_server");
+    let port = tools::free_port()?;
+    let mut server = Command::new(&moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start moto_server")?;
+    let outcome = (|| {
+        tools::wait_for_port(port, std::time::Duration::from_secs(60))
+            .context("moto_server did not listen")?;
+        http_put(SocketAddr::from(([127, 0, 0, 1], port)), "/bench")?;
+        let shm = Path::new("/dev/shm");
+        let scratch = if shm.is_dir() {
+            shm.join(format!("uncensored-bench-{}", std::process::id()))
+        } else {
+            work.join("deliver")
+        };
+        std::fs::create_dir_all(&scratch)?;
+        let dir = scratch.to_str().context("a UTF-8 path")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut lines = Vec::new();
+        for args in [
+            vec!["large", "fs", base_url, dir],
+            vec!["large", "s3", base_url, dir, &endpoint],
+            vec!["batch", "1000", base_url, dir],
+            vec!["batch", "10000", base_url, dir],
+        ] {
+            lines.extend(cargo_bench(root, "deliver", "deliver,fs,s3", &args)?);
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        Ok(lines)
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    outcome
+}
+
+/// A bodiless HTTP/1.1 PUT (to create a bucket), failing unless it answers 2xx.
+fn http_put(addr: SocketAddr, path: &str) -> Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    if !response.starts_with("HTTP/1.1 2") {
+        bail!(
+            "PUT {path} failed: {}",
+            response.lines().next().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the SDK's throughput and wait benchmark and returns its JSON lines.
 fn sdk_bench(root: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    cargo_bench(root, "client", "webhook", args)
+}
+
+/// Runs one of the SDK's benchmark binaries and returns its JSON lines.
+fn cargo_bench(
+    root: &Path,
+    bench: &str,
+    features: &str,
+    args: &[&str],
+) -> Result<Vec<serde_json::Value>> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
         .args([
@@ -221,9 +336,9 @@ fn sdk_bench(root: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>> {
             "--package",
             "uncensored",
             "--features",
-            "webhook",
+            features,
             "--bench",
-            "client",
+            bench,
             "--",
         ])
         .args(args)

@@ -35,8 +35,6 @@ commands:
 
 /// Pinned version of the independent OpenAPI validator (PyPI).
 const SPEC_VALIDATOR: &str = "openapi-spec-validator==0.8.4";
-/// Pinned moto, the S3-compatible server the storage tests run against (PyPI).
-const MOTO: &str = "moto[server]==5.2.5";
 /// The SDK's cargo features: the matrix builds none, each alone, and all.
 const SDK_FEATURES: &[&str] = &["fs", "s3", "slack", "webhook-notify", "webhook", "deliver"];
 
@@ -113,7 +111,7 @@ fn test(root: &Path) -> Result<()> {
     tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
     tests.env_remove("INSTA_FORCE_PASS");
     section("tools for the tests: moto (S3)");
-    let moto = tools::python_venv(root, "moto", &[MOTO])?;
+    let moto = tools::python_venv(root, "moto", &[tools::MOTO])?;
     tests.env("UNCENSORED_MOTO_SERVER", moto.join("bin/moto_server"));
 
     let steps = [

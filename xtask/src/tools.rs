@@ -219,6 +219,9 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
+/// Pinned moto, the S3-compatible server the storage tests and benches use (PyPI).
+pub const MOTO: &str = "moto[server]==5.2.5";
+
 /// Pinned Prism (npm), the independent OpenAPI mock and validating proxy.
 pub const PRISM: &str = "@stoplight/prism-cli@5.16.0";
 
@@ -272,6 +275,19 @@ pub fn start_prism(
     Ok(child)
 }
 
+/// Waits until something listens on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listened on 127.0.0.1:{port} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A free loopback port.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -305,6 +305,7 @@ struct Valid<'a> {
     callback_url: Option<url::Url>,
     price: u64,
     seed: u64,
+    image_bytes: u64,
 }
 
 const FIELDS: &[&str] = &[
@@ -423,9 +424,18 @@ fn validate<'a>(
     let price = model.price
         * multiplier("resolution", &model.resolutions)?
         * multiplier("quality", &model.qualities)?;
-    let seed = match fields.get("additional_settings") {
-        None => 0,
-        Some(Value::Object(settings)) => settings.get("seed").and_then(Value::as_u64).unwrap_or(0),
+    let (seed, image_bytes) = match fields.get("additional_settings") {
+        None => (0, 0),
+        Some(Value::Object(settings)) => (
+            settings.get("seed").and_then(Value::as_u64).unwrap_or(0),
+            // Emulator-only: pad the served JPEG to at least this many bytes
+            // (capped at 1 GiB), for download and storage benchmarks.
+            settings
+                .get("emulator_image_bytes")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .min(1 << 30),
+        ),
         Some(_) => {
             return Err(ApiError::invalid(
                 Some("additional_settings"),
@@ -441,6 +451,7 @@ fn validate<'a>(
         callback_url,
         price,
         seed,
+        image_bytes,
     })
 }
 
@@ -492,6 +503,7 @@ async fn process(
         width: valid.width,
         height: valid.height,
         seed: valid.seed,
+        image_bytes: valid.image_bytes,
         created_at: chrono::Utc::now(),
         generation_time,
         status: JobState::Processing,
@@ -619,32 +631,64 @@ async fn image(
     let Some(job) = job else {
         return ApiError::not_found(None, "No such image").into_response();
     };
-    let bytes = Bytes::from(render_jpeg(&job.prompt, job.seed, job.width, job.height));
-    let length = bytes.len();
+    let jpeg = Bytes::from(render_jpeg(&job.prompt, job.seed, job.width, job.height));
+    let (parts, length) = padded(jpeg, job.image_bytes);
     let truncate = method == Method::GET
         && state.with_rng(|rng| rng.chance(state.config.faults.truncate_rate));
     let body = if truncate {
         state.with_stats(|s| s.faults.truncated += 1);
-        let half = bytes.slice(..length / 2);
-        // Pending for a moment lets hyper flush the head and the first half, so
-        // that the client sees a short body rather than no answer at all.
+        // Half the bytes, then the connection is cut. Pending for a moment lets
+        // hyper flush the head and that half, so that the client sees a short
+        // body rather than no answer at all.
+        let mut left = length / 2;
+        let half: Vec<Result<Bytes, std::io::Error>> = parts
+            .into_iter()
+            .map_while(|part| {
+                (left > 0).then(|| {
+                    let take = part.len().min(left);
+                    left -= take;
+                    Ok(part.slice(..take))
+                })
+            })
+            .collect();
         let cut = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Err(std::io::Error::other("injected truncation"))
         };
-        let stream = futures_util::StreamExt::chain(
-            futures_util::stream::iter([Ok::<Bytes, std::io::Error>(half)]),
+        Body::from_stream(futures_util::StreamExt::chain(
+            futures_util::stream::iter(half),
             futures_util::stream::once(cut),
-        );
-        Body::from_stream(stream)
+        ))
     } else {
-        Body::from(bytes)
+        Body::from_stream(futures_util::stream::iter(
+            parts.into_iter().map(Ok::<Bytes, std::io::Error>),
+        ))
     };
     Response::builder()
         .header(header::CONTENT_TYPE, "image/jpeg")
         .header(header::CONTENT_LENGTH, length)
         .body(body)
         .expect("an image response builds")
+}
+
+/// The JPEG as chunks, padded with comment segments to at least `at_least`
+/// bytes (streamed: one 64 KiB segment shared by every chunk), and its length.
+fn padded(jpeg: Bytes, at_least: u64) -> (Vec<Bytes>, usize) {
+    const SEGMENT: usize = 65_537; // FF FE, a two-byte length of 65535, 65533 bytes of comment
+    let missing = (at_least as usize).saturating_sub(jpeg.len());
+    if missing == 0 {
+        let length = jpeg.len();
+        return (vec![jpeg], length);
+    }
+    let mut segment = vec![0u8; SEGMENT];
+    segment[..4].copy_from_slice(&[0xFF, 0xFE, 0xFF, 0xFF]);
+    let segment = Bytes::from(segment);
+    let count = missing.div_ceil(SEGMENT);
+    let mut parts = Vec::with_capacity(count + 2);
+    parts.push(jpeg.slice(..2)); // SOI
+    parts.extend(std::iter::repeat_n(segment, count));
+    parts.push(jpeg.slice(2..));
+    (parts, jpeg.len() + count * SEGMENT)
 }
 
 async fn stats(State(state): State<AppState>) -> axum::Json<crate::state::Stats> {

@@ -54,6 +54,8 @@ pub struct Job {
     pub height: u32,
     /// The image seed (`additional_settings.seed`, default 0).
     pub seed: u64,
+    /// Pad the served image to at least this many bytes (0: no padding).
+    pub image_bytes: u64,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
     /// Its modelled generation time, in seconds.

@@ -777,3 +777,24 @@ async fn unknown_routes_and_methods_get_the_envelope() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
 }
+
+#[tokio::test]
+async fn images_can_be_padded_to_a_large_size_and_still_decode() {
+    let (_emulator, client) = start(fast()).await;
+    let mut settings = serde_json::Map::new();
+    settings.insert("emulator_image_bytes".into(), json!(3_000_000));
+    let done = client
+        .generate_image()
+        .body(request("large").additional_settings(settings))
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    let response = reqwest::get(done.url.unwrap()).await.unwrap();
+    let announced = response.content_length().unwrap();
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, announced);
+    assert!(bytes.len() >= 3_000_000, "{}", bytes.len());
+    let picture = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).unwrap();
+    assert_eq!((picture.width(), picture.height()), (256, 256));
+}
