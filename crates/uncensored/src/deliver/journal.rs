@@ -102,7 +102,7 @@ pub trait Journal: Send + Sync + Debug {
 }
 
 /// The journal in an SQLite file (WAL, synchronous=FULL: a committed record
-/// survives the process being killed). The page cache is capped at 1 MiB so
+/// survives the process being killed). The page cache is capped at 256 KiB so
 /// that memory does not grow with the number of entries.
 #[derive(Debug)]
 pub struct SqliteJournal {
@@ -133,7 +133,7 @@ impl SqliteJournal {
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA busy_timeout = 5000;
-                 PRAGMA cache_size = -1024;
+                 PRAGMA cache_size = -256;
                  CREATE TABLE IF NOT EXISTS entries (
                      id TEXT PRIMARY KEY,
                      done INTEGER NOT NULL,
