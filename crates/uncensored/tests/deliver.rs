@@ -272,6 +272,39 @@ async fn a_pending_entry_is_resubmitted_with_its_key_and_replayed() {
 }
 
 #[tokio::test]
+async fn an_existing_job_is_taken_waited_for_stored_and_announced() {
+    let (emulator, client) = emulator().await;
+    let slack_server = capture(vec![]).await;
+    let request = GenerateRequest::new("made elsewhere")
+        .size(256, 256)
+        .callback_url("http://127.0.0.1:9/none");
+    let uncensored::Generation::Queued(job) = client.generate(&request).await.unwrap() else {
+        panic!("async")
+    };
+    let deliverer = Deliverer::new(
+        client,
+        Arc::new(FsStorage::new(temp_dir())),
+        Arc::new(SqliteJournal::in_memory().unwrap()),
+    )
+    .with_notifier(slack(&slack_server))
+    .with_policies(policies());
+    let entry = deliverer
+        .deliver_job("taken", &job.job_id, &request)
+        .await
+        .unwrap();
+    assert!(
+        entry.done && matches!(&entry.stage, Stage::Stored { job_id, .. } if *job_id == job.job_id),
+        "{entry:?}"
+    );
+    assert_eq!(slack_server.received_requests().await.unwrap().len(), 1);
+    assert_eq!(
+        emulator.stats().charges.total,
+        1,
+        "taking a job never submits it again"
+    );
+}
+
+#[tokio::test]
 async fn a_slack_429_storm_still_sends_every_notification_once() {
     let (_emulator, client) = emulator().await;
     let stormy = capture(vec![429; 12]).await;

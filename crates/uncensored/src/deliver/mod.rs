@@ -169,6 +169,37 @@ impl Deliverer {
         self.run(entry).await
     }
 
+    /// Delivers a job that already exists (created elsewhere, or reported by a
+    /// [`crate::webhook::WebhookReceiver`] callback): waits for it if needed,
+    /// then stores and announces it. `request` describes it for the metadata
+    /// and notifications; it is not sent.
+    pub async fn deliver_job(
+        &self,
+        id: &str,
+        job_id: &str,
+        request: &GenerateRequest,
+    ) -> Result<Entry, DeliveryError> {
+        let entry = match self.journal.get(id)? {
+            Some(entry) => entry,
+            None => {
+                let entry = Entry {
+                    id: id.to_string(),
+                    request: request.clone(),
+                    idempotency_key: String::new(),
+                    stage: Stage::Accepted {
+                        job_id: job_id.to_string(),
+                    },
+                    notified: Default::default(),
+                    done: false,
+                    updated_at: chrono::Utc::now(),
+                };
+                self.journal.put(&entry)?;
+                entry
+            }
+        };
+        self.run(entry).await
+    }
+
     /// Delivers many requests, `concurrency` at a time; one result per input, in order.
     pub async fn deliver_all(
         &self,
