@@ -34,6 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod config;
 mod error;
 mod picture;

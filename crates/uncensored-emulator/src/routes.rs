@@ -487,14 +487,11 @@ async fn process(
         .map_err(|balance| ApiError::insufficient_funds(valid.price, balance))?;
 
     let g = state.config.generation_seconds;
-    let (id, generation_time, fails) = state.with_rng(|rng| {
+    let (generation_time, fails) = state.with_rng(|rng| {
         let seconds = (rng.between(g.min, g.max) * 10.0).round() / 10.0;
-        (
-            rng.uuid(),
-            seconds,
-            rng.chance(state.config.faults.failed_job_rate),
-        )
+        (seconds, rng.chance(state.config.faults.failed_job_rate))
     });
+    let id = state.new_job_id();
     let job = Job {
         id: id.clone(),
         owner: account.name.clone(),

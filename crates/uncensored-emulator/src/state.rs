@@ -30,6 +30,9 @@ pub struct Shared {
     /// The client that delivers webhooks.
     pub http: reqwest::Client,
     rng: Mutex<Rng>,
+    /// Job ids come from their own source, seeded from the clock: unique
+    /// across runs and emulators, without shifting the seeded fault stream.
+    ids: Mutex<Rng>,
     balances: Mutex<HashMap<String, u64>>,
     jobs: RwLock<HashMap<String, Job>>,
     idempotency: Mutex<HashMap<(String, String), Cached>>,
@@ -209,6 +212,14 @@ pub enum Begin {
     Started,
 }
 
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    crate::rng::mix(nanos as u64 ^ u64::from(std::process::id()).rotate_left(32))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in one handler must not wedge the emulator for the others.
     mutex
@@ -241,6 +252,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             http,
             rng: Mutex::new(Rng::new(config.seed)),
+            ids: Mutex::new(Rng::new(clock_seed())),
             balances: Mutex::new(balances),
             jobs: RwLock::new(HashMap::new()),
             idempotency: Mutex::new(HashMap::new()),
@@ -253,6 +265,11 @@ impl Shared {
     /// Runs `f` with the seeded random source.
     pub fn with_rng<T>(&self, f: impl FnOnce(&mut Rng) -> T) -> T {
         f(&mut lock(&self.rng))
+    }
+
+    /// A fresh, unique job id.
+    pub fn new_job_id(&self) -> String {
+        lock(&self.ids).uuid()
     }
 
     /// Runs `f` with the statistics.

@@ -77,6 +77,12 @@ pub use uncensored_api as api;
 
 /// The README's Rust examples, compiled as doctests so that they never rot
 /// (they use every backend, so they need every feature).
-#[cfg(all(doctest, feature = "fs", feature = "s3", feature = "slack", feature = "deliver"))]
+#[cfg(all(
+    doctest,
+    feature = "fs",
+    feature = "s3",
+    feature = "slack",
+    feature = "deliver"
+))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeExamples;

@@ -1,0 +1,196 @@
+//! The command line, as clap reads it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Generate images with the uncensored image API, store them and announce them.
+///
+/// Every command works with no account through --emulator, which runs a
+/// local emulator of the API in the process.
+#[derive(Debug, Parser)]
+#[command(name = "uncensored", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Run against an in-process emulator of the API (no account, no network).
+    #[arg(long, global = true)]
+    pub emulator: bool,
+    /// The API key [default: from the config file].
+    #[arg(
+        long,
+        env = "UNCENSORED_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub api_key: Option<String>,
+    /// The API's base URL [default: the production API].
+    #[arg(long, env = "UNCENSORED_BASE_URL", global = true)]
+    pub base_url: Option<String>,
+    /// The configuration file [default: uncensored/config.toml in the user's config directory].
+    #[arg(long, env = "UNCENSORED_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Print results (and errors) as JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log what happens (tracing) on stderr.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, listed under every --help.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success                      6  invalid request or input
+  1  other error                  7  not found (unknown job)
+  2  usage error                  8  the API or a backend is unavailable
+  3  authentication or scope      9  the job failed
+  4  insufficient funds          10  storing or notifying failed
+  5  the prompt was moderated    11  a batch finished with failed lines";
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an image, store it and print where it is.
+    Generate(Generate),
+    /// Print a job's status.
+    Status {
+        /// The job id.
+        job: String,
+    },
+    /// Wait for a job to finish and print its image URL.
+    Wait {
+        /// The job id.
+        job: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Store a finished job's image and print where it is.
+    Download {
+        /// The job id.
+        job: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Generate a batch: one prompt a line, or JSON Lines with per-line fields.
+    Batch(Batch),
+    /// Run the emulator in the foreground; the first line printed is its base URL.
+    Emulator(uncensored_emulator::cli::EmulatorArgs),
+    /// Show the effective configuration (secrets masked).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// What `config` does.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective settings: flags, then environment, then the file.
+    Show,
+}
+
+/// Where images go and who hears about them.
+#[derive(Debug, Clone, Args)]
+pub struct Output {
+    /// Store images in this directory [default: ./images].
+    #[arg(long, conflicts_with = "store")]
+    pub out: Option<PathBuf>,
+    /// Store images at this URL: file:///path or s3://bucket/prefix (S3 reads AWS_* variables).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Object names; placeholders {date}, {job_id}, {ext}, {model} [default: {date}/{job_id}.{ext}].
+    #[arg(long)]
+    pub name_template: Option<String>,
+    /// Announce to slack:URL (an incoming webhook) or webhook:URL (signed with UNCENSORED_WEBHOOK_SECRET). Repeatable.
+    #[arg(long = "notify", value_name = "KIND:URL")]
+    pub notify: Vec<String>,
+}
+
+/// The request fields.
+#[derive(Debug, Clone, Args)]
+pub struct RequestFields {
+    /// The model [default: model-dev].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Width in pixels: 256 to 2048, a multiple of 8 [default: 1024].
+    #[arg(long, value_parser = side)]
+    pub width: Option<u32>,
+    /// Height in pixels: 256 to 2048, a multiple of 8 [default: 1024].
+    #[arg(long, value_parser = side)]
+    pub height: Option<u32>,
+    /// Resolution hint for variable-pricing models (1k, 2k, 4k, 8k).
+    #[arg(long)]
+    pub resolution: Option<String>,
+    /// Quality hint for variable-pricing models (medium, high).
+    #[arg(long)]
+    pub quality: Option<String>,
+    /// A model-specific setting, KEY=VALUE (VALUE as JSON when it parses, else text). Repeatable.
+    #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = setting)]
+    pub settings: Vec<(String, serde_json::Value)>,
+}
+
+/// `generate`.
+#[derive(Debug, Args)]
+pub struct Generate {
+    /// The prompt (1 to 2,000 characters).
+    pub prompt: String,
+    #[command(flatten)]
+    pub fields: RequestFields,
+    #[command(flatten)]
+    pub output: Output,
+    /// Queue the job and return at once; the API POSTs the result to --callback-url.
+    #[arg(long = "async", requires = "callback_url")]
+    pub asynchronous: bool,
+    /// Where the API POSTs the result of an --async job (https).
+    #[arg(long)]
+    pub callback_url: Option<String>,
+}
+
+/// `batch`.
+#[derive(Debug, Args)]
+pub struct Batch {
+    /// The batch file: a prompt a line, or a JSON object a line with "prompt" and any of
+    /// "model", "width", "height", "resolution", "quality", "settings". Blank lines and lines
+    /// starting with # are skipped.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub fields: RequestFields,
+    #[command(flatten)]
+    pub output: Output,
+    /// Jobs in flight at once [default: 4].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: Option<u16>,
+    /// The journal that makes reruns resume [default: .uncensored/journal.sqlite beside the images].
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Finish a batch a previous run left (rerunning the same command does the same).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+fn side(text: &str) -> Result<u32, String> {
+    let value: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    if (256..=2048).contains(&value) && value.is_multiple_of(8) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{value} is out of range: 256 to 2048, a multiple of 8"
+        ))
+    }
+}
+
+fn setting(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err("the KEY of KEY=VALUE is empty".into());
+    }
+    let value = serde_json::from_str(value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    Ok((key.to_string(), value))
+}

@@ -1,0 +1,204 @@
+//! The single-job commands: generate, status, wait, download, config show.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::json;
+use uncensored::deliver::{Deliverer, Entry, SqliteJournal, Stage};
+use uncensored::{GenerateRequest, Generation, WaitOptions};
+
+use crate::cli::{Cli, Generate, Output};
+use crate::context::{apply, connect, notifiers, storage, template};
+use crate::failure::Failure;
+use crate::settings::Settings;
+
+fn deliverer(settings: &Settings, client: uncensored::Client) -> Result<Deliverer, Failure> {
+    let journal = SqliteJournal::in_memory().map_err(|e| Failure::other(e.to_string()))?;
+    let mut deliverer = Deliverer::new(client, storage(settings)?, Arc::new(journal))
+        .with_template(template(settings)?);
+    for notifier in notifiers(settings)? {
+        deliverer = deliverer.with_notifier(notifier);
+    }
+    Ok(deliverer)
+}
+
+/// Prints a finished entry: its location (or failure), as a line or JSON.
+fn print_entry(entry: &Entry, json: bool) -> Result<(), Failure> {
+    match &entry.stage {
+        Stage::Stored {
+            job_id,
+            location,
+            sha256,
+            share_url,
+            model,
+            generation_time,
+            ..
+        } => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"job_id": job_id, "location": location, "sha256": sha256, "share_url": share_url, "model": model, "generation_time": generation_time})
+                );
+            } else {
+                println!("{location}");
+            }
+            Ok(())
+        }
+        Stage::Failed {
+            reason, message, ..
+        } => {
+            let code = match reason.as_str() {
+                "moderation" => 5,
+                "insufficient_funds" => 4,
+                "permission" => 3,
+                "job_failed" => 9,
+                _ => 6,
+            };
+            let hint = match code {
+                5 => Some("change the prompt: content moderation refused it"),
+                4 => Some("top up the account's balance, then run the command again"),
+                3 => Some("use a key with the image:gen:* scope for this model"),
+                _ => None,
+            };
+            Err(Failure {
+                code,
+                kind: "generation_failed",
+                message: message.clone(),
+                hint,
+            })
+        }
+        other => Err(Failure::other(format!("the delivery stopped at {other:?}"))),
+    }
+}
+
+/// `generate`.
+pub async fn generate(cli: &Cli, args: &Generate) -> Result<(), Failure> {
+    let settings = Settings::load(cli, Some(&args.output))?;
+    let mut request = apply(&args.fields, GenerateRequest::new(args.prompt.clone()));
+    if let Some(url) = &args.callback_url {
+        request = request.callback_url(url.clone());
+    }
+    request
+        .validate()
+        .map_err(|e| Failure::input(e.to_string()))?;
+    let connection = connect(&settings, cli.emulator, false).await?;
+    if args.asynchronous {
+        let Generation::Queued(job) = connection.client.generate(&request).await? else {
+            return Err(Failure::other(
+                "the API answered synchronously despite --callback-url",
+            ));
+        };
+        if cli.json {
+            println!(
+                "{}",
+                json!({"job_id": job.job_id, "status": job.status.as_str(), "status_url": job.status_url})
+            );
+        } else {
+            println!("{}", job.job_id);
+        }
+        return Ok(());
+    }
+    let deliverer = deliverer(&settings, connection.client.clone())?;
+    let id = format!("generate-{}", uuid_like());
+    let entry = deliverer.deliver(&id, &request).await?;
+    print_entry(&entry, cli.json)
+}
+
+fn uuid_like() -> String {
+    use sha2::Digest as _;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let digest = sha2::Sha256::digest(format!("{nanos}-{}", std::process::id()));
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `status`.
+pub async fn status(cli: &Cli, job: &str) -> Result<(), Failure> {
+    let settings = Settings::load(cli, None)?;
+    let connection = connect(&settings, cli.emulator, false).await?;
+    let job = connection.client.job(job).await?;
+    if cli.json {
+        println!(
+            "{}",
+            json!({"job_id": job.job_id, "status": job.status.as_str(), "image_url": job.image_url, "model": job.model,
+                   "generation_time": job.generation_time, "error": job.error_message})
+        );
+    } else {
+        println!("{}", job.status);
+    }
+    Ok(())
+}
+
+/// `wait`: progress on stderr, the image URL on stdout.
+pub async fn wait(cli: &Cli, job: &str, timeout: u64) -> Result<(), Failure> {
+    let settings = Settings::load(cli, None)?;
+    let connection = connect(&settings, cli.emulator, false).await?;
+    let options = WaitOptions::default().with_deadline(Duration::from_secs(timeout));
+    let events = connection.client.watch(job, options);
+    futures_util::pin_mut!(events);
+    let mut last = None;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.changed && !cli.json {
+            eprintln!(
+                "{}: {} after {:.0?}",
+                event.job.job_id, event.job.status, event.elapsed
+            );
+        }
+        last = Some(event);
+    }
+    let job = last.expect("a watch ends with an event or an error").job;
+    match (job.status.as_str(), job.image_url) {
+        ("completed", Some(url)) if cli.json => println!(
+            "{}",
+            json!({"job_id": job.job_id, "status": "completed", "image_url": url})
+        ),
+        ("completed", Some(url)) => println!("{url}"),
+        (status, _) => {
+            return Err(uncensored::Error::JobFailed {
+                job_id: job.job_id,
+                status: status.to_string(),
+                message: job.error_message,
+                code: job.error_code,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// `download`: stores a finished job's image like `generate` does.
+pub async fn download(cli: &Cli, job: &str, output: &Output) -> Result<(), Failure> {
+    let settings = Settings::load(cli, Some(output))?;
+    let connection = connect(&settings, cli.emulator, false).await?;
+    let found = connection.client.job(job).await?;
+    let deliverer = deliverer(&settings, connection.client.clone())?;
+    // The prompt is not in the job record; the metadata says so.
+    let described = GenerateRequest::new(format!("(job {job}: prompt unknown to `download`)"));
+    let entry = deliverer
+        .deliver_job(&format!("download-{job}"), &found.job_id, &described)
+        .await?;
+    print_entry(&entry, cli.json)
+}
+
+/// `config show`.
+pub fn config_show(cli: &Cli) -> Result<(), Failure> {
+    let settings = Settings::load(cli, None)?;
+    let shown = settings.shown();
+    if cli.json {
+        println!("{shown}");
+    } else {
+        for (key, value) in shown.as_object().expect("an object") {
+            let text = match value {
+                serde_json::Value::Null => "(not set)".to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{key:<14} {text}");
+        }
+    }
+    Ok(())
+}

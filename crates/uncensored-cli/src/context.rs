@@ -1,0 +1,135 @@
+//! What every command builds from the settings: the client (against the API,
+//! or an in-process emulator), the storage and the notifiers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use uncensored::notify::{Notifier, SignedWebhookNotifier, SlackNotifier};
+use uncensored::storage::{FsStorage, NameTemplate, S3Storage, Storage};
+use uncensored::{Client, GenerateRequest};
+use uncensored_emulator::{Emulator, EmulatorHandle};
+
+use crate::cli::RequestFields;
+use crate::failure::Failure;
+use crate::settings::Settings;
+
+/// A client, and the emulator behind it when --emulator is on.
+pub struct Connection {
+    /// The client.
+    pub client: Client,
+    /// Kept alive for the command's duration.
+    pub _emulator: Option<EmulatorHandle>,
+}
+
+/// Connects to the API, or starts the in-process emulator.
+pub async fn connect(
+    settings: &Settings,
+    emulator: bool,
+    pace: bool,
+) -> Result<Connection, Failure> {
+    let (base_url, key, handle) = if emulator {
+        let handle = Emulator::start(uncensored_emulator::Config::default())
+            .await
+            .map_err(|e| Failure::other(format!("cannot start the emulator: {e}")))?;
+        let key = settings
+            .api_key
+            .clone()
+            .unwrap_or_else(|| uncensored_emulator::DEFAULT_KEY.to_string());
+        (Some(handle.base_url().to_string()), Some(key), Some(handle))
+    } else {
+        (settings.base_url.clone(), settings.api_key.clone(), None)
+    };
+    let key = key.ok_or_else(|| {
+        Failure::from(uncensored::Error::Config(
+            "no API key: set UNCENSORED_API_KEY (or --api-key, or api_key in the config file)"
+                .into(),
+        ))
+    })?;
+    let mut builder = Client::builder().api_key(key).pace_requests(pace);
+    if let Some(url) = base_url {
+        builder = builder.base_url(url);
+    }
+    Ok(Connection {
+        client: builder.build()?,
+        _emulator: handle,
+    })
+}
+
+/// The storage the settings name: `--store URL`, else `--out DIR`.
+pub fn storage(settings: &Settings) -> Result<Arc<dyn Storage>, Failure> {
+    match &settings.store {
+        Some(url) if url.starts_with("s3://") => Ok(Arc::new(S3Storage::from_url(url)?)),
+        Some(url) if url.starts_with("file://") => Ok(Arc::new(FsStorage::new(PathBuf::from(
+            &url["file://".len()..],
+        )))),
+        Some(url) => Err(Failure::input(format!(
+            "--store {url:?}: use file:///path or s3://bucket/prefix"
+        ))),
+        None => Ok(Arc::new(FsStorage::new(&settings.out))),
+    }
+}
+
+/// Where the journal of a batch lives by default.
+pub fn default_journal(settings: &Settings) -> PathBuf {
+    match &settings.store {
+        Some(url) if url.starts_with("file://") => {
+            PathBuf::from(&url["file://".len()..]).join(".uncensored/journal.sqlite")
+        }
+        Some(_) => PathBuf::from(".uncensored/journal.sqlite"),
+        None => settings.out.join(".uncensored/journal.sqlite"),
+    }
+}
+
+/// The object name template.
+pub fn template(settings: &Settings) -> Result<NameTemplate, Failure> {
+    match &settings.name_template {
+        Some(text) => Ok(NameTemplate::new(text.clone())?),
+        None => Ok(NameTemplate::default()),
+    }
+}
+
+/// The notifiers of `--notify slack:URL` / `--notify webhook:URL`.
+pub fn notifiers(settings: &Settings) -> Result<Vec<Arc<dyn Notifier>>, Failure> {
+    settings
+        .notify
+        .iter()
+        .map(|target| -> Result<Arc<dyn Notifier>, Failure> {
+            match target.split_once(':') {
+                Some(("slack", url)) => Ok(Arc::new(SlackNotifier::new(url))),
+                Some(("webhook", url)) => {
+                    let secret = settings.webhook_secret.clone().ok_or_else(|| {
+                        Failure::input("--notify webhook:URL needs a signing secret: set UNCENSORED_WEBHOOK_SECRET (whsec_...)")
+                    })?;
+                    Ok(Arc::new(SignedWebhookNotifier::new(url, secret).map_err(|e| Failure::input(e.to_string()))?))
+                }
+                _ => Err(Failure::input(format!(
+                    "--notify {}: use slack:URL or webhook:URL",
+                    crate::settings::mask_target(target)
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Applies the request flags to a request.
+pub fn apply(fields: &RequestFields, mut request: GenerateRequest) -> GenerateRequest {
+    if let Some(model) = &fields.model {
+        request = request.model(model.clone());
+    }
+    if let Some(width) = fields.width {
+        request = request.width(width);
+    }
+    if let Some(height) = fields.height {
+        request = request.height(height);
+    }
+    if let Some(resolution) = &fields.resolution {
+        request = request.resolution(resolution.clone());
+    }
+    if let Some(quality) = &fields.quality {
+        request = request.quality(quality.clone());
+    }
+    for (key, value) in &fields.settings {
+        request = request.setting(key.clone(), value.clone());
+    }
+    request
+}
