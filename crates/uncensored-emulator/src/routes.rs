@@ -209,7 +209,7 @@ async fn generate_image(
     };
 
     let Some(key) = idempotency_key else {
-        let (status, body) = answer(process(&state, &account, &headers, &body, None).await);
+        let (status, body) = run_detached(&state, account, headers, body, None).await;
         return json_response(status, body, false);
     };
     // Same body means the same JSON value; bytes when it is not JSON.
@@ -225,40 +225,41 @@ async fn generate_image(
         Begin::Reuse => ApiError::key_reuse().into_response(),
         Begin::InFlight => ApiError::in_flight().into_response(),
         Begin::Started => {
-            // Releases the key if this future is dropped (the client went away).
-            let guard = InFlightGuard {
-                state: &state,
-                owner: &account.name,
-                key: &key,
-                armed: true,
-            };
-            let (status, body) =
-                answer(process(&state, &account, &headers, &body, Some(&key)).await);
-            guard.finish(status, body.clone());
+            let (status, body) = run_detached(&state, account, headers, body, Some(key)).await;
             json_response(status, body, false)
         }
     }
 }
 
-struct InFlightGuard<'a> {
-    state: &'a AppState,
-    owner: &'a str,
-    key: &'a str,
-    armed: bool,
-}
-
-impl InFlightGuard<'_> {
-    fn finish(mut self, status: u16, body: Bytes) {
-        self.armed = false;
-        self.state
-            .idempotency_finish(self.owner, self.key, Some((status, body)));
-    }
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.state.idempotency_finish(self.owner, self.key, None);
+/// Processes a generation in a task of its own, as the service does: a client
+/// that goes away (a dropped connection, a killed process) does not cancel a
+/// job that may already be charged, and its answer is still cached for the
+/// retry that carries the same Idempotency-Key.
+async fn run_detached(
+    state: &AppState,
+    account: KeyConfig,
+    headers: HeaderMap,
+    body: Bytes,
+    key: Option<String>,
+) -> (u16, Bytes) {
+    let task = tokio::spawn({
+        let state = state.clone();
+        let (account, key) = (account.clone(), key.clone());
+        async move {
+            let outcome = answer(process(&state, &account, &headers, &body, key.as_deref()).await);
+            if let Some(key) = &key {
+                state.idempotency_finish(&account.name, key, Some(outcome.clone()));
+            }
+            outcome
+        }
+    });
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            if let Some(key) = &key {
+                state.idempotency_finish(&account.name, key, None);
+            }
+            answer(Err(ApiError::server(false)))
         }
     }
 }

@@ -798,3 +798,43 @@ async fn images_can_be_padded_to_a_large_size_and_still_decode() {
     let picture = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).unwrap();
     assert_eq!((picture.width(), picture.height()), (256, 256));
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_does_not_cancel_its_paid_job() {
+    let mut config = fast();
+    config.time_scale = 0.05; // 0.25 to 1.5 s of generation
+    let (emulator, client) = start(config).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let cut = impatient
+        .post(format!("{}/v1/images/generations", emulator.base_url()))
+        .header("x-api-key", "emulator-key")
+        .header("idempotency-key", "gone-away-1")
+        .json(&json!({"prompt": "patience", "model": "model-dev", "image_width": 256, "image_height": 256}))
+        .send()
+        .await;
+    assert!(cut.is_err(), "the client gave up before the answer");
+    // The retry with the same key gets the first job's answer (once it is
+    // ready: 409 while in flight), and pays nothing more.
+    let key = IdempotencyKey::try_from("gone-away-1").unwrap();
+    let body = || request("patience");
+    let answer = loop {
+        match client
+            .generate_image()
+            .idempotency_key(key.clone())
+            .body(body())
+            .send()
+            .await
+        {
+            Ok(answer) => break answer,
+            Err(Error::ErrorResponse(busy)) if busy.status().as_u16() == 409 => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(answer.headers()["idempotent-replay"], "true");
+    assert_eq!(emulator.stats().charges.total, 1);
+}

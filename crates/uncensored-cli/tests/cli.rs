@@ -1,0 +1,381 @@
+//! The `uncensored` binary, driven as a user would: help texts as snapshots,
+//! the main job against the emulator, bad input, exit codes and JSON errors,
+//! and batches that survive faults and SIGKILL.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use assert_cmd::Command;
+use uncensored_emulator::{Config, Emulator, EmulatorHandle};
+
+fn uncensored() -> Command {
+    let mut command = Command::cargo_bin("uncensored").unwrap();
+    // Nothing from the machine running the tests leaks in.
+    for var in [
+        "UNCENSORED_API_KEY",
+        "UNCENSORED_BASE_URL",
+        "UNCENSORED_CONFIG",
+        "UNCENSORED_WEBHOOK_SECRET",
+    ] {
+        command.env_remove(var);
+    }
+    command.env("XDG_CONFIG_HOME", "/nonexistent-config-dir");
+    command
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("uncensored-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn images_in(dir: &Path) -> (usize, usize) {
+    let (mut images, mut partial) = (0, 0);
+    if let Ok(days) = std::fs::read_dir(dir) {
+        for day in days
+            .flatten()
+            .filter(|d| d.path().is_dir() && !d.file_name().to_string_lossy().starts_with('.'))
+        {
+            for file in std::fs::read_dir(day.path()).unwrap().flatten() {
+                let name = file.file_name().into_string().unwrap();
+                images += usize::from(name.ends_with(".jpg"));
+                partial += usize::from(name.ends_with(".part"));
+            }
+        }
+    }
+    (images, partial)
+}
+
+#[test]
+fn every_help_text() {
+    for args in [
+        vec!["--help"],
+        vec!["generate", "--help"],
+        vec!["status", "--help"],
+        vec!["wait", "--help"],
+        vec!["download", "--help"],
+        vec!["batch", "--help"],
+        vec!["emulator", "--help"],
+        vec!["config", "show", "--help"],
+    ] {
+        let output = uncensored().args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let name = format!("help_{}", args.join("_").replace("--", ""));
+        insta::assert_snapshot!(name, String::from_utf8(output.stdout).unwrap());
+    }
+}
+
+#[test]
+fn the_main_job_writes_a_jpeg_and_prints_its_path() {
+    let dir = temp_dir("main");
+    let output = uncensored()
+        .current_dir(&dir)
+        .args([
+            "--emulator",
+            "generate",
+            "a lighthouse at dusk, oil painting",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let path = dir.join(printed.trim());
+    assert!(
+        printed.trim().starts_with("images/") && printed.trim().ends_with(".jpg"),
+        "{printed}"
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF]);
+    assert!(
+        path.with_extension("jpg.json").exists(),
+        "the metadata sidecar"
+    );
+
+    let json = uncensored()
+        .current_dir(&dir)
+        .args([
+            "--emulator",
+            "--json",
+            "generate",
+            "a forest",
+            "--width",
+            "512",
+            "--height",
+            "256",
+        ])
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["sha256"].as_str().unwrap().len(), 64);
+    assert!(value["location"].as_str().unwrap().ends_with(".jpg"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_input_names_the_flag_or_line_and_sends_nothing() {
+    let dir = temp_dir("bad");
+    let out = uncensored()
+        .current_dir(&dir)
+        .args(["--emulator", "generate", "p", "--width", "1001"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let error = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        error.contains("--width") && error.contains("256 to 2048, a multiple of 8"),
+        "{error}"
+    );
+
+    let long = "x".repeat(2001);
+    let out = uncensored()
+        .current_dir(&dir)
+        .args(["--emulator", "generate", &long])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prompt"));
+
+    let file = dir.join("batch.jsonl");
+    std::fs::write(
+        &file,
+        "a fine prompt\n{\"prompt\": \"ok\"}\n{\"prompt\": \"broken\"\n",
+    )
+    .unwrap();
+    let out = uncensored()
+        .current_dir(&dir)
+        .args(["--emulator", "batch", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    let error = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        error.contains("batch.jsonl:3"),
+        "the line is named: {error}"
+    );
+    std::fs::write(&file, "fine\n{\"prompt\": \"ok\", \"width\": 100}\n").unwrap();
+    let out = uncensored()
+        .current_dir(&dir)
+        .args(["--emulator", "--json", "batch", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["error"]["exit_code"], 6);
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(":2: invalid `image_width`"),
+        "{value}"
+    );
+    assert_eq!(
+        images_in(&dir.join("images")),
+        (0, 0),
+        "nothing was generated"
+    );
+
+    let missing = uncensored()
+        .current_dir(&dir)
+        .args(["batch", "no-such-file.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(6));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn errors_say_what_to_do_and_secrets_stay_masked() {
+    let out = uncensored().args(["status", "abc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let error = String::from_utf8(out.stderr).unwrap();
+    assert!(error.contains("UNCENSORED_API_KEY"), "{error}");
+
+    let secret = "sk-live-secret-0123456789";
+    let out = uncensored()
+        .env("UNCENSORED_API_KEY", secret)
+        .env(
+            "UNCENSORED_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !shown.contains(secret) && !shown.contains("MfKQ9r8GKYqr"),
+        "{shown}"
+    );
+    insta::assert_snapshot!("config_show", shown);
+
+    let moderated = uncensored()
+        .args([
+            "--emulator",
+            "--json",
+            "generate",
+            "a forbidden-term",
+            "--out",
+            "/nonexistent/never",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(moderated.status.code(), Some(5));
+    let value: serde_json::Value = serde_json::from_slice(&moderated.stdout).unwrap();
+    assert_eq!(value["error"]["kind"], "generation_failed");
+    assert!(
+        value["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("change the prompt")
+    );
+
+    let unknown = uncensored()
+        .args(["--emulator", "status", "no-such-job"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(7));
+}
+
+async fn faulty_emulator(fail_rate: f64, truncate_rate: f64) -> EmulatorHandle {
+    let mut config = Config {
+        time_scale: 0.002,
+        rate_limit_rpm: 1_000_000,
+        seed: 5,
+        ..Config::default()
+    };
+    config.faults.fail_rate = fail_rate;
+    config.faults.truncate_rate = truncate_rate;
+    Emulator::start(config).await.unwrap()
+}
+
+fn batch_file(dir: &Path, lines: usize) -> PathBuf {
+    let file = dir.join("prompts.txt");
+    let text: String = (0..lines).map(|i| format!("prompt number {i}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_line_batch_with_20_percent_faults_finishes_200_of_200() {
+    let emulator = faulty_emulator(0.2, 0.0).await;
+    let dir = temp_dir("faults");
+    let file = batch_file(&dir, 200);
+    let mut command = uncensored();
+    command.current_dir(&dir).args([
+        "--base-url",
+        emulator.base_url(),
+        "--api-key",
+        "emulator-key",
+        "batch",
+        file.to_str().unwrap(),
+        "--concurrency",
+        "16",
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("200 lines: 200 stored"), "{stdout}");
+    assert_eq!(images_in(&dir.join("images")), (200, 0));
+    let stats = emulator.stats();
+    assert_eq!(stats.charges.total, 200);
+    assert!(
+        stats.faults.server_errors > 20,
+        "the faults were injected: {:?}",
+        stats.faults
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_killed_halfway_and_rerun_stores_200_files_for_200_charges() {
+    let emulator = faulty_emulator(0.0, 0.0).await;
+    let dir = temp_dir("kill");
+    let file = batch_file(&dir, 200);
+    let args = [
+        "--base-url",
+        emulator.base_url(),
+        "--api-key",
+        "emulator-key",
+        "batch",
+        file.to_str().unwrap(),
+        "--concurrency",
+        "8",
+    ];
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
+        .current_dir(&dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        for _ in 0..100 {
+            lines.next().expect("progress lines").unwrap();
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap(); // SIGKILL, halfway
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    drop(lines);
+
+    let mut rerun = uncensored();
+    rerun.current_dir(&dir).args(args);
+    let output = tokio::task::spawn_blocking(move || rerun.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("200 lines: 200 stored"), "{stdout}");
+    assert_eq!(
+        images_in(&dir.join("images")),
+        (200, 0),
+        "200 files, no partial one"
+    );
+    assert_eq!(emulator.stats().charges.total, 200, "no line paid twice");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_download_leaves_no_partial_file() {
+    let emulator = faulty_emulator(0.0, 1.0).await;
+    let dir = temp_dir("cut");
+    let mut command = uncensored();
+    command.current_dir(&dir).args([
+        "--base-url",
+        emulator.base_url(),
+        "--api-key",
+        "emulator-key",
+        "generate",
+        "always cut short",
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(images_in(&dir.join("images")), (0, 0));
+    assert!(
+        emulator.stats().faults.truncated >= 2,
+        "the download was retried"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
