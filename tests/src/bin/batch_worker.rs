@@ -63,7 +63,9 @@ async fn main() {
         for result in deliverer.deliver_all(chunk.to_vec(), 4).await {
             result.expect("a line is delivered");
             done += 1;
-            println!("done {done}");
+            // A reader that went away must not end the work: only a kill does.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout().lock(), "done {done}");
         }
     }
 }
