@@ -379,3 +379,130 @@ async fn a_failed_download_leaves_no_partial_file() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// moto_server on a free loopback port (killed on drop), or `None` outside CI
+/// when it is not installed; under CI a missing moto fails the test.
+struct Moto(std::process::Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> Option<Moto> {
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/moto/bin/moto_server");
+    let bin = std::env::var_os("UNCENSORED_MOTO_SERVER")
+        .map(PathBuf::from)
+        .or_else(|| Some(installed).filter(|p| p.exists()));
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the S3 tests through `cargo xtask test`, which installs moto"
+        );
+        eprintln!("SKIPPED: no moto_server (run `cargo xtask test` to install it)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto(child, port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moto_server did not listen within 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Some(moto)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_to_s3_with_a_slack_message() {
+    let Some(moto) = moto() else { return };
+    let endpoint = format!("http://127.0.0.1:{}", moto.1);
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/gallery"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let slack = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&slack)
+        .await;
+    let dir = temp_dir("s3");
+    let mut command = uncensored();
+    command
+        .current_dir(&dir)
+        .env("AWS_ENDPOINT", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test-access-key")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .env("AWS_REGION", "us-east-1")
+        .args([
+            "--emulator",
+            "generate",
+            "a harbour at noon",
+            "--store",
+            "s3://gallery/images",
+        ])
+        .args([
+            "--notify",
+            &format!("slack:{}/services/T/B/secret", slack.uri()),
+        ]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let location = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let key = location
+        .strip_prefix("s3://gallery/")
+        .expect("an s3 location");
+    assert!(
+        key.starts_with("images/") && key.ends_with(".jpg"),
+        "{location}"
+    );
+    use object_store::ObjectStoreExt as _;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test-access-key")
+        .with_secret_access_key("test-secret-key")
+        .with_bucket_name("gallery")
+        .build()
+        .unwrap();
+    let object = store
+        .get(&object_store::path::Path::from(key))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&object[..3], &[0xFF, 0xD8, 0xFF]);
+    let messages = slack.received_requests().await.unwrap();
+    assert_eq!(messages.len(), 1);
+    let body = String::from_utf8_lossy(&messages[0].body);
+    assert!(
+        body.contains("Image ready") && body.contains(&location),
+        "{body}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("secret"));
+    std::fs::remove_dir_all(dir).ok();
+}
