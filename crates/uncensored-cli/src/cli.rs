@@ -75,6 +75,11 @@ pub enum Command {
     },
     /// Generate a batch: one prompt a line, or JSON Lines with per-line fields.
     Batch(Batch),
+    /// Receive the API's job callbacks and deliver each job (store, announce) as a service.
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookAction,
+    },
     /// Run the emulator in the foreground; the first line printed is its base URL.
     Emulator(uncensored_emulator::cli::EmulatorArgs),
     /// Show the effective configuration (secrets masked).
@@ -89,6 +94,25 @@ pub enum Command {
 pub enum ConfigAction {
     /// Print the effective settings: flags, then environment, then the file.
     Show,
+}
+
+/// What `webhook` does.
+#[derive(Debug, Subcommand)]
+pub enum WebhookAction {
+    /// Serve POST /callback: each callback's job is confirmed with a read (the
+    /// payload is unsigned and never trusted), then stored and announced once.
+    /// Point `generate --async --callback-url` at https://YOUR-HOST/callback.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        output: Output,
+        /// The journal that keeps deliveries exactly-once across restarts
+        /// [default: .uncensored/journal.sqlite beside the images].
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
 }
 
 /// Where images go and who hears about them.

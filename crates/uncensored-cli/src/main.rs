@@ -7,13 +7,14 @@ mod cli;
 mod commands;
 mod context;
 mod failure;
+mod serve;
 mod settings;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use cli::{Cli, Command, ConfigAction};
+use cli::{Cli, Command, ConfigAction, WebhookAction};
 use failure::Failure;
 
 #[tokio::main]
@@ -34,6 +35,14 @@ async fn main() -> ExitCode {
         Command::Wait { job, timeout } => commands::wait(&cli, job, *timeout).await,
         Command::Download { job, output } => commands::download(&cli, job, output).await,
         Command::Batch(args) => batch::run(&cli, args).await,
+        Command::Webhook {
+            action:
+                WebhookAction::Serve {
+                    listen,
+                    output,
+                    journal,
+                },
+        } => serve::serve(&cli, *listen, output, journal.as_deref()).await,
         Command::Emulator(args) => emulator(args.clone()).await,
         Command::Config {
             action: ConfigAction::Show,

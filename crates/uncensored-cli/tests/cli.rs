@@ -58,6 +58,7 @@ fn every_help_text() {
         vec!["download", "--help"],
         vec!["batch", "--help"],
         vec!["emulator", "--help"],
+        vec!["webhook", "serve", "--help"],
         vec!["config", "show", "--help"],
     ] {
         let output = uncensored().args(&args).output().unwrap();
@@ -504,5 +505,91 @@ async fn generate_to_s3_with_a_slack_message() {
         "{body}"
     );
     assert!(!String::from_utf8_lossy(&output.stderr).contains("secret"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_serve_delivers_callbacks_once_and_refuses_strangers() {
+    let emulator = faulty_emulator(0.0, 0.0).await;
+    let dir = temp_dir("serve");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = [
+        "--base-url",
+        emulator.base_url(),
+        "--api-key",
+        "emulator-key",
+    ];
+    let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
+        .current_dir(&dir)
+        .args(base)
+        .args(["webhook", "serve", "--listen", &listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let callback_url = tokio::task::spawn_blocking(move || {
+        let first = lines.next().unwrap().unwrap();
+        (first, lines)
+    })
+    .await
+    .unwrap();
+    let (url, mut lines) = callback_url;
+    assert_eq!(url, format!("http://{listen}/callback"));
+
+    // A stranger's callback: refused, nothing stored.
+    let forged = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"request_id": "not-a-job-of-ours", "status": "success", "result": {"image_url": "https://evil.example/x.jpg"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 404);
+
+    // A real async job, whose callback the emulator delivers (twice, to be sure).
+    let mut generate = uncensored();
+    generate.current_dir(&dir).args(base).args([
+        "generate",
+        "called back",
+        "--async",
+        "--callback-url",
+        &url,
+    ]);
+    let output = tokio::task::spawn_blocking(move || generate.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let job_id = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let stored = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with(&format!("{job_id} stored at images/")),
+        "{stored}"
+    );
+    let again = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"request_id": job_id, "status": "success"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status().as_u16(),
+        200,
+        "a repeated callback is acknowledged"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(images_in(&dir.join("images")), (1, 0), "stored once");
+    assert_eq!(emulator.stats().charges.total, 1);
     std::fs::remove_dir_all(dir).ok();
 }
