@@ -59,7 +59,9 @@ fn every_help_text() {
         vec!["batch", "--help"],
         vec!["emulator", "--help"],
         vec!["webhook", "serve", "--help"],
+        vec!["config", "--help"],
         vec!["config", "show", "--help"],
+        vec!["webhook", "--help"],
     ] {
         let output = uncensored().args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");
@@ -591,5 +593,173 @@ async fn webhook_serve_delivers_callbacks_once_and_refuses_strangers() {
     server.wait().unwrap();
     assert_eq!(images_in(&dir.join("images")), (1, 0), "stored once");
     assert_eq!(emulator.stats().charges.total, 1);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Splits a shell line into words (double and single quotes, no escapes).
+fn words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_shell_examples_run_against_the_emulator() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let mut commands = Vec::new();
+    let mut in_shell = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_shell = true,
+            "```" => in_shell = false,
+            text if in_shell && text.starts_with("uncensored ") => commands.push(text.to_string()),
+            _ => {}
+        }
+    }
+    assert!(commands.len() >= 7, "{commands:?}");
+
+    let emulator = faulty_emulator(0.0, 0.0).await;
+    let slack = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&slack)
+        .await;
+    let dir = temp_dir("readme");
+    std::fs::write(
+        dir.join("prompts.txt"),
+        "a lighthouse\n{\"prompt\": \"a forest\", \"model\": \"model-pro\"}\n",
+    )
+    .unwrap();
+    let mut job_id = String::new();
+    for command in commands {
+        // Loopback stand-ins for the README's placeholders; nothing leaves the machine.
+        let text = command
+            .replace(
+                "https://hooks.slack.com/services/...",
+                &format!("{}/services/T/B/x", slack.uri()),
+            )
+            .replace("JOB_ID", &job_id);
+        let mut args = words(&text);
+        args.remove(0);
+        let mut full = vec![
+            "--base-url".to_string(),
+            emulator.base_url().to_string(),
+            "--api-key".into(),
+            "emulator-key".into(),
+        ];
+        full.extend(args.clone());
+        if args.first().map(String::as_str) == Some("webhook") {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let full: Vec<String> = full
+                .iter()
+                .map(|a| a.replace("127.0.0.1:8787", &format!("127.0.0.1:{port}")))
+                .collect();
+            let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
+                .current_dir(&dir)
+                .args(&full)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let stdout = server.stdout.take().unwrap();
+            let first = tokio::task::spawn_blocking(move || {
+                BufReader::new(stdout).lines().next().unwrap().unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(first.ends_with("/callback"), "{command}: {first}");
+            server.kill().unwrap();
+            server.wait().unwrap();
+            continue;
+        }
+        let mut cli = uncensored();
+        cli.current_dir(&dir).args(&full);
+        let output = tokio::task::spawn_blocking(move || cli.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if args.iter().any(|a| a == "--async") {
+            job_id = String::from_utf8(output.stdout).unwrap().trim().to_string();
+        }
+    }
+    assert!(
+        !job_id.is_empty(),
+        "the README shows an async job to follow"
+    );
+    assert!(
+        slack.received_requests().await.unwrap().len() >= 2,
+        "the batch announced its lines"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn outputs_people_and_programs_read() {
+    let dir = temp_dir("outputs");
+    std::fs::write(
+        dir.join("two.txt"),
+        "a lighthouse\n# a comment\n\na forest\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| uncensored().current_dir(&dir).args(args).output().unwrap();
+
+    let batch = run(&["--emulator", "batch", "two.txt"]);
+    assert!(batch.status.success());
+    insta::assert_snapshot!(
+        "batch_summary_human",
+        String::from_utf8(batch.stdout).unwrap()
+    );
+    let batch = run(&["--emulator", "--json", "batch", "two.txt"]);
+    insta::assert_snapshot!(
+        "batch_summary_json",
+        String::from_utf8(batch.stdout).unwrap()
+    );
+
+    let moderated = run(&["--emulator", "generate", "a forbidden-term"]);
+    insta::assert_snapshot!(
+        "moderated_human",
+        String::from_utf8(moderated.stderr).unwrap()
+    );
+    let moderated = run(&["--emulator", "--json", "generate", "a forbidden-term"]);
+    insta::assert_snapshot!(
+        "moderated_json",
+        String::from_utf8(moderated.stdout).unwrap()
+    );
+
+    let no_key = run(&["status", "job-1"]);
+    insta::assert_snapshot!("no_key_human", String::from_utf8(no_key.stderr).unwrap());
+    let no_key = run(&["--json", "status", "job-1"]);
+    insta::assert_snapshot!("no_key_json", String::from_utf8(no_key.stdout).unwrap());
     std::fs::remove_dir_all(dir).ok();
 }
