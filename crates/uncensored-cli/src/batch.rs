@@ -3,7 +3,6 @@
 //! so that a rerun of the same command finishes the batch without paying twice.
 
 use std::io::IsTerminal as _;
-use std::sync::Arc;
 
 use futures_util::{StreamExt as _, stream};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,10 +10,10 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest as _;
 use uncensored::GenerateRequest;
-use uncensored::deliver::{Deliverer, SqliteJournal, Stage};
+use uncensored::deliver::Stage;
 
 use crate::cli::{Batch, Cli, RequestFields};
-use crate::context::{apply, connect, default_journal, notifiers, storage, template};
+use crate::context::{apply, connect, default_journal, deliverer, journal};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -112,16 +111,11 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         .journal
         .clone()
         .unwrap_or_else(|| default_journal(&settings));
-    let journal = SqliteJournal::open(&journal_path).map_err(|e| Failure::other(e.to_string()))?;
-    let mut deliverer = Deliverer::new(
+    let deliverer = deliverer(
+        &settings,
         connection.client.clone(),
-        storage(&settings)?,
-        Arc::new(journal),
-    )
-    .with_template(template(&settings)?);
-    for notifier in notifiers(&settings)? {
-        deliverer = deliverer.with_notifier(notifier);
-    }
+        journal(&journal_path)?,
+    )?;
     if args.resume {
         // Entries of earlier runs, including lines since removed from the file.
         for result in deliverer.resume().await.map_err(Failure::from)? {

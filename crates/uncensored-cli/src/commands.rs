@@ -9,18 +9,14 @@ use uncensored::deliver::{Deliverer, Entry, SqliteJournal, Stage};
 use uncensored::{GenerateRequest, Generation, WaitOptions};
 
 use crate::cli::{Cli, Generate, Output};
-use crate::context::{apply, connect, notifiers, storage, template};
+use crate::context::{apply, connect};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
+/// A pipeline for one command: single jobs need no journal on disk.
 fn deliverer(settings: &Settings, client: uncensored::Client) -> Result<Deliverer, Failure> {
     let journal = SqliteJournal::in_memory().map_err(|e| Failure::other(e.to_string()))?;
-    let mut deliverer = Deliverer::new(client, storage(settings)?, Arc::new(journal))
-        .with_template(template(settings)?);
-    for notifier in notifiers(settings)? {
-        deliverer = deliverer.with_notifier(notifier);
-    }
-    Ok(deliverer)
+    crate::context::deliverer(settings, client, Arc::new(journal))
 }
 
 /// Prints a finished entry: its location (or failure), as a line or JSON.

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use uncensored::deliver::{Deliverer, Journal};
 use uncensored::notify::{Notifier, SignedWebhookNotifier, SlackNotifier};
 use uncensored::storage::{FsStorage, NameTemplate, S3Storage, Storage};
 use uncensored::{Client, GenerateRequest};
@@ -132,4 +133,25 @@ pub fn apply(fields: &RequestFields, mut request: GenerateRequest) -> GenerateRe
         request = request.setting(key.clone(), value.clone());
     }
     request
+}
+
+/// The pipeline the settings describe: their storage, template and notifiers.
+pub fn deliverer(
+    settings: &Settings,
+    client: Client,
+    journal: Arc<dyn Journal>,
+) -> Result<Deliverer, Failure> {
+    let mut deliverer =
+        Deliverer::new(client, storage(settings)?, journal).with_template(template(settings)?);
+    for notifier in notifiers(settings)? {
+        deliverer = deliverer.with_notifier(notifier);
+    }
+    Ok(deliverer)
+}
+
+/// The journal at `path`.
+pub fn journal(path: &std::path::Path) -> Result<Arc<dyn Journal>, Failure> {
+    let journal = uncensored::deliver::SqliteJournal::open(path)
+        .map_err(|e| Failure::other(format!("cannot open the journal {}: {e}", path.display())))?;
+    Ok(Arc::new(journal))
 }

@@ -6,19 +6,17 @@
 //! announced. The journal, keyed by job id, makes repeated callbacks and
 //! restarts harmless. The handler answers at once; delivery runs behind it.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use uncensored::deliver::{Deliverer, SqliteJournal};
+use uncensored::deliver::Deliverer;
 use uncensored::webhook::parse_callback;
 use uncensored::{Client, GenerateRequest};
 
 use crate::cli::{Cli, Output};
-use crate::context::{connect, default_journal, notifiers, storage, template};
+use crate::context::{self, connect, default_journal, deliverer};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -40,16 +38,11 @@ pub async fn serve(
     let journal_path = journal
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| default_journal(&settings));
-    let journal = SqliteJournal::open(&journal_path).map_err(|e| Failure::other(e.to_string()))?;
-    let mut deliverer = Deliverer::new(
+    let deliverer = deliverer(
+        &settings,
         connection.client.clone(),
-        storage(&settings)?,
-        Arc::new(journal),
-    )
-    .with_template(template(&settings)?);
-    for notifier in notifiers(&settings)? {
-        deliverer = deliverer.with_notifier(notifier);
-    }
+        context::journal(&journal_path)?,
+    )?;
     // Finish what a previous run had started.
     if let Ok(results) = deliverer.resume().await {
         for error in results.into_iter().filter_map(Result::err) {

@@ -188,24 +188,13 @@ mod s3 {
     use super::*;
     use uncensored::storage::S3Storage;
 
-    pub async fn bucket(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
-        let created = reqwest::Client::new()
-            .put(format!("{}/{bucket}", moto.endpoint))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            created.status().is_success(),
-            "creating the bucket: {}",
-            created.status()
-        );
-        let builder = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&moto.endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("test-access-key")
-            .with_secret_access_key("test-secret-key");
-        S3Storage::from_url_with(&format!("s3://{bucket}/{prefix}"), builder).unwrap()
+    async fn bucket(moto: &Moto, bucket: &str, prefix: &str) -> S3Storage {
+        support::create_bucket(&moto.endpoint, bucket).await;
+        S3Storage::from_url_with(
+            &format!("s3://{bucket}/{prefix}"),
+            support::s3_builder(&moto.endpoint),
+        )
+        .unwrap()
     }
 
     #[tokio::test]

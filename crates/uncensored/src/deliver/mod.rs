@@ -142,30 +142,24 @@ impl Deliverer {
         request: &GenerateRequest,
     ) -> Result<Entry, DeliveryError> {
         request.validate()?;
-        let entry = match self.journal.get(id)? {
-            Some(entry) => entry,
-            None => {
-                let key = match request.own_idempotency_key() {
-                    Some(key) => key.to_string(),
-                    None if validate_idempotency_key(id).is_ok() && id.len() <= 200 => {
-                        format!("dlv-{id}")
-                    }
-                    None => format!("dlv-{}", uuid::Uuid::new_v4()),
-                };
-                let entry = Entry {
-                    id: id.to_string(),
-                    request: request.clone().idempotency_key(key.clone()),
-                    idempotency_key: key,
-                    stage: Stage::Pending,
-                    notified: Default::default(),
-                    done: false,
-                    updated_at: chrono::Utc::now(),
-                };
-                // Durable before anything is sent: a crash from here on is resumable.
-                self.journal.put(&entry)?;
-                entry
+        let entry = self.open_entry(id, || {
+            let key = match request.own_idempotency_key() {
+                Some(key) => key.to_string(),
+                None if validate_idempotency_key(id).is_ok() && id.len() <= 200 => {
+                    format!("dlv-{id}")
+                }
+                None => format!("dlv-{}", uuid::Uuid::new_v4()),
+            };
+            Entry {
+                id: id.to_string(),
+                request: request.clone().idempotency_key(key.clone()),
+                idempotency_key: key,
+                stage: Stage::Pending,
+                notified: Default::default(),
+                done: false,
+                updated_at: chrono::Utc::now(),
             }
-        };
+        })?;
         self.run(entry).await
     }
 
@@ -179,24 +173,17 @@ impl Deliverer {
         job_id: &str,
         request: &GenerateRequest,
     ) -> Result<Entry, DeliveryError> {
-        let entry = match self.journal.get(id)? {
-            Some(entry) => entry,
-            None => {
-                let entry = Entry {
-                    id: id.to_string(),
-                    request: request.clone(),
-                    idempotency_key: String::new(),
-                    stage: Stage::Accepted {
-                        job_id: job_id.to_string(),
-                    },
-                    notified: Default::default(),
-                    done: false,
-                    updated_at: chrono::Utc::now(),
-                };
-                self.journal.put(&entry)?;
-                entry
-            }
-        };
+        let entry = self.open_entry(id, || Entry {
+            id: id.to_string(),
+            request: request.clone(),
+            idempotency_key: String::new(),
+            stage: Stage::Accepted {
+                job_id: job_id.to_string(),
+            },
+            notified: Default::default(),
+            done: false,
+            updated_at: chrono::Utc::now(),
+        })?;
         self.run(entry).await
     }
 
@@ -221,6 +208,17 @@ impl Deliverer {
             .buffered(8)
             .collect()
             .await)
+    }
+
+    /// The journal's entry for `id`, or a new one, written durably before
+    /// anything is sent: a crash from then on is resumable.
+    fn open_entry(&self, id: &str, new: impl FnOnce() -> Entry) -> Result<Entry, DeliveryError> {
+        if let Some(entry) = self.journal.get(id)? {
+            return Ok(entry);
+        }
+        let entry = new();
+        self.journal.put(&entry)?;
+        Ok(entry)
     }
 
     /// Moves an entry forward until it is done, recording every step.
