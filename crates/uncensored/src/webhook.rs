@@ -44,6 +44,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::sync::mpsc;
 
 use crate::client::Client;
+use crate::download::hex;
 use crate::error::{Error, Result};
 use crate::request::GenerateRequest;
 use crate::response::{CompletedImage, Generation, QueuedJob};
@@ -179,10 +180,6 @@ fn random_bytes() -> [u8; 32] {
     bytes[..16].copy_from_slice(a.as_bytes());
     bytes[16..].copy_from_slice(b.as_bytes());
     bytes
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
+use crate::download::hex;
+
 use super::{ImageMeta, ImageSource, ObjectName, Storage, StorageError, Stored};
 
 /// Storage in a directory of the local file system.
@@ -45,10 +47,6 @@ fn backend(location: &Path, error: std::io::Error) -> StorageError {
         message: error.to_string(),
         retryable,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), StorageError> {

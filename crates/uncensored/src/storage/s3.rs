@@ -202,11 +202,7 @@ impl Storage for S3Storage {
             let _ = writer.abort().await;
             return Err(error);
         }
-        let sha256: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = crate::download::hex(&hasher.finalize());
         self.write_meta(
             &sidecar,
             &ImageMeta {
