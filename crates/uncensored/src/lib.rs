@@ -21,8 +21,12 @@
 //!   sent to image storage.
 //! - **Webhooks** (feature `webhook`): per-job unguessable callback URLs and a
 //!   receiver that trusts nothing in the unsigned payload.
-//!
-//! It is not a storage or notification layer; see the delivery pipeline for that.
+//! - **Storage and notifications** ([`storage`], [`notify`]; features `fs`,
+//!   `s3`, `slack`, `webhook-notify`): small object-safe traits with a backend
+//!   per feature.
+//! - **Delivery** (`deliver`, feature `deliver`): generate, wait, download,
+//!   store and announce, every step in a durable journal so that a restart
+//!   resumes without paying, storing or announcing twice.
 //!
 //! # Example
 //!
@@ -64,7 +68,9 @@ pub mod webhook;
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES};
 pub use download::{DownloadedImage, ImageFormat, ImageStream};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
-pub use request::{GenerateRequest, MAX_PROMPT_CHARS, SIDE_RANGE, validate_idempotency_key};
+pub use request::{
+    DEFAULT_SIDE, GenerateRequest, MAX_PROMPT_CHARS, SIDE_RANGE, validate_idempotency_key,
+};
 pub use response::{
     CompletedImage, Generation, Job, JobStatus, QueuedJob, RateLimit, ResponseMeta,
 };

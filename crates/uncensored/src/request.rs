@@ -8,6 +8,8 @@ use crate::error::ValidationError;
 
 /// Smallest and largest image side, in pixels.
 pub const SIDE_RANGE: std::ops::RangeInclusive<u32> = 256..=2048;
+/// The API's default image side, in pixels.
+pub const DEFAULT_SIDE: u32 = 1024;
 /// Longest prompt, in characters.
 pub const MAX_PROMPT_CHARS: usize = 2000;
 
@@ -124,9 +126,13 @@ impl GenerateRequest {
         self.model.as_deref()
     }
 
-    /// The requested size, if set.
-    pub fn dimensions(&self) -> (Option<u32>, Option<u32>) {
-        (self.width, self.height)
+    /// The image size this request asks for: the given one, or the API's
+    /// default of 1024×1024.
+    pub fn dimensions(&self) -> (u32, u32) {
+        (
+            self.width.unwrap_or(DEFAULT_SIDE),
+            self.height.unwrap_or(DEFAULT_SIDE),
+        )
     }
 
     /// The callback URL, when async.

@@ -284,11 +284,9 @@ impl Deliverer {
         let meta = ImageMeta {
             job_id: job_id.clone(),
             prompt: entry.request.prompt().to_string(),
-            model: model
-                .clone()
-                .or_else(|| entry.request.model_name().map(str::to_string)),
-            width: width.or(Some(1024)),
-            height: height.or(Some(1024)),
+            model: entry.model(model),
+            width: Some(width),
+            height: Some(height),
             generation_time: *generation_time,
             sha256: None,
             created_at: chrono::Utc::now(),
@@ -485,11 +483,9 @@ fn notification(entry: &Entry) -> Notification {
         } => Notification::Stored {
             job_id: job_id.clone(),
             prompt: entry.request.prompt().to_string(),
-            model: model
-                .clone()
-                .or_else(|| entry.request.model_name().map(str::to_string)),
-            width: width.or(Some(1024)),
-            height: height.or(Some(1024)),
+            model: entry.model(model),
+            width: Some(width),
+            height: Some(height),
             generation_time: *generation_time,
             location: location.clone(),
             share_url: share_url.clone(),
@@ -510,6 +506,13 @@ fn notification(entry: &Entry) -> Notification {
 }
 
 impl Entry {
+    /// The model that made the image: as the API reported it, else as requested.
+    fn model(&self, reported: &Option<String>) -> Option<String> {
+        reported
+            .clone()
+            .or_else(|| self.request.model_name().map(str::to_string))
+    }
+
     /// Where the image is stored, once it is.
     pub fn location(&self) -> Option<&str> {
         match &self.stage {
