@@ -42,6 +42,7 @@ mod rng;
 mod routes;
 mod state;
 mod webhook;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

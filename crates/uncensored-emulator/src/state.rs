@@ -262,6 +262,15 @@ impl Shared {
         }
     }
 
+    /// Sleeps for `duration`, or returns `false` at once when the emulator
+    /// shuts down: every wait of a handler, job or webhook goes through here.
+    pub async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => true,
+            _ = self.shutdown.cancelled() => false,
+        }
+    }
+
     /// Runs `f` with the seeded random source.
     pub fn with_rng<T>(&self, f: impl FnOnce(&mut Rng) -> T) -> T {
         f(&mut lock(&self.rng))

@@ -1,12 +1,13 @@
 //! Delivers the callback of an async job, as the service documents it: a JSON
-//! POST to `callback_url`, retried with backoff when the receiver fails.
+//! POST to `callback_url`, retried with backoff when the receiver fails. The
+//! payload itself is [`crate::wire::webhook_payload`].
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::state::{AppState, Job, JobState};
+use crate::state::{AppState, Job};
 
 /// Whether the emulator may send to `url`'s host: loopback only, unless the
 /// configuration allows remote hosts.
@@ -18,16 +19,6 @@ pub fn host_allowed(url: &url::Url, allow_remote: bool) -> bool {
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
             None => false,
         }
-}
-
-/// The callback payload for a finished job.
-pub fn payload(state: &AppState, job: &Job) -> Value {
-    json!({
-        "request_id": job.id,
-        "status": if matches!(job.status, JobState::Completed(_)) { "success" } else { "failed" },
-        "result": crate::routes::job_json(state, job),
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    })
 }
 
 /// Sends the callback for `job` to `url`, with the injected faults.
@@ -46,14 +37,17 @@ pub async fn deliver(state: AppState, job: Job, url: url::Url) {
     });
     if delayed {
         state.with_stats(|s| s.faults.delayed_webhooks += 1);
-        if !pause(&state, Duration::from_millis(faults.webhook_delay_ms)).await {
+        if !state
+            .pause(Duration::from_millis(faults.webhook_delay_ms))
+            .await
+        {
             return;
         }
     }
     if duplicate {
         state.with_stats(|s| s.faults.duplicate_webhooks += 1);
     }
-    let body = payload(&state, &job);
+    let body = crate::wire::webhook_payload(&state, &job);
     for _ in 0..(1 + usize::from(duplicate)) {
         send_with_retries(&state, &url, &body).await;
     }
@@ -77,21 +71,13 @@ async fn send_with_retries(state: &AppState, url: &url::Url, body: &Value) {
             Err(error) => tracing::debug!(attempt, %error, "webhook failed"),
         }
         if attempt < config.max_attempts {
-            if !pause(state, backoff.max(Duration::from_millis(10))).await {
+            if !state.pause(backoff.max(Duration::from_millis(10))).await {
                 return;
             }
             backoff *= 2;
         }
     }
     state.with_stats(|s| s.webhooks.failures += 1);
-}
-
-/// Sleeps, or returns `false` at once when the emulator shuts down.
-pub async fn pause(state: &AppState, duration: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => true,
-        _ = state.shutdown.cancelled() => false,
-    }
 }
 
 #[cfg(test)]
