@@ -110,9 +110,16 @@ fn test(root: &Path) -> Result<()> {
     // Under CI a missing or changed snapshot fails instead of being written.
     tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
     tests.env_remove("INSTA_FORCE_PASS");
-    section("tools for the tests: moto (S3)");
+    // The storage servers that crates/uncensored-test-servers starts.
+    section("tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS)");
     let moto = tools::python_venv(root, "moto", &[tools::MOTO])?;
     tests.env("UNCENSORED_MOTO_SERVER", moto.join("bin/moto_server"));
+    tests.env("UNCENSORED_AZURITE", tools::ensure_azurite(root)?);
+    let gcs = tools::python_venv(root, "gcs", &[tools::GCS_EMULATOR])?;
+    tests.env(
+        "UNCENSORED_GCS_EMULATOR",
+        gcs.join("bin/gcp-storage-emulator"),
+    );
 
     let steps = [
         Step {

@@ -225,20 +225,50 @@ pub const MOTO: &str = "moto[server]==5.2.5";
 /// Pinned Prism (npm), the independent OpenAPI mock and validating proxy.
 pub const PRISM: &str = "@stoplight/prism-cli@5.16.0";
 
-/// Prism under `.tools/prism`, installed from npm when missing.
+/// Prism under `.tools/prism`, installed from npm when missing or when the
+/// pin changes.
 pub fn ensure_prism(root: &Path) -> Result<PathBuf> {
-    let prefix = root.join(".tools/prism");
-    let bin = prefix.join("node_modules/.bin/prism");
-    if !bin.exists() {
-        eprintln!("xtask: installing {PRISM} into .tools/prism");
-        std::fs::create_dir_all(&prefix)?;
-        run(Command::new("npm")
-            .arg("install")
-            .arg("--prefix")
-            .arg(&prefix)
-            .args(["--no-audit", "--no-fund", "--loglevel=error", PRISM]))
-        .context("cannot install Prism (needs node and npm)")?;
+    npm_tool(root, "prism", PRISM, "prism")
+}
+
+/// Pinned Azurite (npm), the Azure Blob Storage emulator the storage tests use.
+pub const AZURITE: &str = "azurite@3.37.0";
+
+/// Azurite's Blob service (`azurite-blob`) under `.tools/azurite`, installed
+/// from npm when missing or when the pin changes.
+pub fn ensure_azurite(root: &Path) -> Result<PathBuf> {
+    npm_tool(root, "azurite", AZURITE, "azurite-blob")
+}
+
+/// Pinned gcp-storage-emulator (PyPI), the GCS emulator the storage tests use.
+pub const GCS_EMULATOR: &str = "gcp-storage-emulator==2026.7.19";
+
+/// The npm `package` (pinned as `name@version`) under `.tools/<name>`, and the
+/// path of its executable `bin`. It is (re)installed when missing or when the
+/// pin changes; the pin is recorded beside it.
+pub fn npm_tool(root: &Path, name: &str, package: &str, bin: &str) -> Result<PathBuf> {
+    let prefix = root.join(".tools").join(name);
+    let bin = prefix.join("node_modules/.bin").join(bin);
+    let stamp = prefix.join("xtask-package.txt");
+    if bin.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(package) {
+        return Ok(bin);
     }
+    eprintln!("xtask: installing {package} into .tools/{name}");
+    if prefix.exists() {
+        std::fs::remove_dir_all(&prefix)
+            .with_context(|| format!("cannot remove stale {}", prefix.display()))?;
+    }
+    std::fs::create_dir_all(&prefix)?;
+    run(Command::new("npm")
+        .arg("install")
+        .arg("--prefix")
+        .arg(&prefix)
+        .args(["--no-audit", "--no-fund", "--loglevel=error", package]))
+    .with_context(|| format!("cannot install {package} (needs node and npm)"))?;
+    if !bin.exists() {
+        bail!("{package} installed no {}", bin.display());
+    }
+    std::fs::write(&stamp, package)?;
     Ok(bin)
 }
 
