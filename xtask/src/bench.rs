@@ -288,7 +288,13 @@ fn delivery_memory(root: &Path, base_url: &str, work: &Path) -> Result<Vec<serde
             vec!["batch", "1000", base_url, dir],
             vec!["batch", "10000", base_url, dir],
         ] {
-            lines.extend(cargo_bench(root, "deliver", "deliver,fs,s3", &args)?);
+            lines.extend(cargo_bench(
+                root,
+                "uncensored-deliver",
+                "deliver",
+                "fs,s3,sqlite",
+                &args,
+            )?);
         }
         let _ = std::fs::remove_dir_all(&scratch);
         Ok(lines)
@@ -318,12 +324,13 @@ fn http_put(addr: SocketAddr, path: &str) -> Result<()> {
 
 /// Runs the SDK's throughput and wait benchmark and returns its JSON lines.
 fn sdk_bench(root: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>> {
-    cargo_bench(root, "client", "webhook", args)
+    cargo_bench(root, "uncensored", "client", "webhook", args)
 }
 
 /// Runs one of the SDK's benchmark binaries and returns its JSON lines.
 fn cargo_bench(
     root: &Path,
+    package: &str,
     bench: &str,
     features: &str,
     args: &[&str],
@@ -334,7 +341,7 @@ fn cargo_bench(
             "bench",
             "--quiet",
             "--package",
-            "uncensored",
+            package,
             "--features",
             features,
             "--bench",

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest as _;
 use uncensored::GenerateRequest;
-use uncensored::deliver::Stage;
+use uncensored_deliver::journal::Stage;
 
 use crate::cli::{Batch, Cli, RequestFields};
 use crate::context::{apply, connect, default_journal, deliverer, journal};
@@ -115,7 +115,8 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         &settings,
         connection.client.clone(),
         journal(&journal_path)?,
-    )?;
+    )
+    .await?;
     if args.resume {
         // Entries of earlier runs, including lines since removed from the file.
         for result in deliverer.resume().await.map_err(Failure::from)? {

@@ -198,13 +198,10 @@ fn side(text: &str) -> Result<u32, String> {
     let value: u32 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number"))?;
-    if (256..=2048).contains(&value) && value.is_multiple_of(8) {
-        Ok(value)
-    } else {
-        Err(format!(
-            "{value} is out of range: 256 to 2048, a multiple of 8"
-        ))
-    }
+    // The SDK owns the rule; the flag names itself, so drop the API's field name.
+    uncensored::validate_side("side", value)
+        .map(|()| value)
+        .map_err(|e| e.problem)
 }
 
 fn setting(text: &str) -> Result<(String, serde_json::Value), String> {

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde_json::json;
-use uncensored::deliver::{Deliverer, Entry, SqliteJournal, Stage};
 use uncensored::{GenerateRequest, Generation, WaitOptions};
+use uncensored_deliver::Deliverer;
+use uncensored_deliver::journal::{Entry, SqliteJournal, Stage};
 
 use crate::cli::{Cli, Generate, Output};
 use crate::context::{apply, connect};
@@ -14,9 +15,9 @@ use crate::failure::Failure;
 use crate::settings::Settings;
 
 /// A pipeline for one command: single jobs need no journal on disk.
-fn deliverer(settings: &Settings, client: uncensored::Client) -> Result<Deliverer, Failure> {
+async fn deliverer(settings: &Settings, client: uncensored::Client) -> Result<Deliverer, Failure> {
     let journal = SqliteJournal::in_memory().map_err(|e| Failure::other(e.to_string()))?;
-    crate::context::deliverer(settings, client, Arc::new(journal))
+    crate::context::deliverer(settings, client, Arc::new(journal)).await
 }
 
 /// Prints a finished entry: its location (or failure), as a line or JSON.
@@ -95,7 +96,7 @@ pub async fn generate(cli: &Cli, args: &Generate) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let deliverer = deliverer(&settings, connection.client.clone())?;
+    let deliverer = deliverer(&settings, connection.client.clone()).await?;
     let id = format!("generate-{}", uuid_like());
     let entry = deliverer.deliver(&id, &request).await?;
     print_entry(&entry, cli.json)
@@ -147,21 +148,14 @@ pub async fn wait(cli: &Cli, job: &str, timeout: u64) -> Result<(), Failure> {
         last = Some(event);
     }
     let job = last.expect("a watch ends with an event or an error").job;
-    match (job.status.as_str(), job.image_url) {
-        ("completed", Some(url)) if cli.json => println!(
+    let image = job.into_image(0)?;
+    if cli.json {
+        println!(
             "{}",
-            json!({"job_id": job.job_id, "status": "completed", "image_url": url})
-        ),
-        ("completed", Some(url)) => println!("{url}"),
-        (status, _) => {
-            return Err(uncensored::Error::JobFailed {
-                job_id: job.job_id,
-                status: status.to_string(),
-                message: job.error_message,
-                code: job.error_code,
-            }
-            .into());
-        }
+            json!({"job_id": image.job_id, "status": "completed", "image_url": image.url})
+        );
+    } else {
+        println!("{}", image.url);
     }
     Ok(())
 }
@@ -171,7 +165,7 @@ pub async fn download(cli: &Cli, job: &str, output: &Output) -> Result<(), Failu
     let settings = Settings::load(cli, Some(output))?;
     let connection = connect(&settings, cli.emulator, false).await?;
     let found = connection.client.job(job).await?;
-    let deliverer = deliverer(&settings, connection.client.clone())?;
+    let deliverer = deliverer(&settings, connection.client.clone()).await?;
     // The prompt is not in the job record; the metadata says so.
     let described = GenerateRequest::new(format!("(job {job}: prompt unknown to `download`)"));
     let entry = deliverer

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use uncensored::deliver::{Deliverer, Journal};
-use uncensored::notify::{Notifier, SignedWebhookNotifier, SlackNotifier};
-use uncensored::storage::{FsStorage, NameTemplate, S3Storage, Storage};
 use uncensored::{Client, GenerateRequest};
+use uncensored_deliver::Deliverer;
+use uncensored_deliver::journal::{Journal, SqliteJournal};
+use uncensored_deliver::notify::{Notifier, SignedWebhookNotifier, SlackNotifier};
+use uncensored_deliver::storage::{NameTemplate, Storage, StorageUrl};
 use uncensored_emulator::{Emulator, EmulatorHandle};
 
 use crate::cli::RequestFields;
@@ -56,29 +57,33 @@ pub async fn connect(
     })
 }
 
-/// The storage the settings name: `--store URL`, else `--out DIR`.
-pub fn storage(settings: &Settings) -> Result<Arc<dyn Storage>, Failure> {
+/// Where images go: `--store URL`, else `--out DIR`.
+pub fn storage_url(settings: &Settings) -> Result<StorageUrl, Failure> {
     match &settings.store {
-        Some(url) if url.starts_with("s3://") => Ok(Arc::new(S3Storage::from_url(url)?)),
-        Some(url) if url.starts_with("file://") => Ok(Arc::new(FsStorage::new(PathBuf::from(
-            &url["file://".len()..],
-        )))),
-        Some(url) => Err(Failure::input(format!(
-            "--store {url:?}: use file:///path or s3://bucket/prefix"
-        ))),
-        None => Ok(Arc::new(FsStorage::new(&settings.out))),
+        Some(url) => StorageUrl::parse(url).map_err(|e| Failure::input(format!("--store: {e}"))),
+        None => StorageUrl::parse(&settings.out.display().to_string())
+            .map_err(|e| Failure::input(format!("--out: {e}"))),
     }
 }
 
-/// Where the journal of a batch lives by default.
+/// The storage the settings name, checked (the bucket exists, the
+/// credentials are accepted) before anything is paid for.
+pub async fn storage(settings: &Settings) -> Result<Arc<dyn Storage>, Failure> {
+    let url = storage_url(settings)?;
+    let storage = url.open()?;
+    storage.check().await?;
+    Ok(Arc::new(storage))
+}
+
+/// Where the journal of a batch lives by default: beside the images when
+/// they are files, else in `.uncensored/` of the working directory.
 pub fn default_journal(settings: &Settings) -> PathBuf {
-    match &settings.store {
-        Some(url) if url.starts_with("file://") => {
-            PathBuf::from(&url["file://".len()..]).join(".uncensored/journal.sqlite")
-        }
-        Some(_) => PathBuf::from(".uncensored/journal.sqlite"),
-        None => settings.out.join(".uncensored/journal.sqlite"),
-    }
+    let directory = storage_url(settings)
+        .ok()
+        .and_then(|url| url.directory().map(PathBuf::from));
+    directory
+        .unwrap_or_default()
+        .join(".uncensored/journal.sqlite")
 }
 
 /// The object name template.
@@ -136,13 +141,13 @@ pub fn apply(fields: &RequestFields, mut request: GenerateRequest) -> GenerateRe
 }
 
 /// The pipeline the settings describe: their storage, template and notifiers.
-pub fn deliverer(
+pub async fn deliverer(
     settings: &Settings,
     client: Client,
     journal: Arc<dyn Journal>,
 ) -> Result<Deliverer, Failure> {
-    let mut deliverer =
-        Deliverer::new(client, storage(settings)?, journal).with_template(template(settings)?);
+    let mut deliverer = Deliverer::new(client, storage(settings).await?, journal)
+        .with_template(template(settings)?);
     for notifier in notifiers(settings)? {
         deliverer = deliverer.with_notifier(notifier);
     }
@@ -151,7 +156,7 @@ pub fn deliverer(
 
 /// The journal at `path`.
 pub fn journal(path: &std::path::Path) -> Result<Arc<dyn Journal>, Failure> {
-    let journal = uncensored::deliver::SqliteJournal::open(path)
+    let journal = SqliteJournal::open(path)
         .map_err(|e| Failure::other(format!("cannot open the journal {}: {e}", path.display())))?;
     Ok(Arc::new(journal))
 }

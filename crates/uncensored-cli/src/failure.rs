@@ -2,9 +2,9 @@
 //! and what to do next, a distinct exit code per class, and with --json an
 //! error object on stdout. Secrets never appear: the SDK's errors carry none.
 
-use uncensored::deliver::DeliveryError;
-use uncensored::storage::StorageError;
 use uncensored::{ApiErrorKind, Error};
+use uncensored_deliver::DeliveryError;
+use uncensored_deliver::storage::StorageError;
 
 /// A failure with its exit code and next step.
 #[derive(Debug)]
@@ -147,14 +147,24 @@ impl From<Error> for Failure {
 impl From<StorageError> for Failure {
     fn from(error: StorageError) -> Self {
         match &error {
-            StorageError::Config(_) | StorageError::InvalidName(_) => {
-                Self::input(error.to_string())
-            }
+            StorageError::Config(_)
+            | StorageError::InvalidName(_)
+            | StorageError::InvalidUrl { .. } => Self::input(error.to_string()),
+            StorageError::Unusable { .. } => Self::new(
+                10,
+                "storage",
+                error.to_string(),
+                Some(
+                    "check that the bucket or container exists and that the storage credentials (AWS_*, GOOGLE_*, AZURE_*) are set and accepted; nothing was paid for",
+                ),
+            ),
             _ => Self::new(
                 10,
                 "storage",
                 error.to_string(),
-                Some("check the storage (disk space, permissions, AWS_* settings)"),
+                Some(
+                    "check the storage (disk space, permissions, AWS_*, GOOGLE_* or AZURE_* settings)",
+                ),
             ),
         }
     }

@@ -1,30 +1,12 @@
-//! `uncensored webhook serve`: the API's callbacks, delivered.
-//!
-//! A callback is unsigned, so it only says which job to look at: the job is
-//! read with this service's API key (a job of another account, or none, is a
-//! 404 and the callback is refused), and only a completed job is stored and
-//! announced. The journal, keyed by job id, makes repeated callbacks and
-//! restarts harmless. The handler answers at once; delivery runs behind it.
+//! `uncensored webhook serve`: the API's callbacks, delivered by the plugin
+//! crate's callback service (see `uncensored_deliver::callbacks`).
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use uncensored::deliver::Deliverer;
-use uncensored::webhook::parse_callback;
-use uncensored::{Client, GenerateRequest};
+use uncensored_deliver::callbacks::CallbackService;
 
 use crate::cli::{Cli, Output};
 use crate::context::{self, connect, default_journal, deliverer};
 use crate::failure::Failure;
 use crate::settings::Settings;
-
-#[derive(Clone)]
-struct Service {
-    client: Client,
-    deliverer: Deliverer,
-}
 
 /// Runs the service until Ctrl-C or SIGTERM.
 pub async fn serve(
@@ -42,20 +24,26 @@ pub async fn serve(
         &settings,
         connection.client.clone(),
         context::journal(&journal_path)?,
-    )?;
+    )
+    .await?;
+    let service = CallbackService::new(connection.client.clone(), deliverer).with_reporter(
+        |job_id, outcome| match outcome {
+            Ok(entry) => match entry.location() {
+                Some(location) => println!("{job_id} stored at {location}"),
+                None => eprintln!("{job_id}: ended without an image"),
+            },
+            Err(error) => {
+                eprintln!("{job_id}: {error} (it will be retried when the service restarts)")
+            }
+        },
+    );
     // Finish what a previous run had started.
-    if let Ok(results) = deliverer.resume().await {
+    if let Ok(results) = service.resume().await {
         for error in results.into_iter().filter_map(Result::err) {
             eprintln!("a delivery from an earlier run is still unfinished: {error}");
         }
     }
-    let service = Service {
-        client: connection.client.clone(),
-        deliverer,
-    };
-    let app = Router::new()
-        .route("/callback", post(callback))
-        .with_state(service);
+    let app = service.router();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::other(format!("cannot listen on {listen}: {e}")))?;
@@ -75,49 +63,4 @@ pub async fn serve(
         })
         .await
         .map_err(|e| Failure::other(e.to_string()))
-}
-
-async fn callback(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, &'static str) {
-    let callback = match parse_callback(&headers, &body) {
-        Ok(callback) => callback,
-        Err(error) => {
-            tracing::warn!(%error, "refused a callback");
-            return (StatusCode::BAD_REQUEST, "not a callback");
-        }
-    };
-    // Is it a job of ours? Only the API can say; the payload cannot be trusted.
-    let job = match service.client.job(&callback.request_id).await {
-        Ok(job) => job,
-        Err(error) if error.api().is_some_and(|api| api.status == 404) => {
-            return (StatusCode::NOT_FOUND, "unknown job");
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot confirm a callback; the API will send it again");
-            return (StatusCode::SERVICE_UNAVAILABLE, "try again");
-        }
-    };
-    let id = format!("job-{}", job.job_id);
-    let described =
-        GenerateRequest::new(format!("(job {}: delivered from a callback)", job.job_id));
-    tokio::spawn(async move {
-        match service
-            .deliverer
-            .deliver_job(&id, &job.job_id, &described)
-            .await
-        {
-            Ok(entry) => match entry.location() {
-                Some(location) => println!("{} stored at {location}", job.job_id),
-                None => eprintln!("{}: ended without an image", job.job_id),
-            },
-            Err(error) => eprintln!(
-                "{}: {error} (it will be retried when the service restarts)",
-                job.job_id
-            ),
-        }
-    });
-    (StatusCode::OK, "ok")
 }

@@ -19,14 +19,14 @@
 //! - **Downloads**: streamed, size-capped, truncation-checked and retried, with
 //!   the format sniffed and a SHA-256 computed on the way. The API key is never
 //!   sent to image storage.
-//! - **Webhooks** (feature `webhook`): per-job unguessable callback URLs and a
-//!   receiver that trusts nothing in the unsigned payload.
-//! - **Storage and notifications** ([`storage`], [`notify`]; features `fs`,
-//!   `s3`, `slack`, `webhook-notify`): small object-safe traits with a backend
-//!   per feature.
-//! - **Delivery** (`deliver`, feature `deliver`): generate, wait, download,
-//!   store and announce, every step in a durable journal so that a restart
-//!   resumes without paying, storing or announcing twice.
+//! - **Callbacks**: [`callback::parse_callback`] reads the API's (unsigned)
+//!   job callbacks without any web framework; feature `webhook` adds a
+//!   receiver with per-job unguessable callback URLs.
+//!
+//! What it is not: storage, notifications and the journaled delivery
+//! pipeline live in the `uncensored-deliver` crate, so that a plain API
+//! client compiles no database and no cloud SDK. With default features this
+//! crate compiles no C code.
 //!
 //! # Example
 //!
@@ -50,17 +50,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod callback;
 mod client;
-#[cfg(feature = "deliver")]
-pub mod deliver;
 mod download;
 mod error;
-pub mod notify;
 mod pacer;
 mod request;
 mod response;
 mod retry;
-pub mod storage;
 mod wait;
 #[cfg(feature = "webhook")]
 pub mod webhook;
@@ -70,6 +67,7 @@ pub use download::{DownloadedImage, ImageFormat, ImageStream};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
 pub use request::{
     DEFAULT_SIDE, GenerateRequest, MAX_PROMPT_CHARS, SIDE_RANGE, validate_idempotency_key,
+    validate_side,
 };
 pub use response::{
     CompletedImage, Generation, Job, JobStatus, QueuedJob, RateLimit, ResponseMeta,
@@ -80,15 +78,3 @@ pub use wait::{JobEvent, WaitOptions};
 
 /// The wire-level client and types this crate is built on.
 pub use uncensored_api as api;
-
-/// The README's Rust examples, compiled as doctests so that they never rot
-/// (they use every backend, so they need every feature).
-#[cfg(all(
-    doctest,
-    feature = "fs",
-    feature = "s3",
-    feature = "slack",
-    feature = "deliver"
-))]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeExamples;

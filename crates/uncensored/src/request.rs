@@ -8,6 +8,28 @@ use crate::error::ValidationError;
 
 /// Smallest and largest image side, in pixels.
 pub const SIDE_RANGE: std::ops::RangeInclusive<u32> = 256..=2048;
+/// Checks one image side (`image_width` or `image_height`): 256 to 2048
+/// pixels, a multiple of 8.
+///
+/// ```
+/// assert!(uncensored::validate_side("image_width", 1024).is_ok());
+/// assert!(uncensored::validate_side("image_width", 1001).is_err());
+/// ```
+pub fn validate_side(field: &'static str, side: u32) -> Result<(), ValidationError> {
+    if SIDE_RANGE.contains(&side) && side.is_multiple_of(8) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!(
+                "is {side}; it must be {} to {} and a multiple of 8",
+                SIDE_RANGE.start(),
+                SIDE_RANGE.end()
+            ),
+        ))
+    }
+}
+
 /// The API's default image side, in pixels.
 pub const DEFAULT_SIDE: u32 = 1024;
 /// Longest prompt, in characters.
@@ -158,13 +180,8 @@ impl GenerateRequest {
             ));
         }
         for (field, value) in [("image_width", self.width), ("image_height", self.height)] {
-            if let Some(side) = value
-                && (!SIDE_RANGE.contains(&side) || side % 8 != 0)
-            {
-                return Err(ValidationError::new(
-                    field,
-                    format!("is {side}; it must be 256 to 2048 and a multiple of 8"),
-                ));
+            if let Some(side) = value {
+                validate_side(field, side)?;
             }
         }
         for (field, value) in [

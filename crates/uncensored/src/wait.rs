@@ -154,32 +154,42 @@ impl Client {
 
 /// The image of a terminal event, or why there is none.
 fn finished(event: JobEvent) -> Result<CompletedImage> {
-    let job = event.job;
-    match (&job.status, job.image_url) {
-        (JobStatus::Completed, Some(url)) => Ok(CompletedImage {
-            job_id: job.job_id,
-            url,
-            generation_time: job.generation_time,
-            model: job.model,
-            completed_at: job.completed_at,
-            meta: ResponseMeta {
-                idempotency_key: None,
-                replayed: false,
-                rate_limit: job.rate_limit,
-                request_id: None,
-                attempts: event.poll,
-            },
-        }),
-        (JobStatus::Completed, None) => Err(Error::UnexpectedResponse {
-            status: 200,
-            detail: format!("job {} is completed but has no image_url", job.job_id),
-        }),
-        (status, _) => Err(Error::JobFailed {
-            job_id: job.job_id,
-            status: status.to_string(),
-            message: job.error_message,
-            code: job.error_code,
-        }),
+    let attempts = event.poll;
+    event.job.into_image(attempts)
+}
+
+impl crate::response::Job {
+    /// The image of a finished job: [`Error::JobFailed`] for a failed (or
+    /// unknown terminal) status, an unexpected-response error for a
+    /// completed job without an image. `attempts` is how many reads it took.
+    pub fn into_image(self, attempts: u32) -> Result<CompletedImage> {
+        let job = self;
+        match (&job.status, job.image_url) {
+            (JobStatus::Completed, Some(url)) => Ok(CompletedImage {
+                job_id: job.job_id,
+                url,
+                generation_time: job.generation_time,
+                model: job.model,
+                completed_at: job.completed_at,
+                meta: ResponseMeta {
+                    idempotency_key: None,
+                    replayed: false,
+                    rate_limit: job.rate_limit,
+                    request_id: None,
+                    attempts,
+                },
+            }),
+            (JobStatus::Completed, None) => Err(Error::UnexpectedResponse {
+                status: 200,
+                detail: format!("job {} is completed but has no image_url", job.job_id),
+            }),
+            (status, _) => Err(Error::JobFailed {
+                job_id: job.job_id,
+                status: status.to_string(),
+                message: job.error_message,
+                code: job.error_code,
+            }),
+        }
     }
 }
 

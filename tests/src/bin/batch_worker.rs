@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use uncensored::deliver::{Deliverer, SqliteJournal};
-use uncensored::notify::{SignedWebhookNotifier, SlackNotifier};
-use uncensored::storage::FsStorage;
 use uncensored::{Client, GenerateRequest, WaitOptions};
+use uncensored_deliver::Deliverer;
+use uncensored_deliver::journal::SqliteJournal;
+use uncensored_deliver::notify::{SignedWebhookNotifier, SlackNotifier};
+use uncensored_deliver::storage::ObjectStorage;
 
 /// The signing secret the crash test verifies with.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -36,7 +37,7 @@ async fn main() {
         .expect("a client");
     let deliverer = Deliverer::new(
         client,
-        Arc::new(FsStorage::new(dir.join("images"))),
+        Arc::new(ObjectStorage::local(dir.join("images")).expect("the image directory")),
         Arc::new(SqliteJournal::open(&dir.join("journal.sqlite")).expect("the journal opens")),
     )
     .with_notifier(Arc::new(

@@ -1,8 +1,11 @@
 //! What `POST /v1/images/generations` accepts, and what it costs.
 //!
-//! The body is checked against openapi.yaml's `GenerateImageRequest`, then
-//! against the emulator's model catalogue and its price tables. Every refusal
-//! is `400 invalid_request_error` with `param` naming the field.
+//! The body is checked against every keyword of openapi.yaml's
+//! `GenerateImageRequest` (types, `required`, `additionalProperties: false`,
+//! `minLength`, `maxLength`, `minimum`, `maximum`, `multipleOf`, `pattern`,
+//! `format: uri`), then against the emulator's model catalogue and its price
+//! tables. Every refusal is `400 invalid_request_error` with `param` naming
+//! the field.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +50,8 @@ const FIELDS: &[&str] = &[
 
 /// `prompt`'s `maxLength`, in characters.
 const PROMPT_MAX: usize = 2000;
+/// `callback_url`'s `maxLength`, in characters.
+const CALLBACK_URL_MAX: usize = 2048;
 /// Emulator-only: the largest `additional_settings.emulator_image_bytes` honoured.
 const IMAGE_BYTES_MAX: u64 = 1 << 30;
 
@@ -91,7 +96,7 @@ pub fn validate<'a>(
             format!("prompt must be 1 to {PROMPT_MAX} characters, not {length}"),
         ));
     }
-    let model_name = string(&fields, "model")?.unwrap_or(&state.config.default_model);
+    let model_name = non_empty(&fields, "model")?.unwrap_or(&state.config.default_model);
     let model = state
         .model(model_name)
         .ok_or_else(|| ApiError::invalid(Some("model"), format!("Unknown model: {model_name}")))?;
@@ -102,12 +107,14 @@ pub fn validate<'a>(
         Some(text) => Some(callback_url(text).ok_or_else(|| {
             ApiError::invalid(
                 Some("callback_url"),
-                "callback_url must be an absolute http(s) URL of at most 2048 characters",
+                format!(
+                    "callback_url must be an absolute http(s) URL of at most {CALLBACK_URL_MAX} characters"
+                ),
             )
         })?),
     };
-    let resolution = string(&fields, "resolution")?;
-    let quality = string(&fields, "quality")?;
+    let resolution = non_empty(&fields, "resolution")?;
+    let quality = non_empty(&fields, "quality")?;
     let price = model.price
         * multiplier(model, "resolution", resolution, &model.resolutions)?
         * multiplier(model, "quality", quality, &model.qualities)?;
@@ -154,6 +161,17 @@ fn string<'f>(fields: &'f Map<String, Value>, name: &str) -> Result<Option<&'f s
     }
 }
 
+/// The string field `name`, if present, which must not be empty (`minLength: 1`).
+fn non_empty<'f>(fields: &'f Map<String, Value>, name: &str) -> Result<Option<&'f str>, ApiError> {
+    match string(fields, name)? {
+        Some("") => Err(ApiError::invalid(
+            Some(name),
+            format!("{name} must not be empty"),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// `image_width` or `image_height`: an integer from 256 to 2048, a multiple
 /// of 8, 1024 when absent.
 fn dimension(fields: &Map<String, Value>, name: &str) -> Result<u32, ApiError> {
@@ -174,11 +192,51 @@ fn dimension(fields: &Map<String, Value>, name: &str) -> Result<u32, ApiError> {
     }
 }
 
-/// `callback_url`: an absolute http(s) URL with a host.
+/// `callback_url` as openapi.yaml has it: at most 2048 characters, matching
+/// `^https?://[^/?#]+` (a lower-case scheme and a non-empty authority), and a
+/// URI (RFC 3986), which also has a host to send to. `url::Url::parse` alone
+/// is more forgiving (it takes `HTTP:`, `http:host`, spaces, backslashes).
 fn callback_url(text: &str) -> Option<url::Url> {
+    if text.chars().count() > CALLBACK_URL_MAX {
+        return None;
+    }
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.is_empty() || !uri_syntax(text, text.len() - rest.len() + authority.len()) {
+        return None;
+    }
     url::Url::parse(text)
         .ok()
-        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        .filter(|url| url.host().is_some())
+}
+
+/// Whether `text` uses only the characters RFC 3986 allows in a URI: ASCII
+/// letters, digits, `-._~`, the delimiters, and `%` with two hex digits;
+/// `[` and `]` only in the authority (before `authority_end`), one `#` at most.
+fn uri_syntax(text: &str, authority_end: usize) -> bool {
+    let bytes = text.as_bytes();
+    let mut fragment = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 2;
+            }
+            b'#' if fragment => return false,
+            b'#' => fragment = true,
+            b'[' | b']' if i >= authority_end => return false,
+            b if b.is_ascii_alphanumeric() || b"-._~:/?[]@!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The price multiplier for `resolution` or `quality`. A variable-pricing
@@ -204,5 +262,38 @@ fn multiplier(
                 ),
             )
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_urls_follow_the_spec_keywords() {
+        for (text, ok) in [
+            ("http://127.0.0.1:9/cb", true),
+            ("https://example.com/hook?x=1&y=%2F#top", true),
+            ("https://user:pw@[::1]:8443/a/b", true),
+            ("https://example.com", true),
+            ("HTTP://example.com/cb", false),
+            ("http:example.com/cb", false),
+            ("http:\\\\example.com\\cb", false),
+            ("http:///cb", false),
+            ("http://", false),
+            ("http://example.com/a b", false),
+            (" http://example.com/cb", false),
+            ("http://example.com/%zz", false),
+            ("http://example.com/[x]", false),
+            ("http://example.com/#a#b", false),
+            ("http://exämple.com/", false),
+            ("ftp://example.com/", false),
+            ("http://:80/", false),
+        ] {
+            assert_eq!(callback_url(text).is_some(), ok, "{text}");
+        }
+        let long = format!("http://example.com/{}", "a".repeat(CALLBACK_URL_MAX));
+        assert!(callback_url(&long).is_none());
+        assert!(callback_url(&long[..CALLBACK_URL_MAX]).is_some());
     }
 }

@@ -2,69 +2,19 @@
 //! one conformance suite every notifier passes, Slack's payloads as snapshots
 //! and its error answers as typed errors, and signatures verified with the
 //! Standard Webhooks crate.
-#![cfg(all(feature = "slack", feature = "webhook-notify"))]
+#![cfg(all(feature = "slack", feature = "webhook-notify", feature = "testing"))]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use uncensored::notify::{
-    Notification, Notifier, NotifyError, SignedWebhookNotifier, SlackNotifier,
-};
+use uncensored_deliver::notify::{Notifier, NotifyError, SignedWebhookNotifier, SlackNotifier};
+use uncensored_deliver::testing::notify::{conformance, failed, stored};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const SLACK_PATH: &str = "/services/T000/B000/XXXXsecretXXXX";
 const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn stored(share_url: Option<&str>) -> Notification {
-    Notification::Stored {
-        job_id: "550e8400-e29b-41d4-a716-446655440000".into(),
-        prompt: "a lighthouse at dusk, <oil> & painting".into(),
-        model: Some("model-pro".into()),
-        width: Some(1024),
-        height: Some(768),
-        generation_time: Some(12.5),
-        location: "s3://images/2026-05-09/550e8400.jpg".into(),
-        share_url: share_url.map(str::to_string),
-        sha256: "ab".repeat(32),
-    }
-}
-
-fn failed() -> Notification {
-    Notification::Failed {
-        job_id: None,
-        prompt: "something the moderator refused".into(),
-        reason: "moderation".into(),
-        message: "Content moderation failed (HTTP 403, permission_error); change the prompt".into(),
-    }
-}
-
-/// What every notifier must do: deliver both kinds of notification, once each,
-/// and fail retryably (without leaking its secret) when the receiver is down.
-async fn conformance(make: impl Fn(&str) -> Arc<dyn Notifier>, secret: &str) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .mount(&server)
-        .await;
-    let notifier = make(&server.uri());
-    notifier.notify(&stored(None)).await.unwrap();
-    notifier.notify(&failed()).await.unwrap();
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
-    assert!(
-        !format!("{notifier:?}").contains(secret),
-        "Debug shows the secret"
-    );
-
-    let dead = make("http://127.0.0.1:9");
-    let error = dead.notify(&stored(None)).await.unwrap_err();
-    assert!(error.is_retryable(), "{error}");
-    assert!(
-        !format!("{error} {error:?}").contains(secret),
-        "the error shows the secret: {error}"
-    );
-}
 
 fn slack(base: &str) -> SlackNotifier {
     SlackNotifier::new(format!("{base}{SLACK_PATH}"))

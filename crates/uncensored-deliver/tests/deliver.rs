@@ -1,7 +1,7 @@
 //! The delivery pipeline end to end against the emulator, local storage and
 //! capture servers for the notifiers, including its failure modes.
 #![cfg(all(
-    feature = "deliver",
+    feature = "sqlite",
     feature = "fs",
     feature = "slack",
     feature = "webhook-notify"
@@ -12,10 +12,11 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use uncensored::deliver::{Deliverer, DeliveryError, Journal, SqliteJournal, Stage, StepPolicies};
-use uncensored::notify::{SignedWebhookNotifier, SlackNotifier};
-use uncensored::storage::FsStorage;
 use uncensored::{Client, GenerateRequest, RetryPolicy, WaitOptions};
+use uncensored_deliver::journal::{Journal, SqliteJournal, Stage};
+use uncensored_deliver::notify::{SignedWebhookNotifier, SlackNotifier};
+use uncensored_deliver::storage::ObjectStorage;
+use uncensored_deliver::{Deliverer, DeliveryError, StepPolicies};
 use uncensored_emulator::{Config, Emulator, EmulatorHandle, KeyConfig};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -115,7 +116,7 @@ async fn sync_and_async_jobs_are_stored_and_announced_once() {
     let dir = temp_dir();
     let deliverer = Deliverer::new(
         client,
-        Arc::new(FsStorage::new(&dir)),
+        Arc::new(ObjectStorage::local(&dir).unwrap()),
         Arc::new(SqliteJournal::in_memory().unwrap()),
     )
     .with_notifier(slack(&slack_server))
@@ -159,7 +160,7 @@ async fn failures_are_announced_too() {
     let (emulator, client) = emulator().await;
     let slack_server = capture(vec![]).await;
     let journal = Arc::new(SqliteJournal::in_memory().unwrap());
-    let storage = Arc::new(FsStorage::new(temp_dir()));
+    let storage = Arc::new(ObjectStorage::local(temp_dir()).unwrap());
     let deliverer = Deliverer::new(client, storage.clone(), journal.clone())
         .with_notifier(slack(&slack_server))
         .with_policies(policies());
@@ -208,7 +209,7 @@ async fn a_failing_notifier_keeps_the_image_and_is_retried_on_resume() {
     let down = capture(vec![500; 100]).await;
     let dir = temp_dir();
     let journal = Arc::new(SqliteJournal::in_memory().unwrap());
-    let storage = Arc::new(FsStorage::new(&dir));
+    let storage = Arc::new(ObjectStorage::local(&dir).unwrap());
     let first = Deliverer::new(client.clone(), storage.clone(), journal.clone())
         .with_notifier(slack(&down))
         .with_policies(policies());
@@ -250,7 +251,7 @@ async fn a_pending_entry_is_resubmitted_with_its_key_and_replayed() {
     let dir = temp_dir();
     let deliverer = Deliverer::new(
         client.clone(),
-        Arc::new(FsStorage::new(&dir)),
+        Arc::new(ObjectStorage::local(&dir).unwrap()),
         journal.clone(),
     )
     .with_policies(policies());
@@ -283,7 +284,7 @@ async fn an_existing_job_is_taken_waited_for_stored_and_announced() {
     };
     let deliverer = Deliverer::new(
         client,
-        Arc::new(FsStorage::new(temp_dir())),
+        Arc::new(ObjectStorage::local(temp_dir()).unwrap()),
         Arc::new(SqliteJournal::in_memory().unwrap()),
     )
     .with_notifier(slack(&slack_server))
@@ -310,7 +311,7 @@ async fn a_slack_429_storm_still_sends_every_notification_once() {
     let stormy = capture(vec![429; 12]).await;
     let deliverer = Deliverer::new(
         client,
-        Arc::new(FsStorage::new(temp_dir())),
+        Arc::new(ObjectStorage::local(temp_dir()).unwrap()),
         Arc::new(SqliteJournal::in_memory().unwrap()),
     )
     .with_notifier(slack(&stormy))
@@ -344,14 +345,15 @@ async fn a_slack_429_storm_still_sends_every_notification_once() {
 #[cfg(feature = "s3")]
 #[tokio::test]
 async fn s3_unreachable_for_a_while_mid_batch_then_every_job_completes() {
-    let Some(moto) = support::moto() else { return };
-    support::create_bucket(&moto.endpoint, "outage").await;
+    let Some(moto) = uncensored_test_servers::moto() else {
+        return;
+    };
+    moto.create_bucket("outage");
     let gate = support::Gate::start(moto.endpoint.trim_start_matches("http://").to_string()).await;
-    let storage = uncensored::storage::S3Storage::from_url_with(
-        "s3://outage/images",
-        support::s3_builder(&gate.endpoint),
-    )
-    .unwrap();
+    let storage = uncensored_deliver::storage::StorageUrl::parse("s3://outage/images")
+        .unwrap()
+        .open_with(uncensored_test_servers::s3_options(&gate.endpoint))
+        .unwrap();
     let (emulator, client) = emulator().await;
     let deliverer = Deliverer::new(
         client,

@@ -24,22 +24,18 @@
 //! # }
 //! ```
 
-mod journal;
-
 use std::sync::Arc;
 
 use futures_util::{StreamExt as _, stream};
 
-use crate::client::Client;
-use crate::download::ImageFormat;
-use crate::error::{ApiErrorKind, Error};
-use crate::notify::{Notification, Notifier, NotifyError};
-use crate::request::{GenerateRequest, validate_idempotency_key};
-use crate::response::Generation;
-use crate::retry::RetryPolicy;
-use crate::storage::{ImageMeta, NameTemplate, ObjectName, Storage, StorageError};
+use uncensored::{
+    ApiErrorKind, Client, Error, GenerateRequest, Generation, ImageFormat, RetryPolicy,
+    validate_idempotency_key,
+};
 
-pub use journal::{Entry, Journal, JournalError, SqliteJournal, Stage};
+use crate::journal::{Entry, Journal, JournalError, Stage};
+use crate::notify::{Notification, Notifier, NotifyError};
+use crate::storage::{ImageMeta, NameTemplate, ObjectName, Storage, StorageError};
 
 /// Why a delivery stopped before it was done. Its entry stays in the journal;
 /// [`Deliverer::resume`] picks it up again.
@@ -48,7 +44,7 @@ pub use journal::{Entry, Journal, JournalError, SqliteJournal, Stage};
 pub enum DeliveryError {
     /// The request is invalid; nothing was recorded or sent.
     #[error(transparent)]
-    Invalid(#[from] crate::ValidationError),
+    Invalid(#[from] uncensored::ValidationError),
     /// The API could not be reached or kept failing (the entry can be resumed).
     #[error("generation did not finish: {0}")]
     Api(Error),
@@ -164,7 +160,7 @@ impl Deliverer {
     }
 
     /// Delivers a job that already exists (created elsewhere, or reported by a
-    /// [`crate::webhook::WebhookReceiver`] callback): waits for it if needed,
+    /// `uncensored::webhook::WebhookReceiver` callback): waits for it if needed,
     /// then stores and announces it. `request` describes it for the metadata
     /// and notifications; it is not sent.
     pub async fn deliver_job(
@@ -253,6 +249,9 @@ impl Deliverer {
                 model: image.model,
             }),
             Ok(Generation::Queued(job)) => Ok(Stage::Accepted { job_id: job.job_id }),
+            Ok(other) => Err(DeliveryError::Api(Error::Config(format!(
+                "an answer this version does not know: {other:?}"
+            )))),
             Err(error) => terminal(None, error),
         }
     }

@@ -1,15 +1,15 @@
-//! Where images go: a small object-safe [`Storage`] trait with a backend per
-//! cargo feature (`fs`, `s3`), object names from a template, and metadata
-//! stored next to each image.
+//! Where images go: a small object-safe [`Storage`] trait, one
+//! implementation over object_store ([`ObjectStorage`]) for the local file
+//! system, S3, GCS, Azure and memory (each store a cargo feature: `fs`, `s3`,
+//! `gcs`, `azure`), chosen by URL ([`StorageUrl`]), object names from a
+//! template, and metadata stored next to each image.
 //!
 //! A backend streams an image in (never holding it whole), computes its
 //! SHA-256 on the way, treats storing the same job again as a no-op, and never
 //! silently replaces a different image.
 
-#[cfg(feature = "fs")]
-mod fs;
-#[cfg(feature = "s3")]
-mod s3;
+mod object;
+mod url;
 
 use std::fmt::Debug;
 
@@ -17,13 +17,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::download::{DownloadedImage, ImageFormat, ImageStream};
-use crate::error::DownloadError;
+use uncensored::{DownloadError, DownloadedImage, ImageFormat, ImageStream};
 
-#[cfg(feature = "fs")]
-pub use fs::FsStorage;
-#[cfg(feature = "s3")]
-pub use s3::S3Storage;
+pub use object::{DEFAULT_PART_SIZE, ObjectStorage};
+pub use url::{StorageKind, StorageUrl};
 
 /// Facts about an image, stored beside it (a `.json` sidecar, or object metadata).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +89,23 @@ pub enum StorageError {
     /// The storage is misconfigured.
     #[error("storage configuration: {0}")]
     Config(String),
+    /// A storage URL that cannot be used (credentials in it are never shown).
+    #[error("storage URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL, without any user information.
+        url: String,
+        /// What is wrong and what to use instead.
+        reason: String,
+    },
+    /// The storage cannot be used as configured: a bucket or container that
+    /// does not exist, credentials that are missing or refused.
+    #[error("storage {location} cannot be used: {message}")]
+    Unusable {
+        /// Where.
+        location: String,
+        /// What the store said.
+        message: String,
+    },
 }
 
 impl StorageError {
@@ -177,6 +191,13 @@ pub trait Storage: Send + Sync + Debug {
     async fn share_url(&self, _name: &ObjectName) -> Result<Option<String>, StorageError> {
         Ok(None)
     }
+
+    /// Checks, without writing anything, that the storage can be used (the
+    /// bucket exists, the credentials are accepted), so that a mistake is
+    /// found before any image is paid for.
+    async fn check(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// A safe object name, made from a template. Keys are `/`-separated and
@@ -207,7 +228,7 @@ impl std::fmt::Display for ObjectName {
 /// `{ext}` (from the sniffed format), `{model}`.
 ///
 /// ```
-/// use uncensored::storage::NameTemplate;
+/// use uncensored_deliver::storage::NameTemplate;
 /// use uncensored::ImageFormat;
 ///
 /// let template = NameTemplate::default();

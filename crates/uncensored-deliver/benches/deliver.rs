@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use uncensored::deliver::{Deliverer, SqliteJournal};
-use uncensored::storage::{FsStorage, S3Storage, Storage};
 use uncensored::{Client, GenerateRequest};
+use uncensored_deliver::Deliverer;
+use uncensored_deliver::journal::SqliteJournal;
+use uncensored_deliver::storage::{ObjectStorage, Storage, StorageUrl};
 
 /// A field of /proc/self/status, in KiB.
 fn status_kib(field: &str) -> u64 {
@@ -67,16 +68,19 @@ fn client(base: &str) -> Client {
 
 async fn large(kind: &str, base: &str, dir: &str, endpoint: Option<&str>) {
     let storage: Arc<dyn Storage> = match kind {
-        "fs" => Arc::new(FsStorage::new(format!("{dir}/images"))),
-        "s3" => {
-            let builder = object_store::aws::AmazonS3Builder::new()
-                .with_endpoint(endpoint.expect("an S3 endpoint"))
-                .with_allow_http(true)
-                .with_region("us-east-1")
-                .with_access_key_id("bench")
-                .with_secret_access_key("bench");
-            Arc::new(S3Storage::from_url_with("s3://bench/images", builder).unwrap())
-        }
+        "fs" => Arc::new(ObjectStorage::local(format!("{dir}/images")).unwrap()),
+        "s3" => Arc::new(
+            StorageUrl::parse("s3://bench/images")
+                .unwrap()
+                .open_with([
+                    ("aws_endpoint", endpoint.expect("an S3 endpoint")),
+                    ("aws_allow_http", "true"),
+                    ("aws_region", "us-east-1"),
+                    ("aws_access_key_id", "bench"),
+                    ("aws_secret_access_key", "bench"),
+                ])
+                .unwrap(),
+        ),
         other => panic!("unknown storage {other}"),
     };
     let journal =
@@ -113,7 +117,7 @@ async fn batch(count: usize, base: &str, dir: &str) {
         Arc::new(SqliteJournal::open(format!("{dir}/journal-{count}.sqlite").as_ref()).unwrap());
     let deliverer = Deliverer::new(
         client(base),
-        Arc::new(FsStorage::new(format!("{dir}/batch-{count}"))),
+        Arc::new(ObjectStorage::local(format!("{dir}/batch-{count}")).unwrap()),
         journal,
     );
     deliverer
