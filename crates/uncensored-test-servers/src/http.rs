@@ -70,7 +70,7 @@ pub fn request(
     stream.flush()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    parse_response(&raw).ok_or_else(|| {
+    parse_response(&raw, method.eq_ignore_ascii_case("HEAD")).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
@@ -81,7 +81,9 @@ pub fn request(
     })
 }
 
-fn parse_response(raw: &[u8]) -> Option<Response> {
+/// Parses a whole response; `answers_head`: it answers a `HEAD`, so it has no body
+/// whatever its `Content-Length` says (nor has a 1xx, 204 or 304).
+fn parse_response(raw: &[u8], answers_head: bool) -> Option<Response> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
@@ -96,7 +98,9 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
         body: Vec::new(),
     };
     let rest = &raw[end + 4..];
-    response.body = if response
+    response.body = if answers_head || matches!(status, 100..200 | 204 | 304) {
+        Vec::new()
+    } else if response
         .header("transfer-encoding")
         .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
     {
@@ -135,12 +139,15 @@ mod tests {
     fn chunked_and_sized_bodies_are_read() {
         let chunked =
             b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
-        let response = parse_response(chunked).unwrap();
+        let response = parse_response(chunked, false).unwrap();
         assert_eq!(response.status, 201);
         assert_eq!(response.body, b"abcde");
         let sized = b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\nX-A: b\r\n\r\nokEXTRA";
-        let response = parse_response(sized).unwrap();
+        let response = parse_response(sized, false).unwrap();
         assert_eq!(response.body, b"ok");
         assert_eq!(response.header("x-a"), Some("b"));
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(parse_response(head, true).unwrap().body, b"");
+        assert!(parse_response(head, false).is_none(), "5 bytes promised");
     }
 }
