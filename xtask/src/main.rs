@@ -149,6 +149,23 @@ fn test(root: &Path) -> Result<()> {
             command: cargo(&["build", "--package", "uncensored-api"]),
         },
         Step {
+            name: "cargo package: every library crate is publishable".into(),
+            command: cargo(&[
+                "package",
+                "--quiet",
+                "--no-verify",
+                "--allow-dirty",
+                "--package",
+                "uncensored-api",
+                "--package",
+                "uncensored",
+                "--package",
+                "uncensored-emulator",
+                "--package",
+                "uncensored-deliver",
+            ]),
+        },
+        Step {
             name: "clippy -D warnings".into(),
             command: cargo(&[
                 "clippy",
@@ -197,8 +214,26 @@ fn test(root: &Path) -> Result<()> {
         command.current_dir(root);
         tools::run(&mut command).with_context(|| format!("step `{name}` failed"))?;
     }
+    section("the SDK's default build holds no database and no cloud storage");
+    sdk_stays_small(root)?;
     section("tests (unit, integration, snapshots, doctests)");
     let counts = tools::run_tests(tests.current_dir(root)).context("step `tests` failed")?;
+    for example in ["store", "notify", "callbacks"] {
+        section(&format!("uncensored-deliver's example `{example}` runs"));
+        tools::run(
+            cargo(&[
+                "run",
+                "--quiet",
+                "--package",
+                "uncensored-deliver",
+                "--all-features",
+                "--example",
+                example,
+            ])
+            .current_dir(root),
+        )
+        .with_context(|| format!("step `example {example}` failed"))?;
+    }
     section("conformance: schemathesis against the emulator");
     conformance::run(root, cargo(&[]).current_dir(root)).context("step `conformance` failed")?;
     section("the SDK through Prism's validating proxy");
@@ -217,6 +252,39 @@ fn test(root: &Path) -> Result<()> {
         "tests: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.ignored
     );
+    Ok(())
+}
+
+/// `cargo tree` of the SDK with its default features must name no SQLite
+/// and no object_store: those belong to `uncensored-deliver`.
+fn sdk_stays_small(root: &Path) -> Result<()> {
+    let output = cargo(&[
+        "tree",
+        "--package",
+        "uncensored",
+        "--edges",
+        "normal,build",
+        "--prefix",
+        "none",
+    ])
+    .current_dir(root)
+    .output()
+    .context("cannot run cargo tree")?;
+    anyhow::ensure!(output.status.success(), "cargo tree failed");
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let unwanted: Vec<&str> = tree
+        .lines()
+        .filter(|line| {
+            ["rusqlite ", "libsqlite3-sys ", "object_store "]
+                .iter()
+                .any(|name| line.starts_with(name))
+        })
+        .collect();
+    anyhow::ensure!(
+        unwanted.is_empty(),
+        "the SDK's default build pulls in {unwanted:?}; they belong to uncensored-deliver"
+    );
+    println!("cargo tree -p uncensored: no rusqlite, libsqlite3-sys or object_store");
     Ok(())
 }
 

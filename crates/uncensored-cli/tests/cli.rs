@@ -131,7 +131,7 @@ fn bad_input_names_the_flag_or_line_and_sends_nothing() {
     assert_eq!(out.status.code(), Some(2));
     let error = String::from_utf8(out.stderr).unwrap();
     assert!(
-        error.contains("--width") && error.contains("256 to 2048, a multiple of 8"),
+        error.contains("--width") && error.contains("256 to 2048 and a multiple of 8"),
         "{error}"
     );
 
@@ -534,7 +534,11 @@ async fn the_readme_shell_examples_run_against_the_emulator() {
                 "https://hooks.slack.com/services/...",
                 &format!("{}/services/T/B/x", slack.uri()),
             )
-            .replace("JOB_ID", &job_id);
+            .replace("JOB_ID", &job_id)
+            .replace(
+                "s3://my-bucket/images",
+                &format!("file://{}", dir.join("served").display()),
+            );
         let mut args = words(&text);
         args.remove(0);
         let mut full = vec![

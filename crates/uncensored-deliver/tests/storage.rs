@@ -122,6 +122,10 @@ mod s3 {
             storage.location(&name("x")),
             "s3://conformance/images/2026-05-09/x.jpg"
         );
+        assert!(
+            !format!("{storage:?}").contains(uncensored_test_servers::S3_SECRET_ACCESS_KEY),
+            "Debug shows the secret key"
+        );
         conformance(&storage).await;
         concurrent_claims(&storage).await;
         multipart(&storage).await;
@@ -171,6 +175,10 @@ mod azure {
             storage.location(&name("x")),
             "az://conformance/images/2026-05-09/x.jpg"
         );
+        assert!(
+            !format!("{storage:?}").contains(uncensored_test_servers::AZURITE_KEY),
+            "Debug shows the account key"
+        );
         conformance(&storage).await;
         concurrent_claims(&storage).await;
         multipart(&storage).await;
@@ -195,12 +203,16 @@ mod azure {
 mod gcs {
     use super::*;
 
-    /// gcp-storage-emulator handles single-part put and get only. What this
-    /// test cannot check on it: concurrent claims (the emulator does not
-    /// honour `ifGenerationMatch`, so conditional creates always succeed),
-    /// multipart uploads (no XML multipart API) and signed URLs (it does not
-    /// verify or serve V4 signatures). Those guarantees are object_store's
-    /// and are checked on the other cloud stores above.
+    /// gcp-storage-emulator handles single-part put and get only, through
+    /// its JSON API; `uncensored_test_servers::gcs()` puts a shim in front of
+    /// it that answers object_store's XML requests (put, get, head, delete,
+    /// list) from the emulator's storage and enforces
+    /// `x-goog-if-generation-match` the way GCS does. What this test cannot
+    /// check on it: multipart uploads (the emulator has no XML multipart
+    /// API) and signed URLs (nothing verifies a signature). The conditional
+    /// create behind `concurrent_claims` is the shim's imitation of GCS, so
+    /// that check proves the storage sends the right precondition, not that
+    /// GCS honours it.
     #[tokio::test]
     async fn gcs_conforms_where_the_emulator_can_tell() {
         let Some(gcs) = uncensored_test_servers::gcs() else {
@@ -216,5 +228,19 @@ mod gcs {
             "gs://conformance/images/2026-05-09/x.jpg"
         );
         conformance(&storage).await;
+        concurrent_claims(&storage).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_fails_the_check() {
+        let Some(gcs) = uncensored_test_servers::gcs() else {
+            return;
+        };
+        let storage = StorageUrl::parse("gs://no-such-bucket/x")
+            .unwrap()
+            .open_with(gcs.storage_options())
+            .unwrap();
+        let error = storage.check().await.unwrap_err();
+        assert!(matches!(error, StorageError::Unusable { .. }), "{error}");
     }
 }

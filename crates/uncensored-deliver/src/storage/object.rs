@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 use object_store::signer::Signer;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload,
@@ -44,6 +45,7 @@ pub const DEFAULT_PART_SIZE: usize = 5 * 1024 * 1024;
 #[derive(Debug, Clone)]
 enum Locations {
     /// Files under a directory: `ROOT/NAME`.
+    #[cfg_attr(not(feature = "fs"), allow(dead_code))]
     Directory(PathBuf),
     /// Objects: `BASE/KEY` (`s3://bucket/prefix/2026-05-09/x.jpg`).
     Url(String),
@@ -53,6 +55,7 @@ enum Locations {
 #[derive(Clone)]
 pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     signer: Option<Arc<dyn Signer>>,
     prefix: Option<Path>,
     locations: Locations,
@@ -86,6 +89,7 @@ impl ObjectStorage {
         let prefix = prefix.trim_matches('/');
         Self {
             store,
+            #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
             signer: None,
             prefix: (!prefix.is_empty()).then(|| Path::from(prefix)),
             locations: Locations::Url(base.into().trim_end_matches('/').to_string()),
@@ -108,15 +112,16 @@ impl ObjectStorage {
         })?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| StorageError::Config(format!("cannot use {}: {e}", root.display())))?
-            .with_fsync(true)
-            .with_automatic_cleanup(true);
+            .with_fsync(true);
         let mut storage = Self::new(Arc::new(store), "", "", false);
         storage.locations = Locations::Directory(root);
         Ok(storage)
     }
 
-    /// Makes [`Storage::share_url`] sign GET URLs valid for `expires_in`,
-    /// with `signer` (the S3, GCS or Azure store itself).
+    /// Makes [`Storage::share_url`] sign GET URLs with `signer` (the S3,
+    /// GCS or Azure store itself), once [`ObjectStorage::with_presigned_urls`]
+    /// says for how long.
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
     pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
         self.signer = Some(signer);
         self
@@ -137,7 +142,10 @@ impl ObjectStorage {
 
     /// Whether this storage can make signed URLs.
     pub fn can_sign(&self) -> bool {
-        self.signer.is_some()
+        #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+        return self.signer.is_some();
+        #[cfg(not(any(feature = "s3", feature = "gcs", feature = "azure")))]
+        false
     }
 
     /// The object store underneath.
@@ -401,15 +409,17 @@ impl Storage for ObjectStorage {
     }
 
     async fn share_url(&self, name: &ObjectName) -> Result<Option<String>, StorageError> {
-        let (Some(expires_in), Some(signer)) = (self.presign, &self.signer) else {
-            return Ok(None);
-        };
-        let key = self.key(name.as_str());
-        let url = signer
-            .signed_url(object_store::signer::Method::GET, &key, expires_in)
-            .await
-            .map_err(|e| self.error(&key, e))?;
-        Ok(Some(url.to_string()))
+        #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+        if let (Some(expires_in), Some(signer)) = (self.presign, &self.signer) {
+            let key = self.key(name.as_str());
+            let url = signer
+                .signed_url(object_store::signer::Method::GET, &key, expires_in)
+                .await
+                .map_err(|e| self.error(&key, e))?;
+            return Ok(Some(url.to_string()));
+        }
+        let _ = name;
+        Ok(None)
     }
 
     async fn check(&self) -> Result<(), StorageError> {
