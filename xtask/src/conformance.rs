@@ -46,7 +46,7 @@ struct Run {
     max_examples: u32,
 }
 
-/// The runs, in order; about 80 seconds in all on two cores.
+/// The runs, in order: about 90 seconds in all on two shared cores.
 const RUNS: &[Run] = &[
     Run {
         mode: "all",

@@ -1,6 +1,7 @@
 //! The emulator refuses what openapi.yaml's `GenerateImageRequest` refuses
 //! (`minLength: 1` on `model`, `resolution` and `quality`; `pattern`,
-//! `maxLength` and `format: uri` on `callback_url`) with `400
+//! `maxLength` and `format: uri` on `callback_url`; `type: integer` on the
+//! dimensions) with `400
 //! invalid_request_error` naming the field, charges nothing for it, and still
 //! accepts every valid use of those fields. Raw HTTP, because the typed client
 //! refuses to send such bodies.
@@ -10,10 +11,16 @@ use uncensored_emulator::{Config, Emulator, EmulatorHandle};
 
 /// POSTs `body` as JSON with the default key; the status and the JSON answer.
 async fn post(emulator: &EmulatorHandle, body: &Value) -> (u16, Value) {
+    post_raw(emulator, body.to_string()).await
+}
+
+/// POSTs `body` as it is, labelled JSON, with the default key.
+async fn post_raw(emulator: &EmulatorHandle, body: String) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/v1/images/generations", emulator.base_url()))
         .header("x-api-key", "emulator-key")
-        .json(body)
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await
         .unwrap();
@@ -92,6 +99,9 @@ async fn callback_urls_outside_the_spec_are_refused() {
         "http://127.0.0.1:9/[x]",
         "http://127.0.0.1:9/cb#a#b",
         "http://exämple.com/cb",
+        "http://a@b@127.0.0.1:9/cb",
+        "http://[;[@@'",
+        "http://127.0.0.1:9x/cb",
         // `maxLength: 2048`.
         &too_long,
     ] {
@@ -106,6 +116,30 @@ async fn callback_urls_outside_the_spec_are_refused() {
         0,
         "nothing refused is charged"
     );
+}
+
+#[tokio::test]
+async fn dimensions_are_json_integers() {
+    let emulator = start().await;
+    for (field, number) in [
+        ("image_width", "1024.0"),
+        ("image_height", "1e3"),
+        ("image_width", "5.12E2"),
+    ] {
+        let body = format!(r#"{{"prompt": "p", "{field}": {number}}}"#);
+        let (status, answer) = post_raw(&emulator, body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(answer["error"]["type"], "invalid_request_error", "{body}");
+        assert_eq!(answer["error"]["param"], field, "{body}");
+    }
+    assert_eq!(
+        emulator.stats().charges.total,
+        0,
+        "nothing refused is charged"
+    );
+    let body = r#"{"prompt": "p", "image_width": 512, "image_height": 2048}"#;
+    let (status, _) = post_raw(&emulator, body.into()).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

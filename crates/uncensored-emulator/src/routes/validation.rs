@@ -1,7 +1,7 @@
 //! What `POST /v1/images/generations` accepts, and what it costs.
 //!
 //! The body is checked against every keyword of openapi.yaml's
-//! `GenerateImageRequest` (types, `required`, `additionalProperties: false`,
+//! `GenerateImageRequest` (`type`, `required`, `additionalProperties: false`,
 //! `minLength`, `maxLength`, `minimum`, `maximum`, `multipleOf`, `pattern`,
 //! `format: uri`), then against the emulator's model catalogue and its price
 //! tables. Every refusal is `400 invalid_request_error` with `param` naming
@@ -173,21 +173,23 @@ fn non_empty<'f>(fields: &'f Map<String, Value>, name: &str) -> Result<Option<&'
 }
 
 /// `image_width` or `image_height`: an integer from 256 to 2048, a multiple
-/// of 8, 1024 when absent.
+/// of 8, 1024 when absent. An integer is a JSON number without a fraction or
+/// exponent (`type: integer` in the JSON Schema of OpenAPI 3.0): not `1024.0`.
 fn dimension(fields: &Map<String, Value>, name: &str) -> Result<u32, ApiError> {
     let Some(value) = fields.get(name) else {
         return Ok(1024);
     };
-    let number = value.as_f64().filter(|n| n.fract() == 0.0);
-    match number {
-        Some(n) if (256.0..=2048.0).contains(&n) && n % 8.0 == 0.0 => Ok(n as u32),
-        Some(_) => Err(ApiError::invalid(
-            Some(name),
-            format!("{name} must be 256 to 2048 and a multiple of 8"),
-        )),
-        None => Err(ApiError::invalid(
+    if !(value.is_i64() || value.is_u64()) {
+        return Err(ApiError::invalid(
             Some(name),
             format!("{name} must be an integer"),
+        ));
+    }
+    match value.as_u64() {
+        Some(n) if (256..=2048).contains(&n) && n % 8 == 0 => Ok(n as u32),
+        _ => Err(ApiError::invalid(
+            Some(name),
+            format!("{name} must be 256 to 2048 and a multiple of 8"),
         )),
     }
 }
@@ -203,8 +205,8 @@ fn callback_url(text: &str) -> Option<url::Url> {
     let rest = text
         .strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"))?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    if authority.is_empty() || !uri_syntax(text, text.len() - rest.len() + authority.len()) {
+    let (authority, after) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    if !uri_characters(text) || !authority_syntax(authority) || after.contains(['[', ']']) {
         return None;
     }
     url::Url::parse(text)
@@ -213,9 +215,9 @@ fn callback_url(text: &str) -> Option<url::Url> {
 }
 
 /// Whether `text` uses only the characters RFC 3986 allows in a URI: ASCII
-/// letters, digits, `-._~`, the delimiters, and `%` with two hex digits;
-/// `[` and `]` only in the authority (before `authority_end`), one `#` at most.
-fn uri_syntax(text: &str, authority_end: usize) -> bool {
+/// letters, digits, `-._~`, the delimiters, and `%` with two hex digits; and
+/// one `#` at most.
+fn uri_characters(text: &str) -> bool {
     let bytes = text.as_bytes();
     let mut fragment = false;
     let mut i = 0;
@@ -230,13 +232,48 @@ fn uri_syntax(text: &str, authority_end: usize) -> bool {
             }
             b'#' if fragment => return false,
             b'#' => fragment = true,
-            b'[' | b']' if i >= authority_end => return false,
             b if b.is_ascii_alphanumeric() || b"-._~:/?[]@!$&'()*+,;=".contains(&b) => {}
             _ => return false,
         }
         i += 1;
     }
     true
+}
+
+/// Whether a non-empty `authority` (of URI characters) is RFC 3986's
+/// `[ userinfo "@" ] host [ ":" port ]`: no `@` or brackets in the userinfo,
+/// brackets only around an IP literal, and a port of digits.
+fn authority_syntax(authority: &str) -> bool {
+    let host_port = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) if !userinfo.contains(['@', '[', ']']) => host_port,
+        Some(_) => return false,
+        None => authority,
+    };
+    let port = if let Some(literal) = host_port.strip_prefix('[') {
+        let Some((address, port)) = literal.split_once(']') else {
+            return false;
+        };
+        if !address
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match port {
+            "" => "",
+            _ => match port.strip_prefix(':') {
+                Some(port) => port,
+                None => return false,
+            },
+        }
+    } else {
+        let (host, port) = host_port.split_once(':').unwrap_or((host_port, ""));
+        if host.contains(['[', ']']) {
+            return false;
+        }
+        port
+    };
+    !authority.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The price multiplier for `resolution` or `quality`. A variable-pricing
@@ -289,6 +326,14 @@ mod tests {
             ("http://exämple.com/", false),
             ("ftp://example.com/", false),
             ("http://:80/", false),
+            ("http://[;[@@'", false),
+            ("http://a@b@example.com/", false),
+            ("http://u[1]@example.com/", false),
+            ("http://example.com:8x/", false),
+            ("http://[::1]x/", false),
+            ("http://ex[a]mple.com/", false),
+            ("http://user@example.com:80/", true),
+            ("http://[::1]/", true),
         ] {
             assert_eq!(callback_url(text).is_some(), ok, "{text}");
         }
