@@ -139,6 +139,8 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
     );
     bar.set_message("0 failed");
     let (mut stored, mut failed, mut already) = (0usize, 0usize, 0usize);
+    // Each reason's advice is printed once, at the end, however many lines failed for it.
+    let mut reasons = std::collections::BTreeMap::<&'static str, (usize, &'static str)>::new();
     let mut outcomes = stream::iter(lines)
         .map(|line| {
             let deliverer = &deliverer;
@@ -158,33 +160,45 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         })
         .buffer_unordered(usize::from(settings.concurrency.max(1)));
     while let Some((number, was_done, outcome)) = outcomes.next().await {
-        let line = match outcome {
+        let (ok, line) = match outcome {
             Ok(entry) => match &entry.stage {
                 Stage::Stored { location, .. } => {
                     stored += 1;
                     already += usize::from(was_done);
-                    format!("line {number}: stored at {location}")
+                    (true, format!("line {number}: stored at {location}"))
                 }
                 Stage::Failed {
                     reason, message, ..
                 } => {
                     failed += 1;
-                    format!("line {number}: failed ({reason}): {message}")
+                    reasons
+                        .entry(reason.as_str())
+                        .or_insert((0, reason.advice()))
+                        .0 += 1;
+                    (
+                        false,
+                        format!("line {number}: failed ({reason}): {message}"),
+                    )
                 }
                 other => {
                     failed += 1;
-                    format!("line {number}: stopped at {other:?}")
+                    (false, format!("line {number}: stopped at {other:?}"))
                 }
             },
             Err(error) => {
                 failed += 1;
-                format!("line {number}: {error}")
+                let reason = error.reason();
+                reasons
+                    .entry(reason.as_str())
+                    .or_insert((0, reason.advice()))
+                    .0 += 1;
+                (false, format!("line {number}: {error}"))
             }
         };
         bar.inc(1);
         bar.set_message(format!("{failed} failed"));
         if terminal {
-            if line.contains("failed") || !line.contains("stored") {
+            if !ok {
                 bar.println(line);
             }
         } else if !cli.json {
@@ -192,13 +206,20 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         }
     }
     bar.finish_and_clear();
-    let summary = json!({"lines": total, "stored": stored, "failed": failed, "already_done": already, "journal": journal_path.display().to_string()});
+    let by_reason: serde_json::Map<String, serde_json::Value> = reasons
+        .iter()
+        .map(|(reason, (count, _))| (reason.to_string(), json!(count)))
+        .collect();
+    let summary = json!({"lines": total, "stored": stored, "failed": failed, "failed_by_reason": by_reason, "already_done": already, "journal": journal_path.display().to_string()});
     if cli.json {
         println!("{summary}");
     } else {
         println!(
             "{total} lines: {stored} stored ({already} already done before this run), {failed} failed"
         );
+        for (reason, (count, advice)) in &reasons {
+            eprintln!("{count} failed with `{reason}`: {advice}");
+        }
     }
     if failed > 0 {
         Err(Failure::batch(failed, total))

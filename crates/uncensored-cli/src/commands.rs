@@ -44,27 +44,7 @@ fn print_entry(entry: &Entry, json: bool) -> Result<(), Failure> {
         }
         Stage::Failed {
             reason, message, ..
-        } => {
-            let code = match reason.as_str() {
-                "moderation" => 5,
-                "insufficient_funds" => 4,
-                "permission" => 3,
-                "job_failed" => 9,
-                _ => 6,
-            };
-            let hint = match code {
-                5 => Some("change the prompt: content moderation refused it"),
-                4 => Some("top up the account's balance, then run the command again"),
-                3 => Some("use a key with the image:gen:* scope for this model"),
-                _ => None,
-            };
-            Err(Failure {
-                code,
-                kind: "generation_failed",
-                message: message.clone(),
-                hint,
-            })
-        }
+        } => Err(Failure::of(*reason, message.clone())),
         other => Err(Failure::other(format!("the delivery stopped at {other:?}"))),
     }
 }

@@ -2,7 +2,7 @@
 //! and what to do next, a distinct exit code per class, and with --json an
 //! error object on stdout. Secrets never appear: the SDK's errors carry none.
 
-use uncensored::{ApiErrorKind, Error};
+use uncensored::{Error, FailureReason};
 use uncensored_deliver::DeliveryError;
 use uncensored_deliver::storage::StorageError;
 
@@ -70,77 +70,38 @@ impl Failure {
     }
 }
 
+/// The exit code of each failure reason: the one table behind `--help`'s list.
+pub fn exit_code(reason: FailureReason) -> u8 {
+    use FailureReason as R;
+    match reason {
+        R::Unauthorized | R::Forbidden | R::Configuration => 3,
+        R::InsufficientFunds => 4,
+        R::Moderation => 5,
+        R::InvalidRequest | R::IdempotencyKeyReuse => 6,
+        R::NotFound => 7,
+        R::GaveUp | R::TimedOut | R::Cancelled | R::Download => 8,
+        R::JobFailed => 9,
+        R::Storage | R::Notification => 10,
+        _ => 1,
+    }
+}
+
+impl Failure {
+    /// A failure of a typed reason: its exit code, its word and its advice,
+    /// each from the reason.
+    pub fn of(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self::new(
+            exit_code(reason),
+            reason.as_str(),
+            message,
+            Some(reason.advice()),
+        )
+    }
+}
+
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        let message = error.to_string();
-        match &error {
-            Error::Invalid(_) => Self::new(6, "invalid_request", message, None),
-            Error::Config(_) => Self::new(
-                3,
-                "configuration",
-                message,
-                Some("set UNCENSORED_API_KEY, or use --emulator to try without an account"),
-            ),
-            Error::Api(api) if api.is_moderation() => Self::new(
-                5,
-                "moderation",
-                message,
-                Some("change the prompt: content moderation refused it"),
-            ),
-            Error::Api(api) => match api.kind {
-                ApiErrorKind::Authentication => Self::new(
-                    3,
-                    "authentication",
-                    message,
-                    Some("check UNCENSORED_API_KEY (or --api-key)"),
-                ),
-                ApiErrorKind::Permission => Self::new(
-                    3,
-                    "permission",
-                    message,
-                    Some("use a key with the image:gen:* scope for this model"),
-                ),
-                ApiErrorKind::InsufficientFunds => Self::new(
-                    4,
-                    "insufficient_funds",
-                    message,
-                    Some("top up the account's balance, then run the command again"),
-                ),
-                ApiErrorKind::NotFound => {
-                    Self::new(7, "not_found", message, Some("check the job id"))
-                }
-                ApiErrorKind::InvalidRequest
-                | ApiErrorKind::IdempotencyKeyReuse
-                | ApiErrorKind::FileTooLarge => Self::new(6, "invalid_request", message, None),
-                _ => Self::new(
-                    8,
-                    "unavailable",
-                    message,
-                    Some("the API kept failing; try again later"),
-                ),
-            },
-            Error::Transport { .. }
-            | Error::UnexpectedResponse { .. }
-            | Error::WaitTimeout { .. } => Self::new(
-                8,
-                "unavailable",
-                message,
-                Some("try again later, or check UNCENSORED_BASE_URL"),
-            ),
-            Error::JobFailed { .. } => Self::new(
-                9,
-                "job_failed",
-                message,
-                Some("generate again; the failed job was not charged by the emulator"),
-            ),
-            Error::Download(_) => Self::new(
-                8,
-                "unavailable",
-                message,
-                Some("the image could not be downloaded; run `uncensored download JOB` later"),
-            ),
-            _ => Self::other(message),
-        }
+        Self::of(error.reason(), error.to_string())
     }
 }
 
@@ -150,22 +111,7 @@ impl From<StorageError> for Failure {
             StorageError::Config(_)
             | StorageError::InvalidName(_)
             | StorageError::InvalidUrl { .. } => Self::input(error.to_string()),
-            StorageError::Unusable { .. } => Self::new(
-                10,
-                "storage",
-                error.to_string(),
-                Some(
-                    "check that the bucket or container exists and that the storage credentials (AWS_*, GOOGLE_*, AZURE_*) are set and accepted; nothing was paid for",
-                ),
-            ),
-            _ => Self::new(
-                10,
-                "storage",
-                error.to_string(),
-                Some(
-                    "check the storage (disk space, permissions, AWS_*, GOOGLE_* or AZURE_* settings)",
-                ),
-            ),
+            _ => Self::of(error.reason(), error.to_string()),
         }
     }
 }
@@ -173,19 +119,8 @@ impl From<StorageError> for Failure {
 impl From<DeliveryError> for Failure {
     fn from(error: DeliveryError) -> Self {
         match error {
-            DeliveryError::Invalid(invalid) => {
-                Self::new(6, "invalid_request", invalid.to_string(), None)
-            }
-            DeliveryError::Api(api) => api.into(),
             DeliveryError::Storage(storage) => storage.into(),
-            DeliveryError::Notify(_) => Self::new(
-                10,
-                "notify",
-                error.to_string(),
-                Some("the image is stored; rerun to retry the notification"),
-            ),
-            DeliveryError::Journal(_) => Self::new(10, "journal", error.to_string(), None),
-            other => Self::other(other.to_string()),
+            other => Self::of(other.reason(), other.to_string()),
         }
     }
 }

@@ -215,6 +215,7 @@ fn errors_say_what_to_do_and_secrets_stay_masked() {
     );
     insta::assert_snapshot!("config_show", shown);
 
+    let out = temp_dir("moderated");
     let moderated = uncensored()
         .args([
             "--emulator",
@@ -222,13 +223,18 @@ fn errors_say_what_to_do_and_secrets_stay_masked() {
             "generate",
             "a forbidden-term",
             "--out",
-            "/nonexistent/never",
         ])
+        .arg(&out)
         .output()
         .unwrap();
     assert_eq!(moderated.status.code(), Some(5));
     let value: serde_json::Value = serde_json::from_slice(&moderated.stdout).unwrap();
-    assert_eq!(value["error"]["kind"], "generation_failed");
+    assert_eq!(value["error"]["kind"], "moderation");
+    assert_eq!(
+        images_in(&out),
+        (0, 0),
+        "nothing is stored for a refused prompt"
+    );
     assert!(
         value["error"]["hint"]
             .as_str()

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use futures_util::{StreamExt as _, stream};
 
 use uncensored::{
-    ApiErrorKind, Client, Error, GenerateRequest, Generation, ImageFormat, RetryPolicy,
+    Client, Error, FailureReason, GenerateRequest, Generation, ImageFormat, RetryPolicy,
     validate_idempotency_key,
 };
 
@@ -57,6 +57,19 @@ pub enum DeliveryError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+}
+
+impl DeliveryError {
+    /// The class of this failure, with its advice.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            DeliveryError::Invalid(_) => FailureReason::InvalidRequest,
+            DeliveryError::Api(error) => error.reason(),
+            DeliveryError::Storage(error) => error.reason(),
+            DeliveryError::Notify(_) => FailureReason::Notification,
+            DeliveryError::Journal(_) => FailureReason::Storage,
+        }
+    }
 }
 
 /// How each step retries, on top of the client's own retries.
@@ -381,7 +394,7 @@ impl Deliverer {
         let notification = notification(entry);
         let mut failures = Vec::new();
         for notifier in &self.notifiers {
-            let name = notifier.name().to_string();
+            let name = notifier.id().to_string();
             if entry.notified.contains(&name) {
                 continue;
             }
@@ -403,6 +416,9 @@ impl Deliverer {
         }
     }
 
+    /// The one retry loop of a notification: the notifier makes one
+    /// attempt per call; this waits between attempts with the step's policy,
+    /// never sooner than the receiver's `Retry-After`.
     async fn notify_with_retries(
         &self,
         notifier: &dyn Notifier,
@@ -416,11 +432,12 @@ impl Deliverer {
             match notifier.notify(notification).await {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_retryable() && attempt < policy.max_attempts => {
-                    let mut delay = backoffs.next().unwrap_or_default();
-                    if let NotifyError::RateLimited { retry_after, .. } = &error {
-                        delay = delay.max(*retry_after);
-                    }
-                    tracing::warn!(%error, attempt, ?delay, notifier = notifier.name(), "notify failed; retrying");
+                    let backoff = backoffs.next().unwrap_or_default();
+                    let Some(delay) = policy.delay(backoff, error.retry_after()) else {
+                        // The receiver asked for a longer pause than the policy allows.
+                        return Err(error);
+                    };
+                    tracing::warn!(%error, attempt, ?delay, notifier = %notifier.id(), "notify failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
                 Err(error) => return Err(error),
@@ -429,26 +446,18 @@ impl Deliverer {
     }
 }
 
-/// Turns a client error into a failed stage when it is final, or a delivery
-/// error (to resume later) when it is not.
+/// Turns a client error into a failed stage when it is final (moderation,
+/// funds, a failed job...), or a delivery error (to resume later) when it
+/// is not.
 fn terminal(job_id: Option<String>, error: Error) -> Result<Stage, DeliveryError> {
-    let reason = match &error {
-        Error::JobFailed { .. } => "job_failed",
-        Error::Api(api) if api.is_moderation() => "moderation",
-        Error::Api(api) => match api.kind {
-            ApiErrorKind::InsufficientFunds => "insufficient_funds",
-            ApiErrorKind::Permission => "permission",
-            ApiErrorKind::InvalidRequest => "invalid_request",
-            ApiErrorKind::IdempotencyKeyReuse => "idempotency_key_reuse",
-            ApiErrorKind::Authentication => return Err(DeliveryError::Api(error)),
-            _ if api.is_retryable() => return Err(DeliveryError::Api(error)),
-            _ => "api_error",
-        },
-        _ => return Err(DeliveryError::Api(error)),
-    };
+    let reason = error.reason();
+    if !reason.is_final() || reason == FailureReason::Unauthorized {
+        // A bad key is fixed by the operator, then the entry resumes.
+        return Err(DeliveryError::Api(error));
+    }
     Ok(Stage::Failed {
         job_id,
-        reason: reason.to_string(),
+        reason,
         message: error.to_string(),
     })
 }
@@ -497,7 +506,7 @@ fn notification(entry: &Entry) -> Notification {
         } => Notification::Failed {
             job_id: job_id.clone(),
             prompt: entry.request.prompt().to_string(),
-            reason: reason.clone(),
+            reason: *reason,
             message: message.clone(),
         },
         _ => unreachable!("only finished entries are announced"),

@@ -12,7 +12,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use uncensored::{Client, GenerateRequest, RetryPolicy, WaitOptions};
+use uncensored::{Client, FailureReason, GenerateRequest, RetryPolicy, WaitOptions};
 use uncensored_deliver::journal::{Journal, SqliteJournal, Stage};
 use uncensored_deliver::notify::{SignedWebhookNotifier, SlackNotifier};
 use uncensored_deliver::storage::ObjectStorage;
@@ -97,8 +97,7 @@ async fn capture(statuses: Vec<u16>) -> MockServer {
 fn slack(server: &MockServer) -> Arc<SlackNotifier> {
     Arc::new(
         SlackNotifier::new(format!("{}/services/T/B/secret", server.uri()))
-            .with_min_interval(Duration::from_millis(1))
-            .with_max_attempts(2),
+            .with_min_interval(Duration::from_millis(1)),
     )
 }
 
@@ -172,7 +171,7 @@ async fn failures_are_announced_too() {
         .await
         .unwrap();
     assert!(
-        matches!(&moderated.stage, Stage::Failed { reason, .. } if reason == "moderation"),
+        matches!(&moderated.stage, Stage::Failed { reason, .. } if *reason == FailureReason::Moderation),
         "{moderated:?}"
     );
     let poor = Deliverer::new(client_for(&emulator, "poor-key"), storage, journal)
@@ -183,7 +182,7 @@ async fn failures_are_announced_too() {
         .await
         .unwrap();
     assert!(
-        matches!(&broke.stage, Stage::Failed { reason, .. } if reason == "insufficient_funds"),
+        matches!(&broke.stage, Stage::Failed { reason, .. } if *reason == FailureReason::InsufficientFunds),
         "{broke:?}"
     );
     let bodies: Vec<String> = slack_server
@@ -340,6 +339,89 @@ async fn a_slack_429_storm_still_sends_every_notification_once() {
         delivered, 5,
         "every notification sent exactly once after the storm"
     );
+}
+
+#[tokio::test]
+async fn an_endpoint_that_always_fails_gets_exactly_the_policys_attempts() {
+    let (_emulator, client) = emulator().await;
+    let broken = capture(vec![500; 1000]).await;
+    let deliverer = Deliverer::new(
+        client,
+        Arc::new(ObjectStorage::local(temp_dir()).unwrap()),
+        Arc::new(SqliteJournal::in_memory().unwrap()),
+    )
+    .with_notifier(slack(&broken))
+    .with_policies(StepPolicies {
+        store: quick(6),
+        notify: quick(4),
+    });
+    let error = deliverer
+        .deliver(
+            "always-500",
+            &GenerateRequest::new("a lighthouse").size(256, 256),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DeliveryError::Notify(_)), "{error}");
+    assert_eq!(error.reason(), FailureReason::Notification);
+    assert_eq!(
+        broken.received_requests().await.unwrap().len(),
+        4,
+        "one retry owner: the policy's 4 attempts, not attempts × attempts"
+    );
+}
+
+#[tokio::test]
+async fn two_slack_webhooks_are_both_told_once_across_restarts() {
+    let (_emulator, client) = emulator().await;
+    let (first, second) = (capture(vec![]).await, capture(vec![500; 3]).await);
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal_path = dir.join("journal.sqlite");
+    let items: Vec<(String, GenerateRequest)> = (0..3)
+        .map(|i| {
+            (
+                format!("two-{i}"),
+                GenerateRequest::new(format!("two channels {i}")).size(256, 256),
+            )
+        })
+        .collect();
+    let run = |policy: RetryPolicy| {
+        Deliverer::new(
+            client.clone(),
+            Arc::new(ObjectStorage::local(dir.join("images")).unwrap()),
+            Arc::new(SqliteJournal::open(&journal_path).unwrap()),
+        )
+        .with_notifier(slack(&first))
+        .with_notifier(slack(&second))
+        .with_policies(StepPolicies {
+            store: quick(6),
+            notify: policy,
+        })
+    };
+    // The second channel fails its first three POSTs, with one attempt each:
+    // the first run ends with the first channel told and the second not.
+    let outcomes = run(quick(1)).deliver_all(items.clone(), 1).await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 3);
+    // A restart on the same journal tells only whom it has not told.
+    let rerun = run(quick(3)).deliver_all(items.clone(), 3).await;
+    assert!(
+        rerun.iter().all(|r| r.as_ref().is_ok_and(|e| e.done)),
+        "{rerun:?}"
+    );
+    let again = run(quick(3)).deliver_all(items, 3).await;
+    assert!(again.iter().all(|r| r.is_ok()));
+    assert_eq!(
+        first.received_requests().await.unwrap().len(),
+        3,
+        "each job once"
+    );
+    assert_eq!(
+        second.received_requests().await.unwrap().len(),
+        3 + 3,
+        "three refusals, then each job once"
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[cfg(feature = "s3")]

@@ -17,9 +17,7 @@ const SLACK_PATH: &str = "/services/T000/B000/XXXXsecretXXXX";
 const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn slack(base: &str) -> SlackNotifier {
-    SlackNotifier::new(format!("{base}{SLACK_PATH}"))
-        .with_min_interval(Duration::from_millis(1))
-        .with_max_attempts(3)
+    SlackNotifier::new(format!("{base}{SLACK_PATH}")).with_min_interval(Duration::from_millis(1))
 }
 
 #[tokio::test]
@@ -85,45 +83,71 @@ async fn slack_errors_are_typed_and_not_retried() {
 }
 
 #[tokio::test]
-async fn a_slack_429_storm_is_waited_out() {
+async fn one_call_is_one_attempt_and_says_when_to_retry() {
+    for (status, retry_after, expected) in [
+        (429u16, Some("7"), Some(Duration::from_secs(7))),
+        (503, Some("2"), Some(Duration::from_secs(2))),
+        (500, None, None),
+    ] {
+        let server = MockServer::start().await;
+        let mut answer = ResponseTemplate::new(status).set_body_string("busy");
+        if let Some(value) = retry_after {
+            answer = answer.insert_header("retry-after", value);
+        }
+        Mock::given(method("POST"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        for notifier in [
+            Arc::new(slack(&server.uri())) as Arc<dyn Notifier>,
+            Arc::new(
+                SignedWebhookNotifier::new(format!("{}/hook", server.uri()), SIGNING_SECRET)
+                    .unwrap(),
+            ),
+        ] {
+            let error = notifier.notify(&stored(None)).await.unwrap_err();
+            assert!(error.is_retryable(), "{status}: {error}");
+            assert_eq!(error.retry_after(), expected, "{status}: {error}");
+            assert_eq!(
+                matches!(error, NotifyError::RateLimited { .. }),
+                status == 429
+            );
+        }
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            2,
+            "HTTP {status}: one POST per call and notifier, no retry inside"
+        );
+    }
+
+    // An HTTP date is read by the same parser as seconds.
     let server = MockServer::start().await;
-    let answers = Arc::new(Mutex::new(vec![200u16, 429, 429])); // popped from the end
-    let queue = answers.clone();
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
     Mock::given(method("POST"))
-        .respond_with(move |_: &Request| {
-            let status = queue.lock().unwrap().pop().unwrap_or(200);
-            let template = ResponseTemplate::new(status).set_body_string(if status == 200 {
-                "ok"
-            } else {
-                "rate_limited"
-            });
-            if status == 429 {
-                template.insert_header("retry-after", "0")
-            } else {
-                template
-            }
-        })
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", later.as_str()))
         .mount(&server)
         .await;
-    slack(&server.uri()).notify(&stored(None)).await.unwrap();
-    assert_eq!(server.received_requests().await.unwrap().len(), 3);
-
-    let always = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", "0")
-                .set_body_string("rate_limited"),
-        )
-        .mount(&always)
-        .await;
-    let error = slack(&always.uri())
+    let error = slack(&server.uri())
         .notify(&stored(None))
         .await
         .unwrap_err();
+    let wait = error.retry_after().expect("an HTTP date is understood");
     assert!(
-        matches!(error, NotifyError::RateLimited { .. }) && error.is_retryable(),
-        "{error}"
+        wait > Duration::from_secs(80) && wait <= Duration::from_secs(90),
+        "{wait:?}"
+    );
+}
+
+#[test]
+fn a_notifier_is_known_by_its_destination_not_its_kind() {
+    let a = slack("https://hooks.example.com/A");
+    let b = slack("https://hooks.example.com/B");
+    assert_ne!(a.id(), b.id(), "two Slack webhooks are two notifiers");
+    assert_eq!(a.id(), slack("https://hooks.example.com/A").id());
+    assert!(a.id().as_str().starts_with("slack:"));
+    assert!(
+        !a.id().as_str().contains("hooks.example.com") && !a.id().as_str().contains(SLACK_PATH),
+        "the id never shows the secret URL"
     );
 }
 

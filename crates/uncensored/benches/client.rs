@@ -5,7 +5,8 @@
 //!   this client and through raw reqwest, against the same running emulator.
 //! - `wait JOBS TIME_SCALE`: detection lag and polls per job for simulated
 //!   5-30 s jobs, with this client's default schedule, fixed 2 s and fixed
-//!   0.5 s polling, and the webhook receiver.
+//!   0.5 s polling. The callback path is measured beside them by
+//!   `uncensored-deliver`'s `callbacks` benchmark (the callback service).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +166,6 @@ async fn wait(jobs: usize, scale: f64) {
         let outcome = polling(&client, jobs, scale, options).await;
         report(name, &outcome);
     }
-    report("sdk_webhook", &webhook(&client, jobs, scale).await);
 }
 
 fn report(name: &str, outcome: &Outcome) {
@@ -213,39 +213,5 @@ async fn polling(client: &Client, jobs: usize, scale: f64, options: WaitOptions)
         .collect()
         .await;
     let (lags, polls) = results.into_iter().unzip();
-    summarise(lags, polls)
-}
-
-/// The same jobs through the webhook receiver: detection is the confirmed
-/// callback; polls are the confirming reads.
-async fn webhook(client: &Client, jobs: usize, scale: f64) -> Outcome {
-    use uncensored::webhook::{CallbackEvent, WebhookReceiver};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (receiver, mut events) = WebhookReceiver::new(
-        client.clone(),
-        &format!("http://{}/", listener.local_addr().unwrap()),
-    )
-    .unwrap();
-    let router = receiver.router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let mut accepted = std::collections::HashMap::new();
-    for i in 0..jobs {
-        let job = receiver
-            .submit(&GenerateRequest::new(format!("hook {i}")).size(256, 256))
-            .await
-            .unwrap();
-        accepted.insert(job.job_id, Instant::now());
-    }
-    let (mut lags, mut polls) = (Vec::new(), Vec::new());
-    while lags.len() < jobs {
-        match events.recv().await.unwrap() {
-            CallbackEvent::Completed(image) => {
-                let detected = accepted[&image.job_id].elapsed().as_secs_f64();
-                lags.push((detected / scale - image.generation_time.unwrap()).max(0.0));
-                polls.push(image.meta.attempts);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
     summarise(lags, polls)
 }

@@ -1,10 +1,28 @@
-//! The API's job callbacks, parsed without any web framework.
+//! The API's job callbacks, without any web framework: signed callback URLs
+//! and the parsing of a callback's payload.
 //!
-//! A callback is not signed: nothing in it is trusted. Use it to know *which*
-//! job to read, then read the job with your own key.
+//! The API does not sign its callbacks, so nothing in a payload is trusted: it
+//! only says *which* job to read, and the job is then read with your own key.
+//! What a receiver can trust is the URL it handed out. [`CallbackSecret`]
+//! makes a URL per job, `BASE/callback/NONCE.TAG`, where `NONCE` is 128
+//! random bits and `TAG` is HMAC-SHA256 of the nonce under the service's
+//! secret (both lowercase hex). A receiver holding the same secret checks the
+//! tag in constant time, with no state: a forged or guessed URL is refused
+//! before any read of the API or any write, on every replica that shares the
+//! secret and across restarts.
 //!
 //! ```
-//! use uncensored::callback::parse_callback;
+//! use uncensored::callback::{CallbackSecret, parse_callback};
+//!
+//! let secret = CallbackSecret::new("0123456789abcdef0123456789abcdef").unwrap();
+//! let signed = secret.callback_url("https://hooks.example.com").unwrap();
+//! assert!(signed.url.starts_with("https://hooks.example.com/callback/"));
+//!
+//! // On the receiving side: the path says which nonce, and the tag proves we made it.
+//! let path = signed.url.trim_start_matches("https://hooks.example.com");
+//! let nonce = secret.verify_path(path).unwrap();
+//! assert_eq!(nonce, signed.nonce);
+//! assert!(secret.verify_path("/callback/00.00").is_err());
 //!
 //! let headers = reqwest::header::HeaderMap::new();
 //! let callback = parse_callback(&headers, br#"{"request_id":"job-1","status":"success","result":{}}"#).unwrap();
@@ -12,9 +30,14 @@
 //! ```
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac as _};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::download::hex;
 
 /// A parsed callback payload. Unsigned: use it to know *which* job to read,
 /// never as the job's result.
@@ -37,14 +60,14 @@ pub enum CallbackError {
     /// The body is not JSON, or not the callback's shape.
     #[error("not a callback payload: {0}")]
     Malformed(String),
-    /// The URL does not name a registration of this receiver.
-    #[error("unknown callback registration")]
-    UnknownRegistration,
-    /// The URL's token does not match its registration.
-    #[error("bad callback token")]
-    BadToken,
-    /// The payload is about a different job than the one registered.
-    #[error("the callback is about job {got}, not the registered job")]
+    /// The path is not a signed callback path (`/callback/NONCE.TAG`, hex).
+    #[error("not a signed callback URL: expected /callback/NONCE.TAG")]
+    NotSigned,
+    /// The URL's tag was not made with this service's secret.
+    #[error("the callback URL's signature does not verify")]
+    BadSignature,
+    /// The URL's nonce was already used for another job.
+    #[error("this callback URL belongs to another job than {got}")]
     WrongJob {
         /// The job the payload names.
         got: String,
@@ -55,9 +78,10 @@ impl CallbackError {
     /// The HTTP status a receiver answers a refused callback with.
     pub fn status(&self) -> StatusCode {
         match self {
-            CallbackError::Malformed(_) | CallbackError::WrongJob { .. } => StatusCode::BAD_REQUEST,
-            CallbackError::UnknownRegistration => StatusCode::NOT_FOUND,
-            CallbackError::BadToken => StatusCode::UNAUTHORIZED,
+            CallbackError::Malformed(_) => StatusCode::BAD_REQUEST,
+            CallbackError::NotSigned => StatusCode::NOT_FOUND,
+            CallbackError::BadSignature => StatusCode::UNAUTHORIZED,
+            CallbackError::WrongJob { .. } => StatusCode::CONFLICT,
         }
     }
 }
@@ -88,9 +112,196 @@ pub fn parse_callback(headers: &HeaderMap, body: &[u8]) -> Result<Callback, Call
     })
 }
 
+/// Why a secret or a base URL cannot be used for signing. The message never
+/// contains the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SigningError {
+    /// The secret is too short to resist guessing.
+    #[error(
+        "the callback secret has {length} characters; it needs at least {MIN_SECRET_CHARS} (make one with `openssl rand -hex 32`)"
+    )]
+    WeakSecret {
+        /// How many characters it has.
+        length: usize,
+    },
+    /// The base URL cannot carry a callback path.
+    #[error("the callback base URL {base:?} {problem}")]
+    InvalidBase {
+        /// The URL as given.
+        base: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The fewest characters a [`CallbackSecret`] may have.
+pub const MIN_SECRET_CHARS: usize = 32;
+/// Random bytes in a nonce (128 bits).
+const NONCE_BYTES: usize = 16;
+/// Bytes of an HMAC-SHA256 tag.
+const TAG_BYTES: usize = 32;
+
+/// The secret that signs and verifies callback URLs. Its bytes are the HMAC
+/// key as given (a hex string from `openssl rand -hex 32` is used as text,
+/// not decoded). It never shows in `Debug` and has no `Display`.
+#[derive(Clone)]
+pub struct CallbackSecret {
+    secret: SecretString,
+}
+
+impl std::fmt::Debug for CallbackSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallbackSecret([redacted])")
+    }
+}
+
+/// A fresh signed callback URL and the nonce it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCallbackUrl {
+    /// `BASE/callback/NONCE.TAG`: give it to the API as the job's `callback_url`.
+    pub url: String,
+    /// The nonce (not secret; it names the URL).
+    pub nonce: CallbackNonce,
+}
+
+/// A nonce that was made, or verified, with a [`CallbackSecret`]: 32
+/// lowercase hex characters. Only this module makes one, so holding one
+/// means its tag verified.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallbackNonce(String);
+
+impl CallbackNonce {
+    /// The nonce as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CallbackNonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl CallbackSecret {
+    /// A secret from its text; at least [`MIN_SECRET_CHARS`] characters.
+    pub fn new(secret: impl Into<String>) -> Result<Self, SigningError> {
+        let secret = secret.into();
+        let length = secret.chars().count();
+        if length < MIN_SECRET_CHARS {
+            return Err(SigningError::WeakSecret { length });
+        }
+        Ok(Self {
+            secret: SecretString::from(secret),
+        })
+    }
+
+    /// The secret's text, for masking it or handing it on. Never log it.
+    pub fn expose_secret(&self) -> &str {
+        self.secret.expose_secret()
+    }
+
+    /// A new signed URL for one job: `BASE/callback/NONCE.TAG`. A `base`
+    /// whose path already ends in `/callback` gets `/NONCE.TAG` only, so
+    /// `https://host` and `https://host/callback` name the same service.
+    /// `base` must be an absolute http(s) URL without query or fragment.
+    pub fn callback_url(&self, base: &str) -> Result<SignedCallbackUrl, SigningError> {
+        let invalid = |problem: &str| SigningError::InvalidBase {
+            base: base.to_string(),
+            problem: problem.to_string(),
+        };
+        let parsed = url::Url::parse(base).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid("must be an http or https URL"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid("must have no query or fragment"));
+        }
+        let nonce = CallbackNonce(hex(&random_nonce()));
+        let signed = format!("{nonce}.{}", hex(&self.tag(nonce.as_str())));
+        let root = base.trim_end_matches('/');
+        let url = if parsed.path().trim_end_matches('/').ends_with("/callback") {
+            format!("{root}/{signed}")
+        } else {
+            format!("{root}/callback/{signed}")
+        };
+        Ok(SignedCallbackUrl { url, nonce })
+    }
+
+    /// Checks a signed path segment, `NONCE.TAG`, and returns its nonce. The
+    /// tag is compared in constant time; a segment of the wrong shape is
+    /// [`CallbackError::NotSigned`], a tag that does not verify
+    /// [`CallbackError::BadSignature`].
+    pub fn verify(&self, signed: &str) -> Result<CallbackNonce, CallbackError> {
+        let (nonce, tag) = signed.split_once('.').ok_or(CallbackError::NotSigned)?;
+        let nonce_ok = nonce.len() == 2 * NONCE_BYTES && unhex(nonce).is_some();
+        let tag = unhex(tag).filter(|t| t.len() == TAG_BYTES);
+        let (true, Some(tag)) = (nonce_ok, tag) else {
+            return Err(CallbackError::NotSigned);
+        };
+        self.mac(nonce)
+            .verify_slice(&tag)
+            .map_err(|_| CallbackError::BadSignature)?;
+        Ok(CallbackNonce(nonce.to_string()))
+    }
+
+    /// Checks a request path that ends in `/callback/NONCE.TAG` (any prefix
+    /// before it) and returns its nonce.
+    pub fn verify_path(&self, path: &str) -> Result<CallbackNonce, CallbackError> {
+        let (before, signed) = path.rsplit_once('/').ok_or(CallbackError::NotSigned)?;
+        if !before.ends_with("/callback") && before != "callback" {
+            return Err(CallbackError::NotSigned);
+        }
+        self.verify(signed)
+    }
+
+    fn mac(&self, nonce: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret().as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(nonce.as_bytes());
+        mac
+    }
+
+    fn tag(&self, nonce: &str) -> [u8; TAG_BYTES] {
+        self.mac(nonce).finalize().into_bytes().into()
+    }
+}
+
+/// 128 bits from the operating system's generator (through two v4 UUIDs,
+/// 244 random bits hashed down, so that no fixed version bits remain).
+fn random_nonce() -> [u8; NONCE_BYTES] {
+    let mut hasher = Sha256::new();
+    hasher.update(uuid::Uuid::new_v4().as_bytes());
+    hasher.update(uuid::Uuid::new_v4().as_bytes());
+    let digest = hasher.finalize();
+    let mut nonce = [0u8; NONCE_BYTES];
+    nonce.copy_from_slice(&digest[..NONCE_BYTES]);
+    nonce
+}
+
+/// Lowercase hex to bytes; `None` for anything else (uppercase included, so
+/// that a URL has one spelling).
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
 
     #[test]
     fn payloads_are_parsed_or_refused() {
@@ -115,5 +326,97 @@ mod tests {
             parse_callback(&text, br#"{"request_id":"j","status":"s"}"#),
             Err(CallbackError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn signed_urls_verify_and_forgeries_do_not() {
+        let secret = CallbackSecret::new(SECRET).unwrap();
+        let a = secret.callback_url("https://hooks.example.com/").unwrap();
+        let b = secret.callback_url("https://hooks.example.com").unwrap();
+        assert_ne!(a.nonce, b.nonce);
+        let signed = a.url.rsplit('/').next().unwrap();
+        assert_eq!(signed.len(), 32 + 1 + 64);
+        assert_eq!(
+            a.url,
+            format!("https://hooks.example.com/callback/{signed}")
+        );
+        assert_eq!(secret.verify(signed), Ok(a.nonce.clone()));
+        assert_eq!(
+            secret.verify_path(&format!("/callback/{signed}")),
+            Ok(a.nonce.clone())
+        );
+        assert_eq!(
+            secret.verify_path(&format!("/hooks/callback/{signed}")),
+            Ok(a.nonce.clone())
+        );
+
+        // Another secret, a changed nonce, a changed tag: bad signatures.
+        let other = CallbackSecret::new(SECRET.to_uppercase()).unwrap();
+        assert_eq!(other.verify(signed), Err(CallbackError::BadSignature));
+        let (nonce, tag) = signed.split_once('.').unwrap();
+        let flipped = |text: &str| {
+            let mut bytes = text.as_bytes().to_vec();
+            bytes[0] = if bytes[0] == b'0' { b'1' } else { b'0' };
+            String::from_utf8(bytes).unwrap()
+        };
+        assert_eq!(
+            secret.verify(&format!("{}.{tag}", flipped(nonce))),
+            Err(CallbackError::BadSignature)
+        );
+        assert_eq!(
+            secret.verify(&format!("{nonce}.{}", flipped(tag))),
+            Err(CallbackError::BadSignature)
+        );
+        // The wrong shape is not a signed URL at all.
+        for bad in [
+            "",
+            "nodot",
+            &format!("{nonce}.{}", &tag[..10]),
+            &format!("{}.{tag}", nonce.to_uppercase()),
+            &format!("{nonce}x.{tag}"),
+        ] {
+            assert_eq!(secret.verify(bad), Err(CallbackError::NotSigned), "{bad}");
+        }
+        assert_eq!(
+            secret.verify_path(&format!("/elsewhere/{signed}")),
+            Err(CallbackError::NotSigned)
+        );
+        assert_eq!(
+            CallbackError::BadSignature.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn a_base_that_names_the_callback_path_is_not_doubled() {
+        let secret = CallbackSecret::new(SECRET).unwrap();
+        let url = secret
+            .callback_url("http://127.0.0.1:8787/callback")
+            .unwrap()
+            .url;
+        assert!(url.starts_with("http://127.0.0.1:8787/callback/"), "{url}");
+        assert_eq!(url.matches("callback").count(), 1);
+        let prefixed = secret.callback_url("https://h.example/hooks").unwrap().url;
+        assert!(prefixed.starts_with("https://h.example/hooks/callback/"));
+        for base in ["not a url", "ftp://h.example", "https://h.example/?a=b"] {
+            assert!(
+                matches!(
+                    secret.callback_url(base),
+                    Err(SigningError::InvalidBase { .. })
+                ),
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_secret_never_shows() {
+        let short = CallbackSecret::new("short-secret").unwrap_err();
+        assert_eq!(short, SigningError::WeakSecret { length: 12 });
+        assert!(!short.to_string().contains("short-secret"), "{short}");
+        let secret = CallbackSecret::new(SECRET).unwrap();
+        let shown = format!("{secret:?} {:?}", secret.callback_url("https://h.example"));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert_eq!(secret.expose_secret(), SECRET);
     }
 }

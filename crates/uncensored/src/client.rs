@@ -431,7 +431,7 @@ impl Client {
                 let rate_limit = self.observe(response.headers());
                 let status = response.status().as_u16();
                 let request_id = request_id(response.headers());
-                let retry_after = retry_after(response.headers());
+                let retry_after = crate::retry::retry_after(response.headers());
                 let detail = response.into_inner().error;
                 Error::from(ApiError {
                     kind: ApiErrorKind::from_type(&detail.type_),
@@ -475,19 +475,4 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     ["x-request-id", "request-id"]
         .iter()
         .find_map(|name| headers.get(*name)?.to_str().ok().map(str::to_string))
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .to_std()
-        .ok()
 }

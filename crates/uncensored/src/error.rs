@@ -92,6 +92,22 @@ impl Error {
         }
     }
 
+    /// The class of this failure, with its advice
+    /// ([`FailureReason::advice`](crate::FailureReason::advice)).
+    pub fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason as R;
+        match self {
+            Error::Invalid(_) => R::InvalidRequest,
+            Error::Api(api) => api.reason(),
+            Error::Transport { .. } | Error::UnexpectedResponse { .. } => R::GaveUp,
+            Error::JobFailed { .. } => R::JobFailed,
+            Error::WaitTimeout { .. } => R::TimedOut,
+            Error::Cancelled { .. } => R::Cancelled,
+            Error::Download(_) => R::Download,
+            Error::Config(_) => R::Configuration,
+        }
+    }
+
     /// The API error, when the API answered with one.
     pub fn api(&self) -> Option<&ApiError> {
         match self {
@@ -190,7 +206,7 @@ impl ApiErrorKind {
 
 /// The API's error envelope, with the HTTP context around it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{} (HTTP {status}, {}{}){}", .message, .kind.as_str(), .param.as_deref().map(|p| format!(", param `{p}`")).unwrap_or_default(), self.advice())]
+#[error("{} (HTTP {status}, {}{})", .message, .kind.as_str(), .param.as_deref().map(|p| format!(", param `{p}`")).unwrap_or_default())]
 pub struct ApiError {
     /// The class of error.
     pub kind: ApiErrorKind,
@@ -233,18 +249,19 @@ impl ApiError {
                 .is_some_and(|code| code.contains("moderation"))
     }
 
-    /// What a person should do next, as a sentence (empty when there is nothing to add).
-    pub fn advice(&self) -> &'static str {
+    /// The class of this error, with its advice.
+    pub fn reason(&self) -> crate::FailureReason {
+        use crate::FailureReason as R;
         match self.kind {
-            ApiErrorKind::Authentication => "; check the API key (UNCENSORED_API_KEY)",
-            ApiErrorKind::InsufficientFunds => "; top up the account's balance",
-            ApiErrorKind::Permission if self.is_moderation() => "; change the prompt",
-            ApiErrorKind::Permission => "; use a key with the image:gen:* scope for this model",
-            ApiErrorKind::RateLimit => "; slow down or enable the client's pacer",
-            ApiErrorKind::IdempotencyKeyReuse => {
-                "; use a new Idempotency-Key for a different request"
-            }
-            _ => "",
+            _ if self.is_moderation() => R::Moderation,
+            ApiErrorKind::Authentication => R::Unauthorized,
+            ApiErrorKind::InsufficientFunds => R::InsufficientFunds,
+            ApiErrorKind::Permission => R::Forbidden,
+            ApiErrorKind::InvalidRequest | ApiErrorKind::FileTooLarge => R::InvalidRequest,
+            ApiErrorKind::IdempotencyKeyReuse => R::IdempotencyKeyReuse,
+            ApiErrorKind::NotFound => R::NotFound,
+            _ if self.is_retryable() => R::GaveUp,
+            _ => R::Other,
         }
     }
 }

@@ -19,9 +19,11 @@
 //! - **Downloads**: streamed, size-capped, truncation-checked and retried, with
 //!   the format sniffed and a SHA-256 computed on the way. The API key is never
 //!   sent to image storage.
-//! - **Callbacks**: [`callback::parse_callback`] reads the API's (unsigned)
-//!   job callbacks without any web framework; feature `webhook` adds a
-//!   receiver with per-job unguessable callback URLs.
+//! - **Callbacks**: [`callback::CallbackSecret`] signs a callback URL per
+//!   job (`BASE/callback/NONCE.TAG`, HMAC-SHA256) and verifies one in
+//!   constant time with no state; [`callback::parse_callback`] reads the
+//!   API's (unsigned) payload without any web framework. The service that
+//!   receives them is `uncensored_deliver::callbacks::CallbackService`.
 //!
 //! What it is not: storage, notifications and the journaled delivery
 //! pipeline live in the `uncensored-deliver` crate, so that a plain API
@@ -54,17 +56,17 @@ pub mod callback;
 mod client;
 mod download;
 mod error;
+mod failure;
 mod pacer;
 mod request;
 mod response;
 mod retry;
 mod wait;
-#[cfg(feature = "webhook")]
-pub mod webhook;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES};
 pub use download::{DownloadedImage, ImageFormat, ImageStream};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
+pub use failure::FailureReason;
 pub use request::{
     DEFAULT_SIDE, GenerateRequest, MAX_PROMPT_CHARS, SIDE_RANGE, validate_idempotency_key,
     validate_side,
@@ -72,7 +74,7 @@ pub use request::{
 pub use response::{
     CompletedImage, Generation, Job, JobStatus, QueuedJob, RateLimit, ResponseMeta,
 };
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, retry_after};
 pub use tokio_util::sync::CancellationToken;
 pub use wait::{JobEvent, WaitOptions};
 

@@ -239,7 +239,12 @@ async fn client_errors_are_never_retried_and_say_what_to_do() {
             (status, kind, Some("req-42"))
         );
         assert_eq!(api.is_moderation(), code.is_some());
-        shown.push(error.to_string());
+        // What happened (Display), and what to do (the reason's one advice).
+        shown.push(format!(
+            "{error} => {}: {}",
+            error.reason(),
+            error.reason().advice()
+        ));
     }
     insta::assert_yaml_snapshot!("api_error_messages", shown);
 }

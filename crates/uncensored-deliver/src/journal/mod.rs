@@ -12,7 +12,7 @@ mod sqlite;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use uncensored::GenerateRequest;
+use uncensored::{FailureReason, GenerateRequest};
 
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteJournal;
@@ -61,8 +61,8 @@ pub enum Stage {
     Failed {
         /// The job, when one was created.
         job_id: Option<String>,
-        /// A short reason (`moderation`, `insufficient_funds`, `job_failed`, ...).
-        reason: String,
+        /// Why, as a typed reason with its advice.
+        reason: FailureReason,
         /// The full explanation.
         message: String,
     },
@@ -110,4 +110,18 @@ pub trait Journal: Send + Sync + Debug {
     fn unfinished(&self) -> Result<Vec<Entry>, JournalError>;
     /// How many entries there are, and how many are done.
     fn counts(&self) -> Result<(u64, u64), JournalError>;
+
+    // Callback nonces, for the callback service (`callbacks` feature). A
+    // signed callback URL's nonce names one job, the first one confirmed
+    // under it; the binding is kept here so that it survives restarts and is
+    // shared by every service on the same journal. Separate from entries:
+    // a binding is written once and never changes.
+
+    /// The job `nonce` is bound to, if it is.
+    fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError>;
+
+    /// Binds `nonce` to `job_id` durably unless it is bound already, and
+    /// returns the job it is bound to now: `job_id`, or the earlier job. Two
+    /// concurrent calls with different jobs bind exactly one of them.
+    fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError>;
 }

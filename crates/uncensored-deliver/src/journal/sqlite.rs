@@ -46,7 +46,11 @@ impl SqliteJournal {
                      body TEXT NOT NULL,
                      seq INTEGER NOT NULL
                  );
-                 CREATE INDEX IF NOT EXISTS entries_open ON entries (done, seq);",
+                 CREATE INDEX IF NOT EXISTS entries_open ON entries (done, seq);
+                 CREATE TABLE IF NOT EXISTS callback_nonces (
+                     nonce TEXT PRIMARY KEY,
+                     job_id TEXT NOT NULL
+                 );",
             )
             .map_err(error)?;
         Ok(Self {
@@ -113,6 +117,39 @@ impl Journal for SqliteJournal {
             )
             .map_err(error)
     }
+
+    fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
+        self.connection()
+            .query_row(
+                "SELECT job_id FROM callback_nonces WHERE nonce = ?1",
+                [nonce],
+                |row| row.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(error(e)),
+            })
+    }
+
+    fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError> {
+        // One statement under the connection's lock: insert-if-absent, then
+        // read back whichever binding won.
+        let connection = self.connection();
+        connection
+            .execute(
+                "INSERT INTO callback_nonces (nonce, job_id) VALUES (?1, ?2) ON CONFLICT (nonce) DO NOTHING",
+                [nonce, job_id],
+            )
+            .map_err(error)?;
+        connection
+            .query_row(
+                "SELECT job_id FROM callback_nonces WHERE nonce = ?1",
+                [nonce],
+                |row| row.get(0),
+            )
+            .map_err(error)
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +204,31 @@ mod tests {
         );
         assert_eq!(journal.counts().unwrap(), (3, 1));
         assert!(journal.get("zzz").unwrap().is_none());
+        std::fs::remove_file(&path).ok();
+    }
+
+    #[test]
+    fn a_callback_nonce_binds_its_first_job_for_good() {
+        let path =
+            std::env::temp_dir().join(format!("journal-{}.sqlite", uuid::Uuid::new_v4().simple()));
+        {
+            let journal = SqliteJournal::open(&path).unwrap();
+            assert_eq!(journal.callback_nonce_job("n1").unwrap(), None);
+            assert_eq!(journal.bind_callback_nonce("n1", "job-a").unwrap(), "job-a");
+            assert_eq!(journal.bind_callback_nonce("n1", "job-b").unwrap(), "job-a");
+            assert_eq!(journal.bind_callback_nonce("n2", "job-b").unwrap(), "job-b");
+        }
+        let journal = SqliteJournal::open(&path).unwrap();
+        assert_eq!(
+            journal.callback_nonce_job("n1").unwrap().as_deref(),
+            Some("job-a")
+        );
+        assert_eq!(journal.bind_callback_nonce("n1", "job-c").unwrap(), "job-a");
+        assert_eq!(
+            journal.counts().unwrap(),
+            (0, 0),
+            "bindings are not entries"
+        );
         std::fs::remove_file(&path).ok();
     }
 }

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serde::Serialize;
+use uncensored::FailureReason;
 
 #[cfg(feature = "slack")]
 pub use slack::{SlackError, SlackNotifier};
@@ -49,8 +50,9 @@ pub enum Notification {
         job_id: Option<String>,
         /// The prompt.
         prompt: String,
-        /// Why, in a few words (`moderation`, `insufficient_funds`, `job_failed`...).
-        reason: String,
+        /// Why, as a typed reason (serialised as `moderation`,
+        /// `insufficient_funds`, `job_failed`, ...).
+        reason: FailureReason,
         /// The full explanation.
         message: String,
     },
@@ -74,34 +76,47 @@ impl Notification {
     }
 }
 
-/// Why a notification was not delivered.
+/// A boxed error kept as the cause of a [`NotifyError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why one attempt to deliver a notification failed. The notifier tried
+/// once; whether and when to try again is the [`crate::Deliverer`]'s call,
+/// guided by [`NotifyError::is_retryable`] and [`NotifyError::retry_after`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotifyError {
     /// The receiver refused the message for good (a bad payload, a deleted
-    /// channel, a revoked URL): retrying the same message cannot help.
+    /// channel, a revoked URL, a refused login): retrying cannot help.
     #[error("{notifier} refused the message: {reason}")]
     Rejected {
-        /// Which notifier.
+        /// Which kind of notifier.
         notifier: &'static str,
-        /// The receiver's reason.
+        /// The receiver's reason, and what to do about it.
         reason: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
-    /// The receiver asked to slow down and the notifier gave up waiting.
-    #[error("{notifier} is rate limiting; retry after {retry_after:?}")]
+    /// The receiver asked to slow down.
+    #[error("{notifier} is rate limiting{}", .retry_after.map(|d| format!("; retry after {d:?}")).unwrap_or_default())]
     RateLimited {
-        /// Which notifier.
+        /// Which kind of notifier.
         notifier: &'static str,
-        /// How long it asked to wait.
-        retry_after: Duration,
+        /// How long it asked to wait, when it said.
+        retry_after: Option<Duration>,
     },
-    /// The receiver failed or could not be reached.
+    /// The receiver failed or could not be reached; a later attempt may work.
     #[error("{notifier} is unavailable: {reason}")]
     Unavailable {
-        /// Which notifier.
+        /// Which kind of notifier.
         notifier: &'static str,
-        /// What went wrong (never the secret URL).
+        /// What went wrong (never a secret URL).
         reason: String,
+        /// How long the receiver asked to wait, when it said.
+        retry_after: Option<Duration>,
+        /// The underlying error (URLs stripped), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 }
 
@@ -110,31 +125,114 @@ impl NotifyError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, NotifyError::Rejected { .. })
     }
+
+    /// How long the receiver asked to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            NotifyError::RateLimited { retry_after, .. }
+            | NotifyError::Unavailable { retry_after, .. } => *retry_after,
+            NotifyError::Rejected { .. } => None,
+        }
+    }
+
+    /// The error of a request that got no answer, without its URL (which
+    /// may be a secret, such as a Slack webhook), with its cause chain.
+    pub fn unreachable(notifier: &'static str, error: reqwest::Error) -> Self {
+        let error = error.without_url();
+        let reason = if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "cannot connect"
+        } else {
+            "the request failed"
+        };
+        NotifyError::Unavailable {
+            notifier,
+            reason: reason.into(),
+            retry_after: None,
+            source: Some(Box::new(error)),
+        }
+    }
+
+    /// The error for an HTTP answer that is not a success: 429 is rate
+    /// limiting, other 5xx and 408 are unavailability (both with the
+    /// answer's `Retry-After`), anything else is a refusal described by
+    /// `reason`.
+    pub fn from_status(
+        notifier: &'static str,
+        status: reqwest::StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        reason: impl Into<String>,
+    ) -> Self {
+        let retry_after = uncensored::retry_after(headers);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            NotifyError::RateLimited {
+                notifier,
+                retry_after,
+            }
+        } else if status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+            NotifyError::Unavailable {
+                notifier,
+                reason: reason.into(),
+                retry_after,
+                source: None,
+            }
+        } else {
+            NotifyError::Rejected {
+                notifier,
+                reason: reason.into(),
+                source: None,
+            }
+        }
+    }
+}
+
+/// Who a notifier tells: its kind and a digest of its destination (never
+/// the destination itself, which may be a secret). Two Slack webhooks are
+/// two notifiers; a changed URL is a new destination. The journal records
+/// which ids announced each job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NotifierId(String);
+
+impl NotifierId {
+    /// The id of a notifier of `kind` sending to `destination` (a URL, an
+    /// address list...): `kind:` and 16 hex digits of its SHA-256.
+    pub fn new(kind: &str, destination: &str) -> Self {
+        use sha2::Digest as _;
+        let digest = format!("{:x}", sha2::Sha256::digest(destination.as_bytes()));
+        Self(format!("{kind}:{}", &digest[..16]))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NotifierId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A place to announce jobs. Object-safe: use it as `Arc<dyn Notifier>`.
+///
+/// `notify` makes one attempt and says whether another may help; it never
+/// retries by itself (the Deliverer does, with one policy for every step).
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync + Debug {
-    /// A stable name for this notifier (`slack`, `webhook`), used to record
-    /// which notifications were sent.
-    fn name(&self) -> &str;
+    /// The kind of notifier (`slack`, `webhook`, `discord`, `email`).
+    fn kind(&self) -> &'static str;
 
-    /// Delivers one notification.
+    /// Who it tells: see [`NotifierId`].
+    fn id(&self) -> NotifierId;
+
+    /// Checks, before anything is paid for, that the notifier can work
+    /// (an SMTP server that accepts the login...). Sends nothing.
+    async fn check(&self) -> Result<(), NotifyError> {
+        Ok(())
+    }
+
+    /// Makes one attempt to deliver one notification.
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError>;
-}
-
-/// A reqwest error without its URL, which may be a secret (a Slack webhook).
-#[cfg(any(feature = "slack", feature = "webhook-notify"))]
-fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let source = std::error::Error::source(error)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
-    format!("{kind}{source}")
 }

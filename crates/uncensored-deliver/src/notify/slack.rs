@@ -1,6 +1,7 @@
 //! Slack incoming webhooks: a Block Kit message per notification, an image
-//! block when a shareable URL exists, about one message per second, 429
-//! Retry-After honoured, and Slack's plain-text errors as typed errors.
+//! block when a shareable URL exists, about one message per second (a 429's
+//! Retry-After holds every later message back too), and Slack's plain-text
+//! errors as typed errors. One attempt per call: the Deliverer retries.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::{Notification, Notifier, NotifyError, describe};
+use super::{Notification, Notifier, NotifierId, NotifyError};
 
 /// Slack's documented error answers of incoming webhooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +66,6 @@ pub struct SlackNotifier {
     url: SecretString,
     http: reqwest::Client,
     min_interval: Duration,
-    max_attempts: u32,
     next_slot: Mutex<Instant>,
 }
 
@@ -88,7 +88,6 @@ impl SlackNotifier {
                 .build()
                 .expect("a plain reqwest client builds"),
             min_interval: Duration::from_secs(1),
-            max_attempts: 5,
             next_slot: Mutex::new(Instant::now()),
         }
     }
@@ -96,12 +95,6 @@ impl SlackNotifier {
     /// The pause between messages (default 1 s, Slack's documented pace).
     pub fn with_min_interval(mut self, interval: Duration) -> Self {
         self.min_interval = interval;
-        self
-    }
-
-    /// How many times one message is tried when Slack answers 429 or 5xx (default 5).
-    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
         self
     }
 
@@ -194,9 +187,10 @@ fn payload(notification: &Notification) -> Value {
             json!({
                 "text": clip(&format!("Generation failed ({reason}): {prompt}"), 2900),
                 "blocks": [
-                    {"type": "section", "text": {"type": "mrkdwn", "text": format!(":warning: *Generation failed* · `{}`", escape(reason))}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": format!(":warning: *Generation failed* · `{}`", reason.as_str())}},
                     {"type": "section", "text": {"type": "mrkdwn", "text": format!(">{}", clip(&escape(prompt), 2900))}},
-                    {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("{}{job}", clip(&escape(message), 2800))}]}
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("{}{job}", clip(&escape(message), 2800))}]},
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Next: {}", reason.advice())}]}
                 ]
             })
         }
@@ -205,70 +199,45 @@ fn payload(notification: &Notification) -> Value {
 
 #[async_trait::async_trait]
 impl Notifier for SlackNotifier {
-    fn name(&self) -> &str {
+    fn kind(&self) -> &'static str {
         "slack"
     }
 
+    fn id(&self) -> NotifierId {
+        NotifierId::new("slack", self.url.expose_secret())
+    }
+
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
-        let body = payload(notification);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.pace().await;
-            let outcome = self
-                .http
-                .post(self.url.expose_secret())
-                .json(&body)
-                .send()
-                .await;
-            let error = match outcome {
-                Err(error) => NotifyError::Unavailable {
-                    notifier: "slack",
-                    reason: describe(&error),
-                },
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = response.text().await.unwrap_or_default();
-                    if status.is_success() {
-                        return Ok(());
-                    }
-                    if status.as_u16() == 429 {
-                        let wait = retry_after.unwrap_or(Duration::from_secs(1));
-                        tracing::warn!(?wait, "slack: rate limited");
-                        if attempt < self.max_attempts {
-                            // Hold every later message back too.
-                            *self.next_slot.lock().await = Instant::now() + wait;
-                            continue;
-                        }
-                        return Err(NotifyError::RateLimited {
-                            notifier: "slack",
-                            retry_after: wait,
-                        });
-                    }
-                    if status.is_server_error() {
-                        NotifyError::Unavailable {
-                            notifier: "slack",
-                            reason: format!("HTTP {status}: {}", clip(&text, 100)),
-                        }
-                    } else {
-                        let error = SlackError::parse(&text);
-                        return Err(NotifyError::Rejected {
-                            notifier: "slack",
-                            reason: error.advice().to_string(),
-                        });
-                    }
-                }
-            };
-            if attempt >= self.max_attempts {
-                return Err(error);
-            }
-            tracing::warn!(%error, attempt, "slack: retrying");
+        self.pace().await;
+        let response = self
+            .http
+            .post(self.url.expose_secret())
+            .json(&payload(notification))
+            .send()
+            .await
+            .map_err(|e| NotifyError::unreachable("slack", e))?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        if status.is_success() {
+            return Ok(());
         }
+        let text = response.text().await.unwrap_or_default();
+        let error = NotifyError::from_status(
+            "slack",
+            status,
+            &headers,
+            if status.is_server_error() {
+                format!("HTTP {status}: {}", clip(&text, 100))
+            } else {
+                SlackError::parse(&text).advice().to_string()
+            },
+        );
+        if let NotifyError::RateLimited { retry_after, .. } = &error {
+            // Hold every later message back too.
+            let wait = retry_after.unwrap_or(self.min_interval);
+            tracing::warn!(?wait, "slack: rate limited");
+            *self.next_slot.lock().await = Instant::now() + wait;
+        }
+        Err(error)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::json;
 
-use super::{Notification, Notifier, NotifyError, describe};
+use super::{Notification, Notifier, NotifierId, NotifyError};
 
 /// Posts signed JSON notifications. The signing secret never appears in
 /// `Debug`, errors or logs.
@@ -35,6 +35,7 @@ impl SignedWebhookNotifier {
             NotifyError::Rejected {
                 notifier: "webhook",
                 reason: "the signing secret is not `whsec_` followed by base64".into(),
+                source: None,
             }
         })?;
         let http = reqwest::Client::builder()
@@ -51,8 +52,12 @@ impl SignedWebhookNotifier {
 
 #[async_trait::async_trait]
 impl Notifier for SignedWebhookNotifier {
-    fn name(&self) -> &str {
+    fn kind(&self) -> &'static str {
         "webhook"
+    }
+
+    fn id(&self) -> NotifierId {
+        NotifierId::new("webhook", &self.url)
     }
 
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
@@ -87,23 +92,17 @@ impl Notifier for SignedWebhookNotifier {
             .body(body)
             .send()
             .await
-            .map_err(|e| NotifyError::Unavailable {
-                notifier: "webhook",
-                reason: describe(&e),
-            })?;
+            .map_err(|e| NotifyError::unreachable("webhook", e))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
-        } else if status.as_u16() == 429 || status.is_server_error() {
-            Err(NotifyError::Unavailable {
-                notifier: "webhook",
-                reason: format!("HTTP {status}"),
-            })
         } else {
-            Err(NotifyError::Rejected {
-                notifier: "webhook",
-                reason: format!("HTTP {status}"),
-            })
+            Err(NotifyError::from_status(
+                "webhook",
+                status,
+                response.headers(),
+                format!("HTTP {status}"),
+            ))
         }
     }
 }

@@ -109,6 +109,19 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The class of this failure: bad configuration, a download that could
+    /// not be read, or storage.
+    pub fn reason(&self) -> uncensored::FailureReason {
+        use uncensored::FailureReason as R;
+        match self {
+            StorageError::Config(_)
+            | StorageError::InvalidUrl { .. }
+            | StorageError::InvalidName(_) => R::Configuration,
+            StorageError::Source(_) => R::Download,
+            _ => R::Storage,
+        }
+    }
+
     /// Whether trying the same put again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -29,8 +29,8 @@ pub fn failed() -> Notification {
     Notification::Failed {
         job_id: None,
         prompt: "something the moderator refused".into(),
-        reason: "moderation".into(),
-        message: "Content moderation failed (HTTP 403, permission_error); change the prompt".into(),
+        reason: uncensored::FailureReason::Moderation,
+        message: "Content moderation failed (HTTP 403, permission_error)".into(),
     }
 }
 

@@ -1,0 +1,456 @@
+//! The callback service: an axum router that receives the API's job
+//! callbacks and delivers each job once. `uncensored webhook serve` wraps it.
+//!
+//! The API does not sign its callbacks; this service signs the URLs it hands
+//! out instead. Each job is submitted with its own
+//! `BASE/callback/NONCE.TAG` (made by
+//! [`CallbackSecret::callback_url`](uncensored::callback::CallbackSecret::callback_url)),
+//! and a callback is handled in this order, cheapest refusal first:
+//!
+//! 1. **The tag**: `POST /callback/{signed}` whose tag does not verify under
+//!    the service's secret is refused at once (401; 404 when the path is not
+//!    even of the signed shape), before the body is read, with no API read and
+//!    no journal access. The check is stateless, so it holds across restarts
+//!    and on every replica that shares the secret; a flood of forgeries costs
+//!    one HMAC each.
+//! 2. **The nonce**: a nonce names one job. Once a job is confirmed under a
+//!    nonce, the binding is written to the journal
+//!    ([`Journal::bind_callback_nonce`]); a callback with that nonce about
+//!    another job is refused (409) without a read, after restarts too.
+//! 3. **The journal**: a job already confirmed (its delivery recorded) is
+//!    answered 200 at once, without a read: duplicates cost nothing.
+//! 4. **The read**: anything else is confirmed by reading the job with the
+//!    service's key; the payload is never trusted (a job of another account,
+//!    or none, is a 404 and the callback is refused). At most one read per job
+//!    id is in flight (concurrent duplicates wait for it), and at most
+//!    [`CallbackServiceBuilder::max_concurrent_reads`] reads at once: further
+//!    confirmations wait in a bounded queue for at most
+//!    [`CallbackServiceBuilder::queue_timeout`], and beyond the queue's bound
+//!    they are answered 503 at once (the API sends a callback again).
+//!
+//! A confirmed job is recorded in the journal before the answer (the read's
+//! image URL, when it is finished), then stored and announced by the
+//! [`Deliverer`] behind the answer; a restart resumes it
+//! ([`CallbackService::resume`]).
+//!
+//! A plain `POST /callback` (no signature: each callback confirmed by a read,
+//! steps 3 and 4 only) is served only when the service is built with
+//! [`CallbackServiceBuilder::accept_unsigned`].
+//!
+//! ```no_run
+//! # async fn run(deliverer: uncensored_deliver::Deliverer) -> Result<(), Box<dyn std::error::Error>> {
+//! use uncensored::callback::CallbackSecret;
+//! use uncensored::GenerateRequest;
+//! use uncensored_deliver::callbacks::CallbackService;
+//!
+//! let client = uncensored::Client::from_env()?;
+//! let secret = CallbackSecret::new(std::env::var("UNCENSORED_CALLBACK_SECRET")?)?;
+//! let service = CallbackService::builder(client.clone(), deliverer)
+//!     .secret(secret.clone())
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
+//! tokio::spawn(axum::serve(listener, service.router()).into_future()); // POST /callback/{signed}
+//!
+//! // Each job gets a URL of its own, served by the router above (behind HTTPS).
+//! let url = secret.callback_url("https://hooks.example.com")?.url;
+//! client.generate(&GenerateRequest::new("a lighthouse at dusk").callback_url(url)).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod confirm;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use tokio::sync::Semaphore;
+use uncensored::Client;
+use uncensored::callback::{CallbackError, CallbackNonce, CallbackSecret, parse_callback};
+
+use crate::journal::Entry;
+#[cfg(doc)]
+use crate::journal::Journal;
+use crate::{Deliverer, DeliveryError};
+
+use confirm::{Confirmation, InFlight};
+
+/// Told about each delivery the service finished (or could not finish).
+pub type Reporter = Arc<dyn Fn(&str, &Result<Entry, DeliveryError>) + Send + Sync>;
+
+/// The answer to a callback: a status and a short text body.
+pub type Reply = (StatusCode, &'static str);
+
+/// The largest callback body read (the API's payload is a few hundred bytes).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The longest job id considered; anything longer is not a job of the API.
+const MAX_JOB_ID_CHARS: usize = 256;
+
+/// Why a [`CallbackServiceBuilder`] cannot build a service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallbackServiceError {
+    /// Neither a secret nor `accept_unsigned`: the service would refuse everything.
+    #[error(
+        "the callback service needs a secret to verify signed callback URLs (set UNCENSORED_CALLBACK_SECRET), or accept_unsigned to confirm unsigned callbacks by reading each job"
+    )]
+    NoSecret,
+}
+
+/// What the service did with the callbacks it received, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallbackStats {
+    /// Callbacks received, on every route.
+    pub received: u64,
+    /// Refused because the URL's tag did not verify, or the path was not signed.
+    pub bad_signature: u64,
+    /// Refused because the body was not a callback.
+    pub malformed: u64,
+    /// Refused because their nonce was bound to another job.
+    pub wrong_job: u64,
+    /// Answered at once from the journal: the job was already confirmed.
+    pub already_confirmed: u64,
+    /// Joined a confirming read already in flight for the same job.
+    pub coalesced: u64,
+    /// Confirming reads of the API.
+    pub reads: u64,
+    /// Reads that found no such job (a stranger's callback).
+    pub unknown_jobs: u64,
+    /// Answered 503 because too many confirmations were waiting, or the API
+    /// or the journal failed.
+    pub unavailable: u64,
+    /// Jobs confirmed and handed to the deliverer.
+    pub confirmed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    bad_signature: AtomicU64,
+    malformed: AtomicU64,
+    wrong_job: AtomicU64,
+    already_confirmed: AtomicU64,
+    coalesced: AtomicU64,
+    reads: AtomicU64,
+    unknown_jobs: AtomicU64,
+    unavailable: AtomicU64,
+    confirmed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Builds a [`CallbackService`]: a secret, or an explicit
+/// [`accept_unsigned`](Self::accept_unsigned), is required.
+#[must_use]
+pub struct CallbackServiceBuilder {
+    client: Client,
+    deliverer: Deliverer,
+    secret: Option<CallbackSecret>,
+    accept_unsigned: bool,
+    max_concurrent_reads: usize,
+    max_queued: usize,
+    queue_timeout: Duration,
+    answer_within: Duration,
+    reporter: Option<Reporter>,
+}
+
+impl std::fmt::Debug for CallbackServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackServiceBuilder")
+            .field("secret", &self.secret)
+            .field("accept_unsigned", &self.accept_unsigned)
+            .field("max_concurrent_reads", &self.max_concurrent_reads)
+            .field("max_queued", &self.max_queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallbackServiceBuilder {
+    /// Serves `POST /callback/{signed}` and verifies each URL's tag with `secret`.
+    pub fn secret(mut self, secret: CallbackSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Also serves a plain `POST /callback` (default: no): unsigned callbacks,
+    /// each confirmed by reading its job. Every forged callback about an
+    /// unknown job then costs a read (bounded by the limits below).
+    pub fn accept_unsigned(mut self, accept: bool) -> Self {
+        self.accept_unsigned = accept;
+        self
+    }
+
+    /// Confirming reads of the API in flight at once (default 16).
+    pub fn max_concurrent_reads(mut self, reads: usize) -> Self {
+        self.max_concurrent_reads = reads.max(1);
+        self
+    }
+
+    /// Confirmations that may wait for a read slot (default 256); beyond
+    /// them a callback is answered 503 at once, and the API sends it again.
+    pub fn max_queued(mut self, queued: usize) -> Self {
+        self.max_queued = queued;
+        self
+    }
+
+    /// How long a confirmation waits for a read slot before it is answered
+    /// 503 (default 5 s).
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// How long a callback waits for its confirmation before it is answered
+    /// 503 (default 8 s, inside the API's 10 s); the read goes on, and the
+    /// API's next attempt finds the job confirmed.
+    pub fn answer_within(mut self, timeout: Duration) -> Self {
+        self.answer_within = timeout;
+        self
+    }
+
+    /// Calls `reporter` with the job id and the outcome of each delivery.
+    pub fn reporter(
+        mut self,
+        reporter: impl Fn(&str, &Result<Entry, DeliveryError>) + Send + Sync + 'static,
+    ) -> Self {
+        self.reporter = Some(Arc::new(reporter));
+        self
+    }
+
+    /// The service, or [`CallbackServiceError::NoSecret`] when it has neither
+    /// a secret nor `accept_unsigned`.
+    pub fn build(self) -> Result<CallbackService, CallbackServiceError> {
+        if self.secret.is_none() && !self.accept_unsigned {
+            return Err(CallbackServiceError::NoSecret);
+        }
+        Ok(CallbackService {
+            inner: Arc::new(Inner {
+                client: self.client,
+                deliverer: self.deliverer,
+                secret: self.secret,
+                accept_unsigned: self.accept_unsigned,
+                reads: Arc::new(Semaphore::new(self.max_concurrent_reads)),
+                max_queued: self.max_queued,
+                queued: AtomicUsize::new(0),
+                queue_timeout: self.queue_timeout,
+                answer_within: self.answer_within,
+                in_flight: InFlight::default(),
+                reporter: self.reporter,
+                counters: Counters::default(),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    client: Client,
+    deliverer: Deliverer,
+    secret: Option<CallbackSecret>,
+    accept_unsigned: bool,
+    reads: Arc<Semaphore>,
+    max_queued: usize,
+    queued: AtomicUsize,
+    queue_timeout: Duration,
+    answer_within: Duration,
+    in_flight: InFlight,
+    reporter: Option<Reporter>,
+    counters: Counters,
+}
+
+/// Receives callbacks, confirms their jobs and delivers them. Cheap to clone.
+#[derive(Clone)]
+pub struct CallbackService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CallbackService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackService")
+            .field("deliverer", &self.inner.deliverer)
+            .field("secret", &self.inner.secret)
+            .field("accept_unsigned", &self.inner.accept_unsigned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallbackService {
+    /// A builder for a service that confirms jobs with `client` and delivers
+    /// them with `deliverer`.
+    pub fn builder(client: Client, deliverer: Deliverer) -> CallbackServiceBuilder {
+        CallbackServiceBuilder {
+            client,
+            deliverer,
+            secret: None,
+            accept_unsigned: false,
+            max_concurrent_reads: 16,
+            max_queued: 256,
+            queue_timeout: Duration::from_secs(5),
+            answer_within: Duration::from_secs(8),
+            reporter: None,
+        }
+    }
+
+    /// Finishes the deliveries an earlier run left unfinished.
+    pub async fn resume(&self) -> Result<Vec<Result<Entry, DeliveryError>>, DeliveryError> {
+        self.inner.deliverer.resume().await
+    }
+
+    /// What the service did so far.
+    pub fn stats(&self) -> CallbackStats {
+        let c = &self.inner.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CallbackStats {
+            received: get(&c.received),
+            bad_signature: get(&c.bad_signature),
+            malformed: get(&c.malformed),
+            wrong_job: get(&c.wrong_job),
+            already_confirmed: get(&c.already_confirmed),
+            coalesced: get(&c.coalesced),
+            reads: get(&c.reads),
+            unknown_jobs: get(&c.unknown_jobs),
+            unavailable: get(&c.unavailable),
+            confirmed: get(&c.confirmed),
+        }
+    }
+
+    /// The router: `POST /callback/{signed}` with a secret, `POST /callback`
+    /// with `accept_unsigned`. Anything else is a 404.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        if self.inner.secret.is_some() {
+            router = router.route("/callback/{signed}", post(signed_route));
+        }
+        if self.inner.accept_unsigned {
+            router = router.route("/callback", post(unsigned_route));
+        }
+        router.with_state(self.clone())
+    }
+
+    /// Handles a callback to `/callback/{signed}`: `signed` is the path's
+    /// last segment, `NONCE.TAG`. Refused at once when the tag does not
+    /// verify (or the service has no secret).
+    pub async fn handle_signed(&self, signed: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
+        bump(&self.inner.counters.received);
+        let nonce = match self.verify(signed) {
+            Ok(nonce) => nonce,
+            Err(reply) => return reply,
+        };
+        self.accept(Some(nonce), headers, body).await
+    }
+
+    /// Handles a plain callback to `/callback`: confirmed by a read. Refused
+    /// (404) unless the service accepts unsigned callbacks.
+    pub async fn handle_unsigned(&self, headers: &HeaderMap, body: &[u8]) -> Reply {
+        bump(&self.inner.counters.received);
+        if !self.inner.accept_unsigned {
+            bump(&self.inner.counters.bad_signature);
+            return (StatusCode::NOT_FOUND, "unsigned callbacks are not accepted");
+        }
+        self.accept(None, headers, body).await
+    }
+
+    /// The tag check: pure computation, no I/O.
+    fn verify(&self, signed: &str) -> Result<CallbackNonce, Reply> {
+        let Some(secret) = &self.inner.secret else {
+            bump(&self.inner.counters.bad_signature);
+            return Err((StatusCode::NOT_FOUND, "signed callbacks are not served"));
+        };
+        secret.verify(signed).map_err(|error| {
+            bump(&self.inner.counters.bad_signature);
+            tracing::debug!(%error, "refused a callback");
+            (error.status(), "refused")
+        })
+    }
+
+    /// Steps 2 to 4: the payload, the nonce's binding, the journal, the read.
+    async fn accept(&self, nonce: Option<CallbackNonce>, headers: &HeaderMap, body: &[u8]) -> Reply {
+        let counters = &self.inner.counters;
+        let callback = match parse_callback(headers, body) {
+            Ok(callback) if callback.request_id.chars().count() <= MAX_JOB_ID_CHARS => callback,
+            Ok(_) | Err(_) => {
+                bump(&counters.malformed);
+                return (StatusCode::BAD_REQUEST, "not a callback");
+            }
+        };
+        let job_id = callback.request_id;
+        let journal = self.inner.deliverer.journal();
+        let mut bound = false;
+        if let Some(nonce) = &nonce {
+            match journal.callback_nonce_job(nonce.as_str()) {
+                Ok(Some(other)) if other != job_id => return self.wrong_job(nonce, &job_id),
+                Ok(found) => bound = found.is_some(),
+                Err(error) => return self.unavailable(&error.to_string()),
+            }
+        }
+        let confirmation =
+            match tokio::time::timeout(self.inner.answer_within, self.confirm(&job_id)).await {
+                Ok(confirmation) => confirmation,
+                Err(_) => Confirmation::Unavailable,
+            };
+        match confirmation {
+            Confirmation::Confirmed => {}
+            Confirmation::Unknown => {
+                return (StatusCode::NOT_FOUND, "unknown job");
+            }
+            Confirmation::Unavailable => {
+                bump(&counters.unavailable);
+                return (StatusCode::SERVICE_UNAVAILABLE, "try again");
+            }
+        }
+        if let (Some(nonce), false) = (&nonce, bound) {
+            match journal.bind_callback_nonce(nonce.as_str(), &job_id) {
+                Ok(winner) if winner != job_id => return self.wrong_job(nonce, &job_id),
+                Ok(_) => {}
+                Err(error) => return self.unavailable(&error.to_string()),
+            }
+        }
+        (StatusCode::OK, "ok")
+    }
+
+    fn wrong_job(&self, nonce: &CallbackNonce, job_id: &str) -> Reply {
+        bump(&self.inner.counters.wrong_job);
+        let error = CallbackError::WrongJob {
+            got: job_id.to_string(),
+        };
+        tracing::warn!(%error, %nonce, "refused a callback");
+        (error.status(), "this callback URL belongs to another job")
+    }
+
+    fn unavailable(&self, why: &str) -> Reply {
+        bump(&self.inner.counters.unavailable);
+        tracing::warn!(why, "cannot confirm a callback now; the API will send it again");
+        (StatusCode::SERVICE_UNAVAILABLE, "try again")
+    }
+}
+
+async fn signed_route(
+    State(service): State<CallbackService>,
+    Path(signed): Path<String>,
+    request: Request,
+) -> Reply {
+    // The tag first: a forgery is refused before its body is read.
+    if let Err(reply) = service.verify(&signed) {
+        bump(&service.inner.counters.received);
+        return reply;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "not a callback");
+    };
+    service.handle_signed(&signed, &parts.headers, &body).await
+}
+
+async fn unsigned_route(State(service): State<CallbackService>, request: Request) -> Reply {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "not a callback");
+    };
+    service.handle_unsigned(&parts.headers, &body).await
+}
