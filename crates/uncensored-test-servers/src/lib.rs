@@ -4,12 +4,14 @@
 //! - [`moto()`]: moto's S3 server (PyPI `moto[server]`),
 //! - [`azurite()`]: Azurite's Blob service (npm `azurite`),
 //! - [`gcs()`]: `gcp-storage-emulator` (PyPI), behind a shim that fills in
-//!   the XML API object_store needs; see [`GcsEmulator`].
+//!   the XML API object_store needs; see [`GcsEmulator`],
+//! - [`smtp()`]: an SMTP server on `aiosmtpd` (PyPI) that requires a login and
+//!   keeps every message it accepts for the test to read; see [`SmtpServer`].
 //!
 //! `cargo xtask test` installs them into the git-ignored `.tools/` folder and
-//! names them in `UNCENSORED_MOTO_SERVER`, `UNCENSORED_AZURITE` and
-//! `UNCENSORED_GCS_EMULATOR`; without those variables the default `.tools/`
-//! locations are used. When a server is not installed, a test that asks for it
+//! names them in `UNCENSORED_MOTO_SERVER`, `UNCENSORED_AZURITE`,
+//! `UNCENSORED_GCS_EMULATOR` and `UNCENSORED_AIOSMTPD` (a Python that has
+//! aiosmtpd); without those variables the default `.tools/` locations are used. When a server is not installed, a test that asks for it
 //! is skipped (it prints `SKIPPED` and gets `None`), except under CI (`CI` set),
 //! where that is a failure.
 //!
@@ -29,6 +31,12 @@ use std::time::{Duration, Instant};
 mod gcs_shim;
 pub mod http;
 mod shared_key;
+mod smtp;
+
+pub use smtp::{
+    MimePart, SMTP_PASSWORD, SMTP_PERMANENT_FAILURE, SMTP_TRANSIENT_FAILURE, SMTP_USER,
+    SmtpMessage, SmtpServer, smtp,
+};
 
 /// How long a server may take to listen.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -78,6 +86,14 @@ const AZURITE: Tool = Tool {
     env: "UNCENSORED_AZURITE",
     default: ".tools/azurite/node_modules/.bin/azurite-blob",
     package: "azurite",
+};
+
+const AIOSMTPD: Tool = Tool {
+    what: "SMTP",
+    program: "aiosmtpd",
+    env: "UNCENSORED_AIOSMTPD",
+    default: ".tools/smtp/bin/python",
+    package: "aiosmtpd",
 };
 
 const GCS: Tool = Tool {

@@ -1,0 +1,1006 @@
+//! Email over SMTP with lettre (tokio, rustls): one message per notification,
+//! plain text with an HTML alternative, the image linked (its shareable URL,
+//! or where it is stored) or, when asked for and small enough, downloaded
+//! from its shareable URL and attached.
+//!
+//! [`Notifier::check`] connects and logs in before anything is paid for, so a
+//! refused password is found at start. One attempt per call: transient SMTP
+//! answers (4xx) and connection failures are [`NotifyError::Unavailable`],
+//! permanent ones (5xx, a refused login) [`NotifyError::Rejected`]. The
+//! password never appears in `Debug`, errors or logs.
+//!
+//! Settings come from [`EmailConfig`] or from an Apprise-style URL
+//! ([`EmailNotifier::from_url`]):
+//!
+//! - `mailto://user:pass@smtp.example.com[:587]?to=a@example.com,b@example.org&from=me@example.com&attach=yes`
+//!   (STARTTLS required, port 587 by default),
+//! - `mailtos://user:pass@smtp.example.com[:465]?to=…` (implicit TLS, port 465 by default),
+//! - `…&tls=none` for a server on loopback only (tests, a local relay).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::{Notification, Notifier, NotifierId, NotifyError};
+
+/// The default largest image that is attached: 5 MiB.
+pub const DEFAULT_ATTACHMENT_CAP: u64 = 5 * 1024 * 1024;
+
+/// The default subject prefix.
+pub const DEFAULT_SUBJECT_PREFIX: &str = "[uncensored] ";
+
+/// How the connection to the SMTP server is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SmtpTls {
+    /// Plain connection upgraded with `STARTTLS`, which the server must offer
+    /// (port 587 by default; `mailto://`).
+    StartTls,
+    /// TLS from the first byte, also called SMTPS (port 465 by default; `mailtos://`).
+    Implicit,
+    /// No encryption: refused unless the server is on loopback (port 25 by default).
+    None,
+}
+
+impl SmtpTls {
+    /// The usual port of this mode: 587, 465 or 25.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Implicit => 465,
+            SmtpTls::None => 25,
+        }
+    }
+}
+
+/// Why email settings cannot be used. Never shows the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct EmailConfigError {
+    reason: String,
+}
+
+impl EmailConfigError {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// What is wrong, naming the setting to change.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// The settings of an [`EmailNotifier`]: the server, how to reach it, who
+/// sends and who receives. Build with [`EmailConfig::new`] and its methods.
+#[derive(Clone)]
+pub struct EmailConfig {
+    host: String,
+    port: Option<u16>,
+    tls: SmtpTls,
+    credentials: Option<(String, SecretString)>,
+    from: Option<String>,
+    to: Vec<String>,
+    subject_prefix: String,
+    attach: bool,
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("password", &self.credentials.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("attach", &self.attach)
+            .finish()
+    }
+}
+
+impl EmailConfig {
+    /// Settings for the SMTP server `host`, encrypted as `tls`, on the mode's
+    /// usual port, without a login, sending link-only messages.
+    pub fn new(host: impl Into<String>, tls: SmtpTls) -> Self {
+        Self {
+            host: host.into(),
+            port: None,
+            tls,
+            credentials: None,
+            from: None,
+            to: Vec::new(),
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
+            attach: false,
+        }
+    }
+
+    /// The server's port (default: [`SmtpTls::default_port`]).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Logs in as `user` with `password` (kept as a secret).
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), SecretString::from(password.into())));
+        self
+    }
+
+    /// The sender, `me@example.com` or `Name <me@example.com>` (required).
+    pub fn from(mut self, address: impl Into<String>) -> Self {
+        self.from = Some(address.into());
+        self
+    }
+
+    /// Adds a recipient (at least one is required).
+    pub fn to(mut self, address: impl Into<String>) -> Self {
+        self.to.push(address.into());
+        self
+    }
+
+    /// What every subject starts with (default `[uncensored] `).
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.subject_prefix = prefix.into();
+        self
+    }
+
+    /// Attaches the image, downloaded from its shareable URL, when it is not
+    /// larger than the cap ([`EmailNotifier::with_attachment_cap`]); otherwise,
+    /// and without a shareable URL, the message links to it (default: off).
+    pub fn attach(mut self, attach: bool) -> Self {
+        self.attach = attach;
+        self
+    }
+}
+
+/// Whether `host` is this machine: `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Sends notifications by email over SMTP. Its password never appears in
+/// `Debug`, errors or logs.
+pub struct EmailNotifier {
+    host: String,
+    port: u16,
+    mode: SmtpTls,
+    tls: Tls,
+    user: Option<String>,
+    password: Option<SecretString>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    subject_prefix: String,
+    attach: bool,
+    attachment_cap: u64,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for EmailNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailNotifier")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.mode)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from.to_string())
+            .field(
+                "to",
+                &self.to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            )
+            .field("attach", &self.attach)
+            .field("attachment_cap", &self.attachment_cap)
+            .finish()
+    }
+}
+
+/// The text of a message: its subject and both bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EmailContent {
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body (the same facts, every value escaped).
+    pub html: String,
+}
+
+/// An image downloaded to be attached.
+struct Download {
+    filename: String,
+    content_type: ContentType,
+    bytes: Vec<u8>,
+}
+
+impl EmailNotifier {
+    /// A notifier with these settings; checks the addresses and the TLS mode
+    /// (sending without TLS is only allowed to a server on loopback).
+    pub fn new(config: EmailConfig) -> Result<Self, EmailConfigError> {
+        let EmailConfig {
+            host,
+            port,
+            tls: mode,
+            credentials,
+            from,
+            to,
+            subject_prefix,
+            attach,
+        } = config;
+        if host.is_empty() {
+            return Err(EmailConfigError::new("the SMTP host is missing"));
+        }
+        let port = port.unwrap_or(mode.default_port());
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tls = match mode {
+            SmtpTls::None if !is_loopback(&host) => {
+                return Err(EmailConfigError::new(format!(
+                    "sending email without TLS is only allowed to a server on loopback, not {host}: use STARTTLS (mailto://) or implicit TLS (mailtos://)"
+                )));
+            }
+            SmtpTls::None => Tls::None,
+            SmtpTls::StartTls | SmtpTls::Implicit => {
+                let parameters = TlsParameters::new(bare.clone()).map_err(|e| {
+                    EmailConfigError::new(format!("cannot set up TLS for {host}: {e}"))
+                })?;
+                if mode == SmtpTls::StartTls {
+                    Tls::Required(parameters)
+                } else {
+                    Tls::Wrapper(parameters)
+                }
+            }
+        };
+        let from = from.ok_or_else(|| {
+            EmailConfigError::new("the sender is missing: set from (from=me@example.com)")
+        })?;
+        let from = parse_mailbox(&from, "from")?;
+        if to.is_empty() {
+            return Err(EmailConfigError::new(
+                "there is no recipient: set to (to=a@example.com,b@example.org)",
+            ));
+        }
+        let to = to
+            .iter()
+            .map(|address| parse_mailbox(address, "to"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (user, password) = match credentials {
+            Some((user, password)) => (Some(user), Some(password)),
+            None => (None, None),
+        };
+        Ok(Self {
+            host: bare,
+            port,
+            mode,
+            tls,
+            user,
+            password,
+            from,
+            to,
+            subject_prefix,
+            attach,
+            attachment_cap: DEFAULT_ATTACHMENT_CAP,
+            timeout: Duration::from_secs(30),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a plain reqwest client builds"),
+        })
+    }
+
+    /// A notifier from an Apprise-style URL:
+    /// `mailto://user:pass@host[:port]?to=a@x.org,b@y.org&from=me@x.org&attach=yes`
+    /// (STARTTLS, port 587 by default) or `mailtos://…` (implicit TLS, port
+    /// 465 by default). Recipients may also be path segments
+    /// (`mailto://user:pass@host/a@x.org`). Without `from=`, a user name that
+    /// is an address sends; without `to=`, the sender receives. `tls=none`
+    /// (no encryption, port 25 by default) is only allowed for loopback hosts.
+    /// User and password are percent-decoded. Errors never show the password.
+    pub fn from_url(text: &str) -> Result<Self, EmailConfigError> {
+        let invalid = |reason: &str| EmailConfigError::new(reason);
+        let url = url::Url::parse(text).map_err(|_| {
+            invalid("not a URL: use mailto://user:password@smtp.example.com?to=a@example.com")
+        })?;
+        let mode = match url.scheme() {
+            "mailto" => SmtpTls::StartTls,
+            "mailtos" => SmtpTls::Implicit,
+            _ => {
+                return Err(invalid(
+                    "use mailto:// (STARTTLS) or mailtos:// (implicit TLS)",
+                ));
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(|| {
+                invalid("the SMTP host is missing: mailto://user:password@smtp.example.com")
+            })?
+            .to_string();
+        let user = percent_decode(url.username())
+            .ok_or_else(|| invalid("the user name is not valid percent-encoded UTF-8"))?;
+        let password = url
+            .password()
+            .map(percent_decode)
+            .map(|password| {
+                password.ok_or_else(|| invalid("the password is not valid percent-encoded UTF-8"))
+            })
+            .transpose()?;
+        let mut config = EmailConfig::new(host.clone(), mode);
+        if let Some(port) = url.port() {
+            config = config.port(port);
+        }
+        match (user.is_empty(), password) {
+            (true, None) => {}
+            (false, Some(password)) => config = config.credentials(user.clone(), password),
+            (false, None) => {
+                return Err(invalid(
+                    "the password is missing: mailto://user:password@host (percent-encode `@`, `:` and `/` in it)",
+                ));
+            }
+            (true, Some(_)) => {
+                return Err(invalid(
+                    "the user name is missing: mailto://user:password@host",
+                ));
+            }
+        }
+        let mut recipients: Vec<String> = url
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|part| !part.is_empty())
+            .map(|part| percent_decode(part).unwrap_or_default())
+            .collect();
+        let mut from = None;
+        // Not `query_pairs`, which reads `+` as a space: `a+tag@example.org` is an address.
+        for pair in url.query().unwrap_or_default().split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let (Some(key), Some(value)) = (percent_decode(key), percent_decode(value)) else {
+                return Err(invalid("a setting is not valid percent-encoded UTF-8"));
+            };
+            match key.as_str() {
+                "to" => recipients.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string),
+                ),
+                "from" => from = Some(value.trim().to_string()),
+                "attach" => {
+                    config = config.attach(match value.to_ascii_lowercase().as_str() {
+                        "yes" | "true" | "1" | "on" => true,
+                        "no" | "false" | "0" | "off" => false,
+                        _ => return Err(invalid("attach= takes yes or no")),
+                    });
+                }
+                "tls" => {
+                    if !value.eq_ignore_ascii_case("none") {
+                        return Err(invalid(
+                            "tls= only takes none (for a server on loopback); use mailto:// for STARTTLS and mailtos:// for implicit TLS",
+                        ));
+                    }
+                    config.tls = SmtpTls::None;
+                }
+                other => {
+                    return Err(EmailConfigError::new(format!(
+                        "unknown setting `{}`: use to=, from=, attach= or tls=none",
+                        clip(other, 40)
+                    )));
+                }
+            }
+        }
+        let from = match from {
+            Some(from) => from,
+            None if user.contains('@') => user,
+            None => {
+                return Err(invalid(
+                    "the sender is missing: add from=me@example.com (or log in with a user name that is an address)",
+                ));
+            }
+        };
+        if recipients.is_empty() {
+            recipients.push(from.clone());
+        }
+        let mut config = config.from(from);
+        for recipient in recipients {
+            config = config.to(recipient);
+        }
+        Self::new(config)
+    }
+
+    /// The largest image that is attached, in bytes (default 5 MiB); a larger
+    /// one is linked instead.
+    pub fn with_attachment_cap(mut self, bytes: u64) -> Self {
+        self.attachment_cap = bytes;
+        self
+    }
+
+    /// How long connecting, each SMTP command and a download may take (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("a plain reqwest client builds");
+        self
+    }
+
+    /// The subject and bodies this notifier sends for `notification` when the
+    /// image is linked, not attached.
+    pub fn content(&self, notification: &Notification) -> EmailContent {
+        compose(&self.subject_prefix, notification, None)
+    }
+
+    /// The transport for one attempt (no pool: each attempt is one
+    /// connection, closed after it).
+    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
+            .port(self.port)
+            .tls(self.tls.clone())
+            .timeout(Some(self.timeout));
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_string(),
+            ));
+        }
+        builder.build()
+    }
+
+    /// Downloads the image to attach: `None` (and a link) when attaching is
+    /// off, there is no shareable URL, or the image is larger than the cap or
+    /// cannot be fetched.
+    async fn download(&self, notification: &Notification) -> Option<Download> {
+        let Notification::Stored {
+            share_url: Some(url),
+            location,
+            ..
+        } = notification
+        else {
+            return None;
+        };
+        if !self.attach {
+            return None;
+        }
+        let too_large = |size: u64| {
+            tracing::info!(
+                size,
+                cap = self.attachment_cap,
+                "email: the image is larger than the attachment cap; linking it"
+            );
+        };
+        let mut response = match self.http.get(url).send().await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) => {
+                tracing::warn!(status = %response.status(), "email: cannot download the image to attach; linking it");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error.without_url(), "email: cannot download the image to attach; linking it");
+                return None;
+            }
+        };
+        if let Some(size) = response.content_length()
+            && size > self.attachment_cap
+        {
+            too_large(size);
+            return None;
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| value.starts_with("image/"))
+            .and_then(|value| ContentType::parse(value).ok());
+        let mut bytes = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() as u64 > self.attachment_cap {
+                        too_large(bytes.len() as u64);
+                        return None;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error.without_url(), "email: the image's download broke off; linking it");
+                    return None;
+                }
+            }
+        }
+        let filename = filename(location, url);
+        let content_type = content_type.unwrap_or_else(|| guess_content_type(&filename));
+        Some(Download {
+            filename,
+            content_type,
+            bytes,
+        })
+    }
+
+    /// The message for `notification`, with the image attached when downloaded.
+    fn message(
+        &self,
+        notification: &Notification,
+        download: Option<Download>,
+    ) -> Result<Message, NotifyError> {
+        let attached = download
+            .as_ref()
+            .map(|d| (d.filename.as_str(), d.bytes.len()));
+        let content = compose(&self.subject_prefix, notification, attached);
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(content.subject)
+            .message_id(message_id(notification));
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        let alternative = MultiPart::alternative_plain_html(content.text, content.html);
+        let body = match download {
+            Some(download) => MultiPart::mixed().multipart(alternative).singlepart(
+                Attachment::new(download.filename).body(download.bytes, download.content_type),
+            ),
+            None => alternative,
+        };
+        builder.multipart(body).map_err(|e| NotifyError::Rejected {
+            notifier: "email",
+            reason: format!("cannot build the message: {e}"),
+            source: None,
+        })
+    }
+
+    /// Removes the password (as is, and as AUTH PLAIN and LOGIN send it) from text.
+    fn scrub(&self, text: &str) -> String {
+        let Some(password) = &self.password else {
+            return text.to_string();
+        };
+        let password = password.expose_secret();
+        if password.is_empty() {
+            return text.to_string();
+        }
+        let user = self.user.as_deref().unwrap_or_default();
+        let mut text = text.replace(password, "[redacted]");
+        for form in [
+            base64(password.as_bytes()),
+            base64(format!("\0{user}\0{password}").as_bytes()),
+        ] {
+            text = text.replace(&form, "[redacted]");
+        }
+        text
+    }
+
+    /// The typed error of a failed SMTP exchange, naming the setting to fix.
+    fn smtp_error(&self, error: lettre::transport::smtp::Error) -> NotifyError {
+        let detail = self.scrub(&error.to_string());
+        let cause: Option<super::Cause> = Some(Box::new(SmtpCause(detail.clone())));
+        let server = format!("{}:{}", self.host, self.port);
+        let code = error.status().map(|code| code.to_string());
+        let rejected = |reason: String| NotifyError::Rejected {
+            notifier: "email",
+            reason,
+            source: Some(Box::new(SmtpCause(detail.clone()))),
+        };
+        if error.is_permanent() {
+            let code = code.unwrap_or_default();
+            let user = self.user.as_deref().unwrap_or_default();
+            return rejected(match code.as_str() {
+                "535" | "534" => format!(
+                    "{server} refused the login of `{user}` ({detail}): check the SMTP user and password (the email credentials, `user:password@` in a mailto:// URL)"
+                ),
+                "530" => format!(
+                    "{server} requires a login ({detail}): set the SMTP credentials (`user:password@` in a mailto:// URL)"
+                ),
+                "538" => format!(
+                    "{server} logs in only over TLS ({detail}): use STARTTLS (mailto://) or implicit TLS (mailtos://)"
+                ),
+                _ => format!(
+                    "{server} refused the message ({detail}): check the sender (from) and the recipients (to)"
+                ),
+            });
+        }
+        if error.is_transient() {
+            return NotifyError::Unavailable {
+                notifier: "email",
+                reason: format!("{server} answered {detail}; a later attempt may work"),
+                retry_after: None,
+                source: cause,
+            };
+        }
+        if error.is_client() {
+            // lettre's own refusals: no STARTTLS offered, no usable login mechanism.
+            let setting = if detail.contains("STARTTLS") {
+                "the TLS mode: mailtos:// for implicit TLS, or a server that offers STARTTLS"
+            } else if detail.contains("authentication") {
+                "the SMTP credentials: the server offers no login mechanism lettre speaks (PLAIN, LOGIN, XOAUTH2)"
+            } else {
+                "the email settings"
+            };
+            return rejected(format!("{server}: {detail}; check {setting}"));
+        }
+        let reason = if error.is_timeout() {
+            format!("{server} timed out")
+        } else if error.is_tls() {
+            format!(
+                "TLS with {server} failed ({detail}); check the TLS mode (STARTTLS on 587, implicit TLS on 465) and the server's certificate"
+            )
+        } else {
+            format!("cannot talk to {server} ({detail})")
+        };
+        NotifyError::Unavailable {
+            notifier: "email",
+            reason,
+            retry_after: None,
+            source: cause,
+        }
+    }
+}
+
+/// An SMTP failure's text, password removed, kept as an error's cause.
+#[derive(Debug)]
+struct SmtpCause(String);
+
+impl std::fmt::Display for SmtpCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SmtpCause {}
+
+fn parse_mailbox(address: &str, setting: &str) -> Result<Mailbox, EmailConfigError> {
+    address.trim().parse::<Mailbox>().map_err(|_| {
+        EmailConfigError::new(format!(
+            "{setting}: `{}` is not an email address",
+            clip(address, 100)
+        ))
+    })
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (index, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if index <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut clipped: String = text.chars().take(max.saturating_sub(1)).collect();
+        clipped.push('…');
+        clipped
+    }
+}
+
+/// Text for a header: control characters (newlines) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' => out.push_str("<br>"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A stable Message-ID per job and event, so that a repeat is one message
+/// to mail clients; a generated one when there is no job.
+fn message_id(notification: &Notification) -> Option<String> {
+    let job = notification.job_id()?;
+    let job: String = job
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(100)
+        .collect();
+    (!job.is_empty()).then(|| format!("<{job}.{}@uncensored.notify>", notification.kind()))
+}
+
+/// The attachment's file name: the stored object's name, else the URL's last
+/// path segment, restricted to safe characters.
+fn filename(location: &str, url: &str) -> String {
+    let from_url = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.path_segments()?.next_back().map(str::to_string));
+    let candidates = [
+        location.rsplit(['/', '\\']).next().map(str::to_string),
+        from_url,
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|name| {
+            name.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                .take(100)
+                .collect::<String>()
+        })
+        .find(|name| !name.trim_matches('.').is_empty())
+        .unwrap_or_else(|| "image.jpg".into())
+}
+
+fn guess_content_type(filename: &str) -> ContentType {
+    let extension = filename.rsplit('.').next().unwrap_or_default();
+    let mime = match extension.to_ascii_lowercase().as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        _ => "application/octet-stream",
+    };
+    ContentType::parse(mime).expect("a valid MIME type")
+}
+
+/// The subject and bodies of a notification; `attached` names the attached
+/// image and its size when there is one.
+fn compose(
+    prefix: &str,
+    notification: &Notification,
+    attached: Option<(&str, usize)>,
+) -> EmailContent {
+    match notification {
+        Notification::Stored {
+            job_id,
+            prompt,
+            model,
+            width,
+            height,
+            generation_time,
+            location,
+            share_url,
+            sha256,
+        } => {
+            let mut facts: Vec<(&str, String)> = Vec::new();
+            if let Some(model) = model {
+                facts.push(("Model", model.clone()));
+            }
+            if let (Some(w), Some(h)) = (width, height) {
+                facts.push(("Size", format!("{w}×{h}")));
+            }
+            if let Some(seconds) = generation_time {
+                facts.push(("Time", format!("{seconds:.1} s")));
+            }
+            facts.push(("Stored at", location.clone()));
+            facts.push(("SHA-256", sha256.clone()));
+            facts.push(("Job", job_id.clone()));
+
+            let mut text = format!("Image ready\n\nPrompt:\n{prompt}\n\n");
+            for (name, value) in &facts {
+                text.push_str(&format!("{name}: {value}\n"));
+            }
+            let mut html = format!(
+                "<!DOCTYPE html>\n<html><body>\n<h2>Image ready</h2>\n<blockquote>{}</blockquote>\n<table>\n",
+                escape_html(prompt)
+            );
+            for (name, value) in &facts {
+                html.push_str(&format!(
+                    "<tr><th align=\"left\">{name}</th><td>{}</td></tr>\n",
+                    escape_html(value)
+                ));
+            }
+            html.push_str("</table>\n");
+            if let Some(url) = share_url {
+                text.push_str(&format!("\nOpen the image: {url}\n"));
+                html.push_str(&format!(
+                    "<p><a href=\"{}\">Open the image</a></p>\n",
+                    escape_html(url)
+                ));
+            }
+            if let Some((name, size)) = attached {
+                let size = format_size(size);
+                text.push_str(&format!("\nThe image is attached: {name} ({size}).\n"));
+                html.push_str(&format!(
+                    "<p>The image is attached: {} ({size}).</p>\n",
+                    escape_html(name)
+                ));
+            }
+            html.push_str("</body></html>\n");
+            EmailContent {
+                subject: one_line(&format!("{prefix}Image ready: {}", clip(prompt, 60))),
+                text,
+                html,
+            }
+        }
+        Notification::Failed {
+            job_id,
+            prompt,
+            reason,
+            message,
+        } => {
+            let mut text = format!(
+                "Generation failed: {reason}\n\nPrompt:\n{prompt}\n\nWhat happened: {message}\nWhat to do: {}\n",
+                reason.advice(),
+                reason = reason.as_str()
+            );
+            if let Some(job) = job_id {
+                text.push_str(&format!("Job: {job}\n"));
+            }
+            let mut html = format!(
+                "<!DOCTYPE html>\n<html><body>\n<h2>Generation failed: {}</h2>\n<blockquote>{}</blockquote>\n<p><strong>What happened:</strong> {}</p>\n<p><strong>What to do:</strong> {}</p>\n",
+                escape_html(reason.as_str()),
+                escape_html(prompt),
+                escape_html(message),
+                escape_html(reason.advice())
+            );
+            if let Some(job) = job_id {
+                html.push_str(&format!("<p>Job {}</p>\n", escape_html(job)));
+            }
+            html.push_str("</body></html>\n");
+            EmailContent {
+                subject: one_line(&format!(
+                    "{prefix}Generation failed ({}): {}",
+                    reason.as_str(),
+                    clip(prompt, 60)
+                )),
+                text,
+                html,
+            }
+        }
+    }
+}
+
+fn format_size(bytes: usize) -> String {
+    if bytes < 1024 {
+        format!("{bytes} bytes")
+    } else if bytes < 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for EmailNotifier {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn id(&self) -> NotifierId {
+        let mut recipients: Vec<String> = self
+            .to
+            .iter()
+            .map(|mailbox| mailbox.email.to_string().to_ascii_lowercase())
+            .collect();
+        recipients.sort();
+        recipients.dedup();
+        NotifierId::new(
+            "email",
+            &format!("{}:{}|{}", self.host, self.port, recipients.join(",")),
+        )
+    }
+
+    /// Connects, and logs in when there are credentials; sends nothing.
+    async fn check(&self) -> Result<(), NotifyError> {
+        match self.transport().test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NotifyError::Unavailable {
+                notifier: "email",
+                reason: format!("{}:{} closed the connection", self.host, self.port),
+                retry_after: None,
+                source: None,
+            }),
+            Err(error) => Err(self.smtp_error(error)),
+        }
+    }
+
+    async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
+        let download = self.download(notification).await;
+        let message = self.message(notification, download)?;
+        self.transport()
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|error| self.smtp_error(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn percent_decoding_and_loopback() {
+        assert_eq!(
+            percent_decode("p%40ss%3Aw%2Fd").as_deref(),
+            Some("p@ss:w/d")
+        );
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%"), None);
+        for host in ["localhost", "127.0.0.1", "127.8.9.10", "[::1]", "::1"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["smtp.example.com", "10.0.0.1", "localhost.example.com"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn attachments_are_named_after_the_stored_object() {
+        assert_eq!(
+            filename("s3://images/2026/abc.jpg", "https://x/y.png?sig=1"),
+            "abc.jpg"
+        );
+        assert_eq!(filename("", "https://x/dir/y.png?sig=1"), "y.png");
+        assert_eq!(filename("", "https://x/"), "image.jpg");
+        assert_eq!(filename("/tmp/../a b;c.webp", ""), "abc.webp");
+    }
+}
