@@ -182,7 +182,14 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
 
     let scale = "0.05";
-    let waits = sdk_bench(root, &["wait", "200", scale])?;
+    let mut waits = sdk_bench(root, &["wait", "200", scale])?;
+    waits.extend(cargo_bench(
+        root,
+        "uncensored-deliver",
+        "callbacks",
+        "sqlite,callbacks",
+        &["wait", "200", scale],
+    )?);
     let mut table = String::from(
         "| strategy | mean lag (s) | p95 lag (s) | mean polls | max polls |\n|---|---:|---:|---:|---:|\n",
     );
@@ -204,8 +211,9 @@ pub fn run(root: &Path) -> Result<()> {
              against the emulator at time scale {scale} and reported in modelled seconds. Lag is the time \
              from a job's end to its detection. `sdk_default` is `WaitOptions::default()` (first poll at \
              1 s, then 2 s growing 1.25x per poll up to 5 s); `fixed_*` poll at a constant interval; \
-             `sdk_webhook` waits for the callback through `webhook::WebhookReceiver` and confirms the job \
-             with one read. Target: lag under 1 s with at most 8 polls per job. No polling schedule can \
+             `callback_service` is `uncensored_deliver::callbacks::CallbackService` on loopback, each job \
+             with a signed URL of its own: detection is the job confirmed (the callback, its tag checked, one \
+             read, recorded in the journal), polls are its reads per job. Target: lag under 1 s with at most 8 polls per job. No polling schedule can \
              meet both: with ends spread evenly over 25 s, k polls inside that window leave a mean lag of \
              at least 25/(2k) s, 1.56 s for k = 8; only the callback path does.\n\n{table}"
         ),
@@ -324,10 +332,10 @@ fn http_put(addr: SocketAddr, path: &str) -> Result<()> {
 
 /// Runs the SDK's throughput and wait benchmark and returns its JSON lines.
 fn sdk_bench(root: &Path, args: &[&str]) -> Result<Vec<serde_json::Value>> {
-    cargo_bench(root, "uncensored", "client", "webhook", args)
+    cargo_bench(root, "uncensored", "client", "", args)
 }
 
-/// Runs one of the SDK's benchmark binaries and returns its JSON lines.
+/// Runs one benchmark binary of `package` (with `features`, none when empty) and returns its JSON lines.
 fn cargo_bench(
     root: &Path,
     package: &str,
@@ -337,17 +345,14 @@ fn cargo_bench(
 ) -> Result<Vec<serde_json::Value>> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args([
-            "bench",
-            "--quiet",
-            "--package",
-            package,
-            "--features",
-            features,
-            "--bench",
-            bench,
-            "--",
-        ])
+        .args(["bench", "--quiet", "--package", package])
+        .args(
+            Some(["--features", features])
+                .filter(|_| !features.is_empty())
+                .into_iter()
+                .flatten(),
+        )
+        .args(["--bench", bench, "--"])
         .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()

@@ -99,13 +99,19 @@ pub enum ConfigAction {
 /// What `webhook` does.
 #[derive(Debug, Subcommand)]
 pub enum WebhookAction {
-    /// Serve POST /callback: each callback's job is confirmed with a read (the
-    /// payload is unsigned and never trusted), then stored and announced once.
-    /// Point `generate --async --callback-url` at https://YOUR-HOST/callback.
+    /// Serve POST /callback/NONCE.TAG: URLs signed with UNCENSORED_CALLBACK_SECRET,
+    /// a forged one refused before any read; each job confirmed with one read
+    /// (the payload is never trusted), then stored and announced once. Point
+    /// `generate --async --callback-url` at https://YOUR-HOST/callback with the
+    /// same secret set.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: std::net::SocketAddr,
+        /// Also serve a plain POST /callback: unsigned callbacks, each confirmed
+        /// by reading its job (the only mode without UNCENSORED_CALLBACK_SECRET).
+        #[arg(long)]
+        accept_unsigned: bool,
         #[command(flatten)]
         output: Output,
         /// The journal that keeps deliveries exactly-once across restarts
@@ -167,7 +173,9 @@ pub struct Generate {
     /// Queue the job and return at once; the API POSTs the result to --callback-url.
     #[arg(long = "async", requires = "callback_url")]
     pub asynchronous: bool,
-    /// Where the API POSTs the result of an --async job (https).
+    /// Where the API POSTs the result of an --async job (https): the URL of
+    /// `webhook serve`; with UNCENSORED_CALLBACK_SECRET set, a signed
+    /// /callback/NONCE.TAG of its own is made for the job.
     #[arg(long)]
     pub callback_url: Option<String>,
 }

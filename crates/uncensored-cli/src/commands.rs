@@ -54,7 +54,17 @@ pub async fn generate(cli: &Cli, args: &Generate) -> Result<(), Failure> {
     let settings = Settings::load(cli, Some(&args.output))?;
     let mut request = apply(&args.fields, GenerateRequest::new(args.prompt.clone()));
     if let Some(url) = &args.callback_url {
-        request = request.callback_url(url.clone());
+        // With a secret, the job gets a signed URL of its own under `url`.
+        let url = match &settings.callback_secret {
+            Some(secret) => {
+                secret
+                    .callback_url(url)
+                    .map_err(|e| Failure::input(format!("--callback-url: {e}")))?
+                    .url
+            }
+            None => url.clone(),
+        };
+        request = request.callback_url(url);
     }
     request
         .validate()

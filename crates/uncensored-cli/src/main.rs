@@ -39,10 +39,11 @@ async fn main() -> ExitCode {
             action:
                 WebhookAction::Serve {
                     listen,
+                    accept_unsigned,
                     output,
                     journal,
                 },
-        } => serve::serve(&cli, *listen, output, journal.as_deref()).await,
+        } => serve::serve(&cli, *listen, *accept_unsigned, output, journal.as_deref()).await,
         Command::Emulator(args) => emulator(args.clone()).await,
         Command::Config {
             action: ConfigAction::Show,

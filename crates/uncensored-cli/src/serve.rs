@@ -1,5 +1,8 @@
 //! `uncensored webhook serve`: the API's callbacks, delivered by the plugin
-//! crate's callback service (see `uncensored_deliver::callbacks`).
+//! crate's callback service (see `uncensored_deliver::callbacks`). Callback
+//! URLs are signed with `UNCENSORED_CALLBACK_SECRET`; without it the command
+//! refuses to start unless `--accept-unsigned` says to confirm every callback
+//! by reading its job.
 
 use uncensored_deliver::callbacks::CallbackService;
 
@@ -12,10 +15,20 @@ use crate::settings::Settings;
 pub async fn serve(
     cli: &Cli,
     listen: std::net::SocketAddr,
+    accept_unsigned: bool,
     output: &Output,
     journal: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     let settings = Settings::load(cli, Some(output))?;
+    let secret = settings.callback_secret.clone();
+    if secret.is_none() && !accept_unsigned {
+        return Err(Failure::input(
+            "`webhook serve` needs a callback secret: set UNCENSORED_CALLBACK_SECRET (at least 32 \
+             characters, e.g. from `openssl rand -hex 32`; or callback_secret in the config file) \
+             here and wherever `generate --async --callback-url` runs, or pass --accept-unsigned \
+             to confirm every unsigned callback by reading its job",
+        ));
+    }
     let connection = connect(&settings, cli.emulator, false).await?;
     let journal_path = journal
         .map(std::path::Path::to_path_buf)
@@ -26,8 +39,9 @@ pub async fn serve(
         context::journal(&journal_path)?,
     )
     .await?;
-    let service = CallbackService::new(connection.client.clone(), deliverer).with_reporter(
-        |job_id, outcome| match outcome {
+    let mut builder = CallbackService::builder(connection.client.clone(), deliverer)
+        .accept_unsigned(accept_unsigned)
+        .reporter(|job_id, outcome| match outcome {
             Ok(entry) => match entry.location() {
                 Some(location) => println!("{job_id} stored at {location}"),
                 None => eprintln!("{job_id}: ended without an image"),
@@ -35,8 +49,11 @@ pub async fn serve(
             Err(error) => {
                 eprintln!("{job_id}: {error} (it will be retried when the service restarts)")
             }
-        },
-    );
+        });
+    if let Some(secret) = secret.clone() {
+        builder = builder.secret(secret);
+    }
+    let service = builder.build().map_err(|e| Failure::input(e.to_string()))?;
     // Finish what a previous run had started.
     if let Ok(results) = service.resume().await {
         for error in results.into_iter().filter_map(Result::err) {
@@ -50,8 +67,19 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| Failure::other(e.to_string()))?;
+    // The first line is what `generate --async --callback-url` takes.
     println!("http://{address}/callback");
-    eprintln!("receiving callbacks; stop with Ctrl-C");
+    match (&secret, accept_unsigned) {
+        (Some(_), false) => {
+            eprintln!("receiving signed callbacks (POST /callback/NONCE.TAG); stop with Ctrl-C")
+        }
+        (Some(_), true) => eprintln!(
+            "receiving signed callbacks (POST /callback/NONCE.TAG) and unsigned ones (POST /callback); stop with Ctrl-C"
+        ),
+        (None, _) => eprintln!(
+            "receiving unsigned callbacks (POST /callback), each confirmed by a read; stop with Ctrl-C"
+        ),
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::other(e.to_string()))?;
     axum::serve(listener, app)

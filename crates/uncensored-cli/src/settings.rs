@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use uncensored::callback::CallbackSecret;
 
 use crate::cli::{Cli, Output};
 use crate::failure::Failure;
@@ -26,6 +27,8 @@ pub struct FileConfig {
     pub notify: Vec<String>,
     /// The signing secret of webhook notifications.
     pub webhook_secret: Option<String>,
+    /// The secret that signs and verifies callback URLs.
+    pub callback_secret: Option<String>,
     /// Batch concurrency.
     pub concurrency: Option<u16>,
 }
@@ -49,6 +52,8 @@ pub struct Settings {
     pub notify: Vec<String>,
     /// Webhook signing secret.
     pub webhook_secret: Option<String>,
+    /// The secret of signed callback URLs (never shown in Debug).
+    pub callback_secret: Option<CallbackSecret>,
     /// Batch concurrency.
     pub concurrency: u16,
 }
@@ -92,6 +97,7 @@ impl Settings {
             webhook_secret: std::env::var("UNCENSORED_WEBHOOK_SECRET")
                 .ok()
                 .or(file.webhook_secret),
+            callback_secret: callback_secret(file.callback_secret)?,
             concurrency: file.concurrency.unwrap_or(4),
         })
     }
@@ -108,9 +114,27 @@ impl Settings {
             "name_template": self.name_template.clone().unwrap_or_else(|| "{date}/{job_id}.{ext}".into()),
             "notify": self.notify.iter().map(|target| mask_target(target)).collect::<Vec<_>>(),
             "webhook_secret": mask(&self.webhook_secret),
+            "callback_secret": self.callback_secret.as_ref().map(|s| crate::settings::mask(s.expose_secret())),
             "concurrency": self.concurrency,
         })
     }
+}
+
+/// `UNCENSORED_CALLBACK_SECRET`, else the file's `callback_secret`; an empty
+/// variable counts as unset. A weak secret is refused, never echoed.
+fn callback_secret(from_file: Option<String>) -> Result<Option<CallbackSecret>, Failure> {
+    let text = std::env::var("UNCENSORED_CALLBACK_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or(from_file);
+    text.map(|text| {
+        CallbackSecret::new(text).map_err(|e| {
+            Failure::input(format!(
+                "UNCENSORED_CALLBACK_SECRET (or callback_secret in the config file): {e}"
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn read(path: &Path) -> Result<FileConfig, Failure> {

@@ -17,6 +17,7 @@ fn uncensored() -> Command {
         "UNCENSORED_BASE_URL",
         "UNCENSORED_CONFIG",
         "UNCENSORED_WEBHOOK_SECRET",
+        "UNCENSORED_CALLBACK_SECRET",
     ] {
         command.env_remove(var);
     }
@@ -205,12 +206,15 @@ fn errors_say_what_to_do_and_secrets_stay_masked() {
             "UNCENSORED_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
+        .env("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET)
         .args(["config", "show"])
         .output()
         .unwrap();
     let shown = String::from_utf8(out.stdout).unwrap();
     assert!(
-        !shown.contains(secret) && !shown.contains("MfKQ9r8GKYqr"),
+        !shown.contains(secret)
+            && !shown.contains("MfKQ9r8GKYqr")
+            && !shown.contains(&CALLBACK_SECRET[4..]),
         "{shown}"
     );
     insta::assert_snapshot!("config_show", shown);
@@ -389,58 +393,82 @@ async fn a_failed_download_leaves_no_partial_file() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_serve_delivers_callbacks_once_and_refuses_strangers() {
-    let emulator = faulty_emulator(0.0, 0.0).await;
-    let dir = temp_dir("serve");
+/// The callback secret of the tests (as `openssl rand -hex 32` would make one).
+const CALLBACK_SECRET: &str = "5f0c1d8e2a7b4c9e8d3f6a1b0c2e4d6f8a9b7c5d3e1f0a2b4c6d8e0f1a3b5c7d";
+
+/// The emulator's reads of jobs so far.
+fn job_reads(emulator: &EmulatorHandle) -> u64 {
+    emulator
+        .stats()
+        .requests
+        .get("GET /v1/images/generation/jobs/{job_id}")
+        .map(|by_status| by_status.values().sum())
+        .unwrap_or(0)
+}
+
+/// `webhook serve` on a free loopback port, in `dir`, with `env`; its
+/// callback URL (the first line) and the rest of its stdout.
+async fn webhook_serve(
+    emulator: &EmulatorHandle,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let base = [
-        "--base-url",
-        emulator.base_url(),
-        "--api-key",
-        "emulator-key",
-    ];
-    let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
-        .current_dir(&dir)
-        .args(base)
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"));
+    command.env_remove("UNCENSORED_CALLBACK_SECRET");
+    command
+        .current_dir(dir)
+        .args([
+            "--base-url",
+            emulator.base_url(),
+            "--api-key",
+            "emulator-key",
+        ])
         .args(["webhook", "serve", "--listen", &listen])
+        .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    let mut server = command.spawn().unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let callback_url = tokio::task::spawn_blocking(move || {
+    let (first, lines) = tokio::task::spawn_blocking(move || {
         let first = lines.next().unwrap().unwrap();
         (first, lines)
     })
     .await
     .unwrap();
-    let (url, mut lines) = callback_url;
-    assert_eq!(url, format!("http://{listen}/callback"));
+    assert_eq!(first, format!("http://{listen}/callback"));
+    (server, first, lines)
+}
 
-    // A stranger's callback: refused, nothing stored.
-    let forged = reqwest::Client::new()
-        .post(&url)
-        .json(&serde_json::json!({"request_id": "not-a-job-of-ours", "status": "success", "result": {"image_url": "https://evil.example/x.jpg"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status().as_u16(), 404);
-
-    // A real async job, whose callback the emulator delivers (twice, to be sure).
+/// `generate --async --callback-url URL` with `env`; the job id it prints.
+async fn generate_async(
+    emulator: &EmulatorHandle,
+    dir: &Path,
+    url: &str,
+    env: &[(&str, &str)],
+) -> String {
     let mut generate = uncensored();
-    generate.current_dir(&dir).args(base).args([
-        "generate",
-        "called back",
-        "--async",
-        "--callback-url",
-        &url,
-    ]);
+    generate
+        .current_dir(dir)
+        .args([
+            "--base-url",
+            emulator.base_url(),
+            "--api-key",
+            "emulator-key",
+        ])
+        .args(["generate", "called back", "--async", "--callback-url", url])
+        .envs(env.iter().copied());
     let output = tokio::task::spawn_blocking(move || generate.output().unwrap())
         .await
         .unwrap();
@@ -449,7 +477,76 @@ async fn webhook_serve_delivers_callbacks_once_and_refuses_strangers() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let job_id = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_serve_delivers_callbacks_once_and_refuses_strangers() {
+    let emulator = faulty_emulator(0.0, 0.0).await;
+    let dir = temp_dir("serve");
+    let env = [("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET)];
+    let (mut server, url, mut lines) = webhook_serve(&emulator, &dir, &[], &env).await;
+    let http = reqwest::Client::new();
+    let post = |url: String, job_id: &str| {
+        http.post(url)
+            .json(&serde_json::json!({"request_id": job_id, "status": "success", "result": {"image_url": "https://evil.example/x.jpg"}}))
+            .send()
+    };
+
+    // Strangers: unsigned, or signed with a guessed tag, refused without a read.
+    assert_eq!(
+        post(url.clone(), "not-a-job-of-ours")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let guessed = format!("{url}/{}.{}", "ab".repeat(16), "cd".repeat(32));
+    assert_eq!(
+        post(guessed, "not-a-job-of-ours").await.unwrap().status(),
+        401
+    );
+    assert_eq!(job_reads(&emulator), 0);
+
+    // A real async job: generate signs its own URL, the emulator calls it.
+    let job_id = generate_async(&emulator, &dir, &url, &env).await;
+    let stored = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with(&format!("{job_id} stored at images/")),
+        "{stored}"
+    );
+    assert_eq!(job_reads(&emulator), 1, "one confirming read");
+    // A repeated callback (on a URL signed with the same secret) is
+    // acknowledged from the journal, without a read.
+    let secret = uncensored::callback::CallbackSecret::new(CALLBACK_SECRET).unwrap();
+    let again = post(secret.callback_url(&url).unwrap().url, &job_id)
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "a repeated callback is acknowledged");
+    assert_eq!(job_reads(&emulator), 1);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(images_in(&dir.join("images")), (1, 0), "stored once");
+    assert_eq!(emulator.stats().charges.total, 1);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_serve_with_accept_unsigned_works_as_before() {
+    let emulator = faulty_emulator(0.0, 0.0).await;
+    let dir = temp_dir("serve-unsigned");
+    let (mut server, url, mut lines) =
+        webhook_serve(&emulator, &dir, &["--accept-unsigned"], &[]).await;
+    let stranger = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"request_id": "not-a-job-of-ours", "status": "success"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status().as_u16(), 404, "read, and refused");
+    let job_id = generate_async(&emulator, &dir, &url, &[]).await;
     let stored = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
         .await
         .unwrap();
@@ -463,15 +560,68 @@ async fn webhook_serve_delivers_callbacks_once_and_refuses_strangers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        again.status().as_u16(),
-        200,
-        "a repeated callback is acknowledged"
-    );
+    assert_eq!(again.status().as_u16(), 200);
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(images_in(&dir.join("images")), (1, 0), "stored once");
     assert_eq!(emulator.stats().charges.total, 1);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn webhook_serve_without_a_secret_refuses_to_start_and_never_shows_one() {
+    let dir = temp_dir("serve-refused");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        uncensored()
+            .current_dir(&dir)
+            .args(["--emulator"])
+            .args(args)
+            .envs(env.iter().copied())
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let serve = ["webhook", "serve", "--listen", "127.0.0.1:0"];
+    let refused = run(&serve, &[]);
+    assert_eq!(refused.status.code(), Some(6));
+    let error = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        error.contains("UNCENSORED_CALLBACK_SECRET") && error.contains("--accept-unsigned"),
+        "{error}"
+    );
+    let json = run(&["--json", "webhook", "serve"], &[]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["error"]["exit_code"], 6);
+
+    // A weak secret is refused by every command, and never echoed.
+    let weak = "weak-callback-secret";
+    for args in [&serve[..], &["config", "show"][..]] {
+        let out = run(args, &[("UNCENSORED_CALLBACK_SECRET", weak)]);
+        assert_eq!(out.status.code(), Some(6), "{args:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("UNCENSORED_CALLBACK_SECRET"), "{text}");
+        assert!(!text.contains(weak), "{text}");
+    }
+    // A good one never shows in a command's output or errors either.
+    let generate = run(
+        &[
+            "--json",
+            "generate",
+            "x",
+            "--async",
+            "--callback-url",
+            "ftp://nowhere.example",
+        ],
+        &[("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET)],
+    );
+    assert_eq!(generate.status.code(), Some(6));
+    let text = String::from_utf8_lossy(&generate.stdout);
+    assert!(text.contains("--callback-url"), "{text}");
+    assert!(!text.contains(&CALLBACK_SECRET[4..]), "{text}");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -567,6 +717,7 @@ async fn the_readme_shell_examples_run_against_the_emulator() {
             let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
                 .current_dir(&dir)
                 .args(&full)
+                .env("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -583,7 +734,10 @@ async fn the_readme_shell_examples_run_against_the_emulator() {
             continue;
         }
         let mut cli = uncensored();
-        cli.current_dir(&dir).args(&full);
+        // The README's `export UNCENSORED_CALLBACK_SECRET=...`.
+        cli.current_dir(&dir)
+            .args(&full)
+            .env("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET);
         let output = tokio::task::spawn_blocking(move || cli.output().unwrap())
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! The callback service: an async job whose completion the API (the
-//! in-process emulator) reports to a callback URL; the service confirms the
-//! job with a read, stores the image once and records it in the journal.
+//! in-process emulator) reports to a signed callback URL; the service checks
+//! the URL's tag, confirms the job with a read, stores the image once and
+//! records it in the journal.
 //!
 //! ```sh
 //! cargo run -p uncensored-deliver --features callbacks --example callbacks
@@ -9,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use uncensored::callback::CallbackSecret;
 use uncensored::{Client, GenerateRequest, Generation};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::callbacks::CallbackService;
@@ -32,18 +34,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(StorageUrl::parse("memory://")?.open()?),
         journal.clone(),
     );
+    // In production: UNCENSORED_CALLBACK_SECRET, from `openssl rand -hex 32`.
+    let secret = CallbackSecret::new("an example secret, at least 32 characters long")?;
     let (done, mut delivered) = tokio::sync::mpsc::unbounded_channel();
-    let service =
-        CallbackService::new(client.clone(), deliverer).with_reporter(move |job_id, outcome| {
+    let service = CallbackService::builder(client.clone(), deliverer)
+        .secret(secret.clone())
+        .reporter(move |job_id, outcome| {
             let location = outcome
                 .as_ref()
                 .ok()
                 .and_then(|e| e.location().map(str::to_string));
             let _ = done.send((job_id.to_string(), location));
-        });
+        })
+        .build()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let callback_url = format!("http://{}/callback", listener.local_addr()?);
+    let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(axum::serve(listener, service.router()).into_future());
+    // A URL of its own for this job: BASE/callback/NONCE.TAG.
+    let callback_url = secret.callback_url(&base)?.url;
 
     let request = GenerateRequest::new("a cyberpunk city at night").callback_url(&callback_url);
     let Generation::Queued(job) = client.generate(&request).await? else {
@@ -55,5 +63,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("the service stopped")?;
     println!("{job_id} stored at {}", location.unwrap_or_default());
     println!("journal: {:?} (entries, done)", journal.counts()?);
+    println!("service: {:?}", service.stats());
     Ok(())
 }

@@ -16,7 +16,7 @@
 //!   without paying, storing or announcing twice.
 #![cfg_attr(
     feature = "callbacks",
-    doc = "- [`callbacks`]: the axum router that `uncensored webhook serve` wraps: callbacks confirmed with a read, delivered once through the journal."
+    doc = "- [`callbacks`]: the callback service that `uncensored webhook serve` wraps: signed callback URLs checked before anything else, jobs confirmed with one read, delivered once through the journal."
 )]
 #![cfg_attr(
     feature = "testing",
@@ -35,7 +35,7 @@
 //! | `sqlite` (default) | [`journal::SqliteJournal`] |
 //! | `slack` | [`notify::SlackNotifier`] |
 //! | `webhook-notify` | [`notify::SignedWebhookNotifier`] |
-//! | `callbacks` | `callbacks`: the callback service's router |
+//! | `callbacks` | `callbacks`: the callback service (signed URLs, one read per job) |
 //! | `testing` | `testing`: the conformance suites |
 //!
 //! # Example

@@ -283,7 +283,7 @@ fn random_nonce() -> [u8; NONCE_BYTES] {
 /// Lowercase hex to bytes; `None` for anything else (uppercase included, so
 /// that a URL has one spelling).
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| match c {

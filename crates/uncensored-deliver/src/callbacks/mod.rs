@@ -69,8 +69,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use tokio::sync::Semaphore;
-use uncensored::Client;
 use uncensored::callback::{CallbackError, CallbackNonce, CallbackSecret, parse_callback};
+use uncensored::{Client, Job};
 
 use crate::journal::Entry;
 #[cfg(doc)]
@@ -81,6 +81,9 @@ use confirm::{Confirmation, InFlight};
 
 /// Told about each delivery the service finished (or could not finish).
 pub type Reporter = Arc<dyn Fn(&str, &Result<Entry, DeliveryError>) + Send + Sync>;
+
+/// Told about each job a confirming read found, once it is recorded.
+pub type ConfirmHook = Arc<dyn Fn(&Job) + Send + Sync>;
 
 /// The answer to a callback: a status and a short text body.
 pub type Reply = (StatusCode, &'static str);
@@ -159,6 +162,7 @@ pub struct CallbackServiceBuilder {
     queue_timeout: Duration,
     answer_within: Duration,
     reporter: Option<Reporter>,
+    on_confirmed: Option<ConfirmHook>,
 }
 
 impl std::fmt::Debug for CallbackServiceBuilder {
@@ -224,6 +228,14 @@ impl CallbackServiceBuilder {
         self
     }
 
+    /// Calls `hook` with each job a callback's read confirmed, once it is
+    /// recorded and before the callback is answered (for metrics, or to know
+    /// when a job was detected; its delivery is reported to the reporter).
+    pub fn on_confirmed(mut self, hook: impl Fn(&Job) + Send + Sync + 'static) -> Self {
+        self.on_confirmed = Some(Arc::new(hook));
+        self
+    }
+
     /// The service, or [`CallbackServiceError::NoSecret`] when it has neither
     /// a secret nor `accept_unsigned`.
     pub fn build(self) -> Result<CallbackService, CallbackServiceError> {
@@ -243,6 +255,7 @@ impl CallbackServiceBuilder {
                 answer_within: self.answer_within,
                 in_flight: InFlight::default(),
                 reporter: self.reporter,
+                on_confirmed: self.on_confirmed,
                 counters: Counters::default(),
             }),
         })
@@ -261,6 +274,7 @@ struct Inner {
     answer_within: Duration,
     in_flight: InFlight,
     reporter: Option<Reporter>,
+    on_confirmed: Option<ConfirmHook>,
     counters: Counters,
 }
 
@@ -294,6 +308,7 @@ impl CallbackService {
             queue_timeout: Duration::from_secs(5),
             answer_within: Duration::from_secs(8),
             reporter: None,
+            on_confirmed: None,
         }
     }
 
@@ -370,7 +385,12 @@ impl CallbackService {
     }
 
     /// Steps 2 to 4: the payload, the nonce's binding, the journal, the read.
-    async fn accept(&self, nonce: Option<CallbackNonce>, headers: &HeaderMap, body: &[u8]) -> Reply {
+    async fn accept(
+        &self,
+        nonce: Option<CallbackNonce>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Reply {
         let counters = &self.inner.counters;
         let callback = match parse_callback(headers, body) {
             Ok(callback) if callback.request_id.chars().count() <= MAX_JOB_ID_CHARS => callback,
@@ -425,7 +445,10 @@ impl CallbackService {
 
     fn unavailable(&self, why: &str) -> Reply {
         bump(&self.inner.counters.unavailable);
-        tracing::warn!(why, "cannot confirm a callback now; the API will send it again");
+        tracing::warn!(
+            why,
+            "cannot confirm a callback now; the API will send it again"
+        );
         (StatusCode::SERVICE_UNAVAILABLE, "try again")
     }
 }
@@ -435,21 +458,25 @@ async fn signed_route(
     Path(signed): Path<String>,
     request: Request,
 ) -> Reply {
+    bump(&service.inner.counters.received);
     // The tag first: a forgery is refused before its body is read.
-    if let Err(reply) = service.verify(&signed) {
-        bump(&service.inner.counters.received);
-        return reply;
-    }
+    let nonce = match service.verify(&signed) {
+        Ok(nonce) => nonce,
+        Err(reply) => return reply,
+    };
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        bump(&service.inner.counters.malformed);
         return (StatusCode::PAYLOAD_TOO_LARGE, "not a callback");
     };
-    service.handle_signed(&signed, &parts.headers, &body).await
+    service.accept(Some(nonce), &parts.headers, &body).await
 }
 
 async fn unsigned_route(State(service): State<CallbackService>, request: Request) -> Reply {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        bump(&service.inner.counters.received);
+        bump(&service.inner.counters.malformed);
         return (StatusCode::PAYLOAD_TOO_LARGE, "not a callback");
     };
     service.handle_unsigned(&parts.headers, &body).await

@@ -1,0 +1,629 @@
+//! The callback service against the emulator, whose async jobs call it back
+//! on loopback: forged callbacks cost no API read and no journal access, a
+//! nonce names one job across restarts, duplicates share one read, and under
+//! injected faults every job is paid once and stored once.
+#![cfg(all(feature = "sqlite", feature = "callbacks"))]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt as _, stream};
+use serde_json::json;
+use tokio::sync::mpsc;
+use uncensored::callback::{CallbackNonce, CallbackSecret};
+use uncensored::{Client, GenerateRequest, Generation, RetryPolicy, WaitOptions};
+use uncensored_deliver::callbacks::{CallbackService, CallbackServiceError};
+use uncensored_deliver::journal::{Entry, Journal, JournalError, SqliteJournal};
+use uncensored_deliver::storage::StorageUrl;
+use uncensored_deliver::{Deliverer, DeliveryError};
+use uncensored_emulator::{Config, Emulator, EmulatorHandle};
+
+const SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
+const JOB_READS: &str = "GET /v1/images/generation/jobs/{job_id}";
+
+/// A journal that counts every call, reads included, around SQLite.
+#[derive(Debug)]
+struct Counted {
+    inner: SqliteJournal,
+    calls: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Counted {
+    fn open(path: &std::path::Path) -> Arc<Self> {
+        Arc::new(Self {
+            inner: SqliteJournal::open(path).unwrap(),
+            calls: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        })
+    }
+
+    fn calls(&self) -> (u64, u64) {
+        (
+            self.calls.load(Ordering::SeqCst),
+            self.writes.load(Ordering::SeqCst),
+        )
+    }
+
+    fn call(&self, write: bool) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if write {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Journal for Counted {
+    fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
+        self.call(false);
+        self.inner.get(id)
+    }
+    fn put(&self, entry: &Entry) -> Result<(), JournalError> {
+        self.call(true);
+        self.inner.put(entry)
+    }
+    fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
+        self.call(false);
+        self.inner.unfinished()
+    }
+    fn counts(&self) -> Result<(u64, u64), JournalError> {
+        self.inner.counts()
+    }
+    fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
+        self.call(false);
+        self.inner.callback_nonce_job(nonce)
+    }
+    fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError> {
+        self.call(true);
+        self.inner.bind_callback_nonce(nonce, job_id)
+    }
+}
+
+fn temp_journal(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "callbacks-{tag}-{}-{}.sqlite",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+fn secret() -> CallbackSecret {
+    CallbackSecret::new(SECRET).unwrap()
+}
+
+async fn emulator(config: Config) -> (EmulatorHandle, Client) {
+    let emulator = Emulator::start(config).await.unwrap();
+    let client = Client::builder()
+        .base_url(emulator.base_url())
+        .api_key(uncensored_emulator::DEFAULT_KEY)
+        .retry_policy(RetryPolicy {
+            max_attempts: 12,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(100),
+            ..RetryPolicy::default()
+        })
+        .wait_options(WaitOptions {
+            first_poll: Duration::from_millis(5),
+            min_interval: Duration::from_millis(10),
+            max_interval: Duration::from_millis(50),
+            ..WaitOptions::default()
+        })
+        .build()
+        .unwrap();
+    (emulator, client)
+}
+
+fn quiet() -> Config {
+    Config {
+        seed: 11,
+        rate_limit_rpm: 1_000_000,
+        ..Config::default()
+    }
+}
+
+/// The emulator's reads of jobs so far, whatever their status.
+fn job_reads(emulator: &EmulatorHandle) -> u64 {
+    emulator
+        .stats()
+        .requests
+        .get(JOB_READS)
+        .map(|by_status| by_status.values().sum())
+        .unwrap_or(0)
+}
+
+type Delivered = mpsc::UnboundedReceiver<(String, Result<Entry, String>)>;
+
+/// A service on a loopback port; the base URL its signed URLs start with,
+/// and the channel its deliveries are reported on.
+async fn serve(
+    client: &Client,
+    journal: Arc<dyn Journal>,
+    configure: impl FnOnce(
+        uncensored_deliver::callbacks::CallbackServiceBuilder,
+    ) -> uncensored_deliver::callbacks::CallbackServiceBuilder,
+) -> (CallbackService, String, Delivered) {
+    let storage = StorageUrl::parse("memory://").unwrap().open().unwrap();
+    let deliverer = Deliverer::new(client.clone(), Arc::new(storage), journal);
+    let (sender, delivered) = mpsc::unbounded_channel();
+    let builder = CallbackService::builder(client.clone(), deliverer).reporter(
+        move |job_id, outcome: &Result<Entry, DeliveryError>| {
+            let outcome = outcome.clone_entry();
+            let _ = sender.send((job_id.to_string(), outcome));
+        },
+    );
+    let service = configure(builder).build().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = service.router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (service, base, delivered)
+}
+
+trait CloneEntry {
+    fn clone_entry(&self) -> Result<Entry, String>;
+}
+
+impl CloneEntry for Result<Entry, DeliveryError> {
+    fn clone_entry(&self) -> Result<Entry, String> {
+        match self {
+            Ok(entry) => Ok(entry.clone()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+/// An async job whose callback goes to `callback_url`.
+async fn queue(client: &Client, prompt: &str, callback_url: &str) -> String {
+    let request = GenerateRequest::new(prompt)
+        .size(256, 256)
+        .callback_url(callback_url);
+    match client.generate(&request).await.unwrap() {
+        Generation::Queued(job) => job.job_id,
+        other => panic!("an async job, not {other:?}"),
+    }
+}
+
+fn payload(job_id: &str) -> serde_json::Value {
+    json!({"request_id": job_id, "status": "success", "result": {"image_url": "https://evil.example/x.jpg"}})
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> u16 {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `bytes` random bytes as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    let mut text = String::new();
+    while text.len() < 2 * bytes {
+        text.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    text.truncate(2 * bytes);
+    text
+}
+
+/// The issue's acceptance test: 12 real async jobs, whose callbacks the
+/// emulator sends to the service on loopback, are all stored while at least
+/// 3,000 forged callbacks arrive at the same time; the forged ones cost no
+/// read of the API (the emulator counts one GET per real job, no more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_callbacks_costs_no_read_and_starves_no_job() {
+    const JOBS: usize = 12;
+    const FORGED: usize = 3_000;
+    let started = Instant::now();
+    let deadline = Duration::from_secs(30);
+    let (emulator, client) = emulator(quiet()).await;
+    let path = temp_journal("flood");
+    let journal = Counted::open(&path);
+    let (service, base, mut delivered) =
+        serve(&client, journal.clone(), |b| b.secret(secret())).await;
+    let secret = secret();
+
+    // The flood: 64 senders until at least 3,000 forgeries are answered and
+    // every real job is stored, so that the real callbacks arrive within it.
+    let stored = Arc::new(AtomicUsize::new(0));
+    let forged_sent = Arc::new(AtomicUsize::new(0));
+    let known_nonce = secret.callback_url(&base).unwrap().nonce;
+    let http = reqwest::Client::new();
+    let flood: Vec<_> = (0..64)
+        .map(|worker| {
+            let (http, base, stored, sent) = (
+                http.clone(),
+                base.clone(),
+                stored.clone(),
+                forged_sent.clone(),
+            );
+            let known_nonce = known_nonce.clone();
+            tokio::spawn(async move {
+                let mut statuses: BTreeMap<(&'static str, u16), u64> = BTreeMap::new();
+                loop {
+                    let n = sent.fetch_add(1, Ordering::SeqCst);
+                    if n >= FORGED && stored.load(Ordering::SeqCst) >= JOBS {
+                        break;
+                    }
+                    let job_id = uuid::Uuid::new_v4().to_string();
+                    let (kind, url) = match (n + worker) % 5 {
+                        // Random nonce and tag of the right shape.
+                        0 | 1 => (
+                            "random tag",
+                            format!("{base}/callback/{}.{}", random_hex(16), random_hex(32)),
+                        ),
+                        // A nonce the service did make, with a guessed tag.
+                        2 => (
+                            "known nonce, guessed tag",
+                            format!("{base}/callback/{known_nonce}.{}", random_hex(32)),
+                        ),
+                        // Not even the shape of a signed URL.
+                        3 => (
+                            "garbage path",
+                            format!("{base}/callback/{}", random_hex(20)),
+                        ),
+                        // A valid-looking unsigned callback.
+                        _ => ("unsigned", format!("{base}/callback")),
+                    };
+                    let status = post(&http, &url, &payload(&job_id)).await;
+                    *statuses.entry((kind, status)).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+
+    // The real jobs, each with a signed URL of its own.
+    let jobs: HashSet<String> = stream::iter(0..JOBS)
+        .map(|i| {
+            let (client, url) = (client.clone(), secret.callback_url(&base).unwrap().url);
+            async move { queue(&client, &format!("real {i}"), &url).await }
+        })
+        .buffer_unordered(JOBS)
+        .collect()
+        .await;
+    let mut reported = HashSet::new();
+    while reported.len() < JOBS {
+        let (job_id, outcome) =
+            tokio::time::timeout(deadline.saturating_sub(started.elapsed()), delivered.recv())
+                .await
+                .expect("every real job is stored within 30 s")
+                .unwrap();
+        let entry = outcome.unwrap_or_else(|e| panic!("{job_id}: {e}"));
+        assert!(
+            entry.location().unwrap().starts_with("memory:"),
+            "{entry:?}"
+        );
+        assert!(jobs.contains(&job_id), "{job_id} is one of ours");
+        assert!(reported.insert(job_id), "each job delivered once");
+        stored.fetch_add(1, Ordering::SeqCst);
+    }
+    let stored_after = started.elapsed();
+    let mut statuses: BTreeMap<(&'static str, u16), u64> = BTreeMap::new();
+    for worker in flood {
+        for (key, count) in worker.await.unwrap() {
+            *statuses.entry(key).or_default() += count;
+        }
+    }
+    let forged: u64 = statuses.values().sum();
+    let reads = job_reads(&emulator);
+    let stats = service.stats();
+    println!(
+        "{JOBS} jobs stored in {stored_after:.2?} among {forged} forged callbacks; \
+         GET job reads: {reads}; forged answers: {statuses:?}; service: {stats:?}"
+    );
+
+    assert!(forged >= FORGED as u64, "{forged}");
+    for ((kind, status), count) in &statuses {
+        let expected = match *kind {
+            "random tag" | "known nonce, guessed tag" => 401,
+            _ => 404,
+        };
+        assert_eq!(
+            *status, expected,
+            "{count} {kind} callbacks answered {status}"
+        );
+    }
+    assert_eq!(
+        reads, JOBS as u64,
+        "one confirming read per real job, none for the flood"
+    );
+    assert_eq!(stats.reads, JOBS as u64);
+    assert_eq!(stats.confirmed, JOBS as u64);
+    let signed_forgeries: u64 = statuses
+        .iter()
+        .filter(|((kind, _), _)| *kind != "unsigned")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(stats.bad_signature, signed_forgeries);
+    let emulator_stats = emulator.stats();
+    assert_eq!(emulator_stats.charges.total, JOBS as u64);
+    assert_eq!(emulator_stats.webhooks.deliveries, JOBS as u64);
+    // The journal holds the 12 jobs and their 12 nonces, nothing of the flood.
+    assert_eq!(journal.counts().unwrap(), (JOBS as u64, JOBS as u64));
+    std::fs::remove_file(&path).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tag_is_refused_without_a_read_or_any_journal_access() {
+    let (emulator, client) = emulator(quiet()).await;
+    let path = temp_journal("bad-tag");
+    let journal = Counted::open(&path);
+    let (service, base, _delivered) = serve(&client, journal.clone(), |b| b.secret(secret())).await;
+    // A real job of ours, its callback going nowhere.
+    let job_id = queue(&client, "bad tag", "http://127.0.0.1:9/none").await;
+    let reads_before = job_reads(&emulator);
+    let journal_before = journal.calls();
+
+    let signed = secret().callback_url(&base).unwrap().url;
+    let (prefix, tag) = signed.rsplit_once('.').unwrap();
+    let other = CallbackSecret::new("another secret, just as long as the first")
+        .unwrap()
+        .callback_url(&base)
+        .unwrap()
+        .url;
+    let http = reqwest::Client::new();
+    let body = payload(&job_id);
+    let flipped_tag = format!(
+        "{prefix}.{}{}",
+        if tag.starts_with('0') { '1' } else { '0' },
+        &tag[1..]
+    );
+    assert_eq!(post(&http, &flipped_tag, &body).await, 401);
+    assert_eq!(
+        post(&http, &other, &body).await,
+        401,
+        "another secret's URL"
+    );
+    assert_eq!(
+        post(&http, &format!("{prefix}.{}", &tag[..8]), &body).await,
+        404
+    );
+    assert_eq!(post(&http, &format!("{base}/callback"), &body).await, 404);
+    // The same through the framework-free entry points.
+    let headers = axum::http::HeaderMap::new();
+    let bytes = body.to_string().into_bytes();
+    let (status, _) = service
+        .handle_signed(flipped_tag.rsplit('/').next().unwrap(), &headers, &bytes)
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = service.handle_unsigned(&headers, &bytes).await;
+    assert_eq!(status, 404);
+
+    assert_eq!(job_reads(&emulator), reads_before, "no API read");
+    assert_eq!(journal.calls(), journal_before, "no journal access at all");
+    assert_eq!(service.stats().bad_signature, 5);
+    // The genuine URL still works, once.
+    assert_eq!(post(&http, &signed, &body).await, 200);
+    assert_eq!(job_reads(&emulator), reads_before + 1);
+    std::fs::remove_file(&path).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_names_one_job_even_after_a_restart() {
+    let (emulator, client) = emulator(quiet()).await;
+    let path = temp_journal("nonce");
+    let http = reqwest::Client::new();
+    // Two real jobs of ours; their own callbacks go nowhere.
+    let job_a = queue(&client, "job a", "http://127.0.0.1:9/none").await;
+    let job_b = queue(&client, "job b", "http://127.0.0.1:9/none").await;
+    client.wait(&job_a).await.unwrap();
+    client.wait(&job_b).await.unwrap();
+
+    let (nonce, url) = {
+        let journal = Counted::open(&path);
+        let (service, base, mut delivered) =
+            serve(&client, journal.clone(), |b| b.secret(secret())).await;
+        let signed = secret().callback_url(&base).unwrap();
+        let before = job_reads(&emulator);
+        assert_eq!(post(&http, &signed.url, &payload(&job_a)).await, 200);
+        assert_eq!(job_reads(&emulator), before + 1, "confirmed with a read");
+        let (delivered_job, outcome) = delivered.recv().await.unwrap();
+        assert_eq!(delivered_job, job_a);
+        outcome.unwrap();
+        // The same nonce about job B, a real job of ours: refused, no read.
+        assert_eq!(post(&http, &signed.url, &payload(&job_b)).await, 409);
+        assert_eq!(job_reads(&emulator), before + 1);
+        assert_eq!(service.stats().wrong_job, 1);
+        let path_of = |url: &str| url.trim_start_matches(&base).to_string();
+        (signed.nonce, path_of(&signed.url))
+    };
+    assert_eq!(
+        SqliteJournal::open(&path)
+            .unwrap()
+            .callback_nonce_job(nonce.as_str())
+            .unwrap()
+            .as_deref(),
+        Some(job_a.as_str())
+    );
+
+    // A new service (another port) on the same journal: the binding holds.
+    let journal = Counted::open(&path);
+    let (service, base, _delivered) = serve(&client, journal.clone(), |b| b.secret(secret())).await;
+    let before = job_reads(&emulator);
+    let writes_before = journal.calls().1;
+    assert_eq!(
+        post(&http, &format!("{base}{url}"), &payload(&job_b)).await,
+        409
+    );
+    assert_eq!(
+        post(&http, &format!("{base}{url}"), &payload(&job_a)).await,
+        200,
+        "the job the nonce names is acknowledged"
+    );
+    assert_eq!(job_reads(&emulator), before, "no read after the restart");
+    assert_eq!(journal.calls().1, writes_before, "and no write");
+    let stats = service.stats();
+    assert_eq!((stats.wrong_job, stats.already_confirmed), (1, 1));
+    check_nonce(&nonce);
+    std::fs::remove_file(&path).ok();
+}
+
+fn check_nonce(nonce: &CallbackNonce) {
+    assert_eq!(nonce.as_str().len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_share_one_read() {
+    const DUPLICATES: usize = 50;
+    let mut config = quiet();
+    // Every API answer takes 300 ms, so the duplicates arrive while the
+    // first read is in flight (the count of reads holds either way).
+    config.faults.latency_ms = 300;
+    let (emulator, client) = emulator(config).await;
+    let path = temp_journal("duplicates");
+    let journal = Counted::open(&path);
+    let (service, base, mut delivered) =
+        serve(&client, journal.clone(), |b| b.secret(secret())).await;
+    let job_id = queue(&client, "duplicated", "http://127.0.0.1:9/none").await;
+    client.wait(&job_id).await.unwrap();
+
+    let url = secret().callback_url(&base).unwrap().url;
+    let before = job_reads(&emulator);
+    let http = reqwest::Client::new();
+    let body = payload(&job_id);
+    let statuses: Vec<u16> = stream::iter(0..DUPLICATES)
+        .map(|_| post(&http, &url, &body))
+        .buffer_unordered(DUPLICATES)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(job_reads(&emulator), before + 1, "one read for them all");
+    let stats = service.stats();
+    println!("{stats:?}");
+    assert_eq!(stats.reads, 1);
+    assert_eq!(
+        stats.coalesced + stats.already_confirmed,
+        DUPLICATES as u64 - 1
+    );
+    let (delivered_job, outcome) = delivered.recv().await.unwrap();
+    assert_eq!(delivered_job, job_id);
+    outcome.unwrap();
+    // Delivered once: one entry, and no second report.
+    assert_eq!(journal.counts().unwrap(), (1, 1));
+    assert!(delivered.try_recv().is_err());
+    std::fs::remove_file(&path).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_callbacks_are_served_only_when_accepted() {
+    let (emulator, client) = emulator(quiet()).await;
+    let storage = Arc::new(StorageUrl::parse("memory://").unwrap().open().unwrap());
+    let journal = Arc::new(SqliteJournal::in_memory().unwrap());
+    let deliverer = Deliverer::new(client.clone(), storage, journal);
+    let refused = CallbackService::builder(client.clone(), deliverer).build();
+    assert!(matches!(refused, Err(CallbackServiceError::NoSecret)));
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("UNCENSORED_CALLBACK_SECRET"), "{message}");
+
+    let path = temp_journal("unsigned");
+    let (service, base, mut delivered) =
+        serve(&client, Counted::open(&path), |b| b.accept_unsigned(true)).await;
+    let url = format!("{base}/callback");
+    // The emulator's own callback, to the plain URL, is confirmed and delivered.
+    let job_id = queue(&client, "unsigned", &url).await;
+    let (delivered_job, outcome) = delivered.recv().await.unwrap();
+    assert_eq!(delivered_job, job_id);
+    outcome.unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(
+        post(&http, &url, &payload("not-a-job-of-ours")).await,
+        404,
+        "a stranger's job is refused after a read"
+    );
+    let reads = job_reads(&emulator);
+    assert_eq!(
+        post(&http, &url, &payload(&job_id)).await,
+        200,
+        "a duplicate is acknowledged"
+    );
+    assert_eq!(job_reads(&emulator), reads, "without a read");
+    // No secret: no signed route.
+    let signed = secret().callback_url(&base).unwrap().url;
+    assert_eq!(post(&http, &signed, &payload(&job_id)).await, 404);
+    let stats = service.stats();
+    assert_eq!((stats.reads, stats.unknown_jobs), (2, 1), "{stats:?}");
+    std::fs::remove_file(&path).ok();
+}
+
+#[tokio::test]
+async fn the_secret_never_shows_in_debug_output() {
+    let (_emulator, client) = emulator(quiet()).await;
+    let storage = Arc::new(StorageUrl::parse("memory://").unwrap().open().unwrap());
+    let journal = Arc::new(SqliteJournal::in_memory().unwrap());
+    let builder = CallbackService::builder(
+        client.clone(),
+        Deliverer::new(client.clone(), storage, journal),
+    )
+    .secret(secret());
+    let shown = format!("{builder:?}");
+    let service = builder.build().unwrap();
+    let shown = format!("{shown} {service:?} {:?}", secret());
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(!shown.contains("0123456789abcdef"), "{shown}");
+}
+
+/// The guarantee of the SDK's fault test, through callbacks: with 5xx and
+/// 429 answers, truncated downloads and webhooks delivered twice, each of
+/// 100 async jobs is charged once and stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_under_faults_pay_and_store_each_job_once() {
+    const JOBS: usize = 100;
+    let mut config = Config {
+        seed: 7,
+        time_scale: 0.001,
+        rate_limit_rpm: 1_000_000,
+        ..Config::default()
+    };
+    config.faults.fail_rate = 0.2;
+    config.faults.throttle_rate = 0.125;
+    config.faults.truncate_rate = 0.3;
+    config.faults.duplicate_webhook_rate = 0.3;
+    config.webhooks.initial_backoff_ms = 10;
+    let (emulator, client) = emulator(config).await;
+    let path = temp_journal("faults");
+    let journal = Counted::open(&path);
+    let (service, base, mut delivered) =
+        serve(&client, journal.clone(), |b| b.secret(secret())).await;
+    let secret = secret();
+    let queued: HashSet<String> = stream::iter(0..JOBS)
+        .map(|i| {
+            let (client, url) = (client.clone(), secret.callback_url(&base).unwrap().url);
+            async move { queue(&client, &format!("async {i}"), &url).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut stored = HashSet::new();
+    while stored.len() < JOBS {
+        let (job_id, outcome) = tokio::time::timeout(Duration::from_secs(60), delivered.recv())
+            .await
+            .expect("every job is delivered within a minute")
+            .unwrap();
+        outcome.unwrap_or_else(|e| panic!("{job_id}: {e}"));
+        assert!(stored.insert(job_id), "each job delivered once");
+    }
+    assert_eq!(stored, queued);
+    let stats = emulator.stats();
+    assert_eq!(
+        stats.charges.total, JOBS as u64,
+        "exactly one charge per generation"
+    );
+    assert!(stats.charges.by_idempotency_key.values().all(|n| *n == 1));
+    let faults = &stats.faults;
+    assert!(
+        faults.server_errors > 0 && faults.throttled > 0,
+        "{faults:?}"
+    );
+    assert!(
+        faults.truncated > 0 && faults.duplicate_webhooks > 0,
+        "{faults:?}"
+    );
+    assert_eq!(journal.counts().unwrap(), (JOBS as u64, JOBS as u64));
+    println!("{:?}", service.stats());
+    std::fs::remove_file(&path).ok();
+}
