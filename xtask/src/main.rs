@@ -49,6 +49,8 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[(
         "sqlite",
         "slack",
         "webhook-notify",
+        "discord",
+        "email",
         "callbacks",
         "testing",
     ],
@@ -126,8 +128,10 @@ fn test(root: &Path) -> Result<()> {
     // Under CI a missing or changed snapshot fails instead of being written.
     tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
     tests.env_remove("INSTA_FORCE_PASS");
-    // The storage servers that crates/uncensored-test-servers starts.
-    section("tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS)");
+    // The storage and SMTP servers that crates/uncensored-test-servers starts.
+    section(
+        "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP)",
+    );
     let moto = tools::python_venv(root, "moto", &[tools::MOTO])?;
     tests.env("UNCENSORED_MOTO_SERVER", moto.join("bin/moto_server"));
     tests.env("UNCENSORED_AZURITE", tools::ensure_azurite(root)?);
@@ -136,6 +140,8 @@ fn test(root: &Path) -> Result<()> {
         "UNCENSORED_GCS_EMULATOR",
         gcs.join("bin/gcp-storage-emulator"),
     );
+    let smtp = tools::python_venv(root, "smtp", &[tools::AIOSMTPD])?;
+    tests.env("UNCENSORED_AIOSMTPD", smtp.join("bin/python"));
 
     let steps = [
         Step {

@@ -243,6 +243,10 @@ pub fn ensure_azurite(root: &Path) -> Result<PathBuf> {
 /// Pinned gcp-storage-emulator (PyPI), the GCS emulator the storage tests use.
 pub const GCS_EMULATOR: &str = "gcp-storage-emulator==2026.7.19";
 
+/// Pinned aiosmtpd (PyPI), the SMTP server the email notifier's tests send to;
+/// `uncensored-test-servers` runs its own handler script with this venv's Python.
+pub const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
 /// The npm `package` (pinned as `name@version`) under `.tools/<name>`, and the
 /// path of its executable `bin`. It is (re)installed when missing or when the
 /// pin changes; the pin is recorded beside it.

@@ -127,14 +127,14 @@ pub struct Output {
     /// Store images in this directory [default: ./images].
     #[arg(long, conflicts_with = "store")]
     pub out: Option<PathBuf>,
-    /// Store images at this URL: file:///path or s3://bucket/prefix (S3 reads AWS_* variables).
+    /// Store images at this URL: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or memory:// (credentials from AWS_*, GOOGLE_*, AZURE_* variables).
     #[arg(long)]
     pub store: Option<String>,
     /// Object names; placeholders {date}, {job_id}, {ext}, {model} [default: {date}/{job_id}.{ext}].
     #[arg(long)]
     pub name_template: Option<String>,
-    /// Announce to slack:URL (an incoming webhook) or webhook:URL (signed with UNCENSORED_WEBHOOK_SECRET). Repeatable.
-    #[arg(long = "notify", value_name = "KIND:URL")]
+    /// Announce each image: slack://A/B/C, discord://ID/TOKEN, mailto://user:pass@host?to=ADDR (STARTTLS), mailtos://… (TLS), json://host/path or jsons://… (signed with UNCENSORED_WEBHOOK_SECRET); also slack:URL and webhook:URL. Repeatable: each destination is told once.
+    #[arg(long = "notify", value_name = "URL")]
     pub notify: Vec<String>,
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use uncensored::{Client, GenerateRequest};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{Journal, SqliteJournal};
-use uncensored_deliver::notify::{Notifier, SignedWebhookNotifier, SlackNotifier};
+use uncensored_deliver::notify::{Notifier, NotifierOptions, NotifierUrl};
 use uncensored_deliver::storage::{NameTemplate, Storage, StorageUrl};
 use uncensored_emulator::{Emulator, EmulatorHandle};
 
@@ -94,27 +94,26 @@ pub fn template(settings: &Settings) -> Result<NameTemplate, Failure> {
     }
 }
 
-/// The notifiers of `--notify slack:URL` / `--notify webhook:URL`.
-pub fn notifiers(settings: &Settings) -> Result<Vec<Arc<dyn Notifier>>, Failure> {
-    settings
-        .notify
-        .iter()
-        .map(|target| -> Result<Arc<dyn Notifier>, Failure> {
-            match target.split_once(':') {
-                Some(("slack", url)) => Ok(Arc::new(SlackNotifier::new(url))),
-                Some(("webhook", url)) => {
-                    let secret = settings.webhook_secret.clone().ok_or_else(|| {
-                        Failure::input("--notify webhook:URL needs a signing secret: set UNCENSORED_WEBHOOK_SECRET (whsec_...)")
-                    })?;
-                    Ok(Arc::new(SignedWebhookNotifier::new(url, secret).map_err(|e| Failure::input(e.to_string()))?))
-                }
-                _ => Err(Failure::input(format!(
-                    "--notify {}: use slack:URL or webhook:URL",
-                    crate::settings::mask_target(target)
-                ))),
-            }
-        })
-        .collect()
+/// The notifiers of every `--notify URL` (see `uncensored_deliver::notify::NotifierUrl`),
+/// each checked (an SMTP login, ...) before anything is paid for.
+pub async fn notifiers(settings: &Settings) -> Result<Vec<Arc<dyn Notifier>>, Failure> {
+    let options = NotifierOptions {
+        webhook_secret: settings.webhook_secret.clone().map(Into::into),
+        webhook_secret_setting: Some("UNCENSORED_WEBHOOK_SECRET"),
+    };
+    let mut notifiers = Vec::new();
+    for target in &settings.notify {
+        let url = NotifierUrl::new(target.clone());
+        let notifier = url
+            .build(&options)
+            .map_err(|e| Failure::input(format!("--notify: {e}")))?;
+        notifier
+            .check()
+            .await
+            .map_err(|e| Failure::input(format!("--notify {url}: {e}")))?;
+        notifiers.push(notifier);
+    }
+    Ok(notifiers)
 }
 
 /// Applies the request flags to a request.
@@ -148,7 +147,7 @@ pub async fn deliverer(
 ) -> Result<Deliverer, Failure> {
     let mut deliverer = Deliverer::new(client, storage(settings).await?, journal)
         .with_template(template(settings)?);
-    for notifier in notifiers(settings)? {
+    for notifier in notifiers(settings).await? {
         deliverer = deliverer.with_notifier(notifier);
     }
     Ok(deliverer)

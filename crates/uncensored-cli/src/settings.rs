@@ -112,7 +112,7 @@ impl Settings {
             "out": self.out.display().to_string(),
             "store": self.store,
             "name_template": self.name_template.clone().unwrap_or_else(|| "{date}/{job_id}.{ext}".into()),
-            "notify": self.notify.iter().map(|target| mask_target(target)).collect::<Vec<_>>(),
+            "notify": self.notify.iter().map(|target| uncensored_deliver::notify::NotifierUrl::redacted(target)).collect::<Vec<_>>(),
             "webhook_secret": mask(&self.webhook_secret),
             "callback_secret": self.callback_secret.as_ref().map(|s| crate::settings::mask(s.expose_secret())),
             "concurrency": self.concurrency,
@@ -156,11 +156,4 @@ fn read(path: &Path) -> Result<FileConfig, Failure> {
 pub fn mask(secret: &str) -> String {
     let shown: String = secret.chars().take(4).collect();
     format!("{shown}…({} characters)", secret.chars().count())
-}
-
-/// `slack:https://hooks.slack.com/services/T/B/secret` → `slack:https://hooks.slack.com/…`.
-pub fn mask_target(target: &str) -> String {
-    let (kind, url) = target.split_once(':').unwrap_or(("?", target));
-    let host = url.split('/').take(3).collect::<Vec<_>>().join("/");
-    format!("{kind}:{host}/…")
 }

@@ -7,8 +7,8 @@
 //!   `az://container/prefix`, `memory://`. Names are claimed with the store's
 //!   conditional put, images streamed in (multipart when large), a JSON
 //!   sidecar beside each image.
-//! - [`notify`]: the [`Notifier`](notify::Notifier) trait with Slack and
-//!   Standard Webhooks-signed backends.
+//! - [`notify`]: the [`Notifier`](notify::Notifier) trait with Slack,
+//!   Discord, email (SMTP) and Standard Webhooks-signed backends.
 //! - [`journal`]: the [`Journal`](journal::Journal) trait and its SQLite
 //!   implementation, the durable record of every step.
 //! - [`Deliverer`]: generate (or take a job), wait, download, store and
@@ -35,6 +35,8 @@
 //! | `sqlite` (default) | [`journal::SqliteJournal`] |
 //! | `slack` | [`notify::SlackNotifier`] |
 //! | `webhook-notify` | [`notify::SignedWebhookNotifier`] |
+//! | `discord` | [`notify::DiscordNotifier`] |
+//! | `email` | [`notify::EmailNotifier`]: SMTP with lettre (STARTTLS, implicit TLS) |
 //! | `callbacks` | `callbacks`: the callback service (signed URLs, one read per job) |
 //! | `testing` | `testing`: the conformance suites |
 //!

@@ -1,9 +1,14 @@
 //! Telling people about images: a small object-safe [`Notifier`] trait with a
-//! backend per cargo feature (`slack`, `webhook-notify`). Failures are
-//! announced too (moderation, insufficient funds, failed jobs).
+//! backend per cargo feature (`slack`, `discord`, `email`, `webhook-notify`).
+//! Failures are announced too (moderation, insufficient funds, failed jobs).
 
+#[cfg(feature = "discord")]
+mod discord;
+#[cfg(feature = "email")]
+mod email;
 #[cfg(feature = "slack")]
 mod slack;
+mod url;
 #[cfg(feature = "webhook-notify")]
 mod webhook;
 
@@ -13,8 +18,16 @@ use std::time::Duration;
 use serde::Serialize;
 use uncensored::FailureReason;
 
+#[cfg(feature = "discord")]
+pub use discord::DiscordNotifier;
+#[cfg(feature = "email")]
+pub use email::{
+    DEFAULT_ATTACHMENT_CAP, DEFAULT_SUBJECT_PREFIX, EmailConfig, EmailConfigError, EmailContent,
+    EmailNotifier, SmtpTls,
+};
 #[cfg(feature = "slack")]
 pub use slack::{SlackError, SlackNotifier};
+pub use url::{NotifierOptions, NotifierUrl, NotifierUrlError};
 #[cfg(feature = "webhook-notify")]
 pub use webhook::SignedWebhookNotifier;
 
