@@ -173,7 +173,7 @@ impl Deliverer {
     }
 
     /// Delivers a job that already exists (created elsewhere, or reported by a
-    /// `uncensored::webhook::WebhookReceiver` callback): waits for it if needed,
+    /// `crate::callbacks::CallbackService` callback): waits for it if needed,
     /// then stores and announces it. `request` describes it for the metadata
     /// and notifications; it is not sent.
     pub async fn deliver_job(

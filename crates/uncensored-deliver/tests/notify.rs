@@ -4,14 +4,14 @@
 //! Standard Webhooks crate.
 #![cfg(all(feature = "slack", feature = "webhook-notify", feature = "testing"))]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use uncensored_deliver::notify::{Notifier, NotifyError, SignedWebhookNotifier, SlackNotifier};
 use uncensored_deliver::testing::notify::{conformance, failed, stored};
 use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SLACK_PATH: &str = "/services/T000/B000/XXXXsecretXXXX";
 const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

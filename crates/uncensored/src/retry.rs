@@ -66,6 +66,32 @@ impl RetryPolicy {
     }
 }
 
+/// A `Retry-After` header as a wait: seconds (`120`, `1.5`) or an HTTP date
+/// (`Wed, 21 Oct 2026 07:28:00 GMT`, a past date being no wait). The one
+/// parser of this header for the client and every notifier.
+///
+/// ```
+/// let mut headers = reqwest::header::HeaderMap::new();
+/// headers.insert("retry-after", "2".parse().unwrap());
+/// assert_eq!(uncensored::retry_after(&headers), Some(std::time::Duration::from_secs(2)));
+/// ```
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    Some(
+        (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,30 +125,4 @@ mod tests {
         assert_eq!(policy.delay(ms(100), None), Some(ms(100)));
         assert_eq!(policy.delay(ms(100), Some(Duration::from_secs(3600))), None);
     }
-}
-
-/// A `Retry-After` header as a wait: seconds (`120`, `1.5`) or an HTTP date
-/// (`Wed, 21 Oct 2026 07:28:00 GMT`, a past date being no wait). The one
-/// parser of this header for the client and every notifier.
-///
-/// ```
-/// let mut headers = reqwest::header::HeaderMap::new();
-/// headers.insert("retry-after", "2".parse().unwrap());
-/// assert_eq!(uncensored::retry_after(&headers), Some(std::time::Duration::from_secs(2)));
-/// ```
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    Some(
-        (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default(),
-    )
 }
