@@ -381,7 +381,7 @@ async fn a_failed_download_leaves_no_partial_file() {
         .unwrap();
     assert_eq!(
         output.status.code(),
-        Some(10),
+        Some(8), // `download`: the image could not be downloaded
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );

@@ -8,13 +8,14 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use uncensored::deliver::{Deliverer, SqliteJournal};
-//! use uncensored::storage::FsStorage;
 //! use uncensored::{Client, GenerateRequest};
+//! use uncensored_deliver::Deliverer;
+//! use uncensored_deliver::journal::SqliteJournal;
+//! use uncensored_deliver::storage::ObjectStorage;
 //!
 //! let deliverer = Deliverer::new(
 //!     Client::from_env()?,
-//!     Arc::new(FsStorage::new("images")),
+//!     Arc::new(ObjectStorage::local("images")?),
 //!     Arc::new(SqliteJournal::open("images/journal.sqlite".as_ref())?),
 //! );
 //! let done = deliverer.deliver("order-42", &GenerateRequest::new("a lighthouse at dusk")).await?;

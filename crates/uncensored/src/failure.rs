@@ -95,7 +95,7 @@ impl FailureReason {
                 "the image could not be downloaded; run `uncensored download JOB` later"
             }
             Self::Storage => {
-                "check the storage: disk space, permissions, the bucket and its credentials (AWS_*, GOOGLE_*, AZURE_*)"
+                "check the storage: that the bucket or container exists and its credentials (AWS_*, GOOGLE_*, AZURE_*) are accepted, or a directory's disk space and permissions"
             }
             Self::Notification => {
                 "the image is stored; run the same command again to retry the notification"

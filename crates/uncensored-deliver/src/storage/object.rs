@@ -92,7 +92,15 @@ impl ObjectStorage {
             #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
             signer: None,
             prefix: (!prefix.is_empty()).then(|| Path::from(prefix)),
-            locations: Locations::Url(base.into().trim_end_matches('/').to_string()),
+            locations: Locations::Url({
+                let base = base.into();
+                // `memory://` keeps its slashes; `s3://bucket/` loses the last one.
+                if base.ends_with("://") {
+                    base
+                } else {
+                    base.trim_end_matches('/').to_string()
+                }
+            }),
             attributes,
             part_size: DEFAULT_PART_SIZE,
             presign: None,
@@ -157,6 +165,7 @@ impl ObjectStorage {
         match &self.locations {
             Locations::Directory(root) => root.display().to_string(),
             Locations::Url(base) => match &self.prefix {
+                Some(prefix) if base.ends_with('/') => format!("{base}{prefix}"),
                 Some(prefix) => format!("{base}/{prefix}"),
                 None => base.clone(),
             },
@@ -173,6 +182,7 @@ impl ObjectStorage {
     fn location_of(&self, key: &Path) -> String {
         match &self.locations {
             Locations::Directory(root) => root.join(key.as_ref()).display().to_string(),
+            Locations::Url(base) if base.ends_with('/') => format!("{base}{key}"),
             Locations::Url(base) => format!("{base}/{key}"),
         }
     }
