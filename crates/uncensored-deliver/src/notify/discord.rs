@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 
-use super::{Notification, Notifier, NotifierId, NotifyError};
+use super::{Notification, Notifier, NotifierId, NotifyError, clip};
 
 /// Discord's own address, where webhooks live.
 const DISCORD: &str = "https://discord.com";
@@ -64,10 +64,7 @@ impl DiscordNotifier {
         Self {
             url: SecretString::from(webhook_url.into()),
             wait: false,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("a plain reqwest client builds"),
+            http: super::http_client(Duration::from_secs(15)),
         }
     }
 
@@ -148,17 +145,6 @@ fn escape(text: &str, max: usize) -> String {
         count += width;
     }
     out
-}
-
-/// Clips plain text (no markdown) to `max` characters, with `…`.
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let mut clipped: String = text.chars().take(max.saturating_sub(1)).collect();
-        clipped.push('…');
-        clipped
-    }
 }
 
 fn field(name: &str, value: String, inline: bool) -> Value {

@@ -249,3 +249,29 @@ pub trait Notifier: Send + Sync + Debug {
     /// Makes one attempt to deliver one notification.
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError>;
 }
+
+/// The HTTP client of a notifier: plain, with a `timeout` per request.
+#[cfg(any(
+    feature = "slack",
+    feature = "webhook-notify",
+    feature = "discord",
+    feature = "email"
+))]
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("a plain reqwest client builds")
+}
+
+/// `text` clipped to `max` characters, ending in `…` when clipped.
+#[cfg(any(feature = "slack", feature = "discord", feature = "email"))]
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut clipped: String = text.chars().take(max.saturating_sub(1)).collect();
+        clipped.push('…');
+        clipped
+    }
+}

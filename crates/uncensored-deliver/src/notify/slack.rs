@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::{Notification, Notifier, NotifierId, NotifyError};
+use super::{Notification, Notifier, NotifierId, NotifyError, clip};
 
 /// Slack's documented error answers of incoming webhooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,10 +83,7 @@ impl SlackNotifier {
     pub fn new(webhook_url: impl Into<String>) -> Self {
         Self {
             url: SecretString::from(webhook_url.into()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("a plain reqwest client builds"),
+            http: super::http_client(Duration::from_secs(15)),
             min_interval: Duration::from_secs(1),
             next_slot: Mutex::new(Instant::now()),
         }
@@ -120,16 +117,6 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let mut clipped: String = text.chars().take(max.saturating_sub(1)).collect();
-        clipped.push('…');
-        clipped
-    }
 }
 
 /// The Block Kit message for a notification.

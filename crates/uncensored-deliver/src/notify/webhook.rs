@@ -38,10 +38,7 @@ impl SignedWebhookNotifier {
                 source: None,
             }
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("a plain reqwest client builds");
+        let http = super::http_client(Duration::from_secs(15));
         Ok(Self {
             url: url.into(),
             secret,
