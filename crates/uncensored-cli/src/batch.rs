@@ -148,6 +148,7 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
                 let before = deliverer
                     .journal()
                     .get(&line.id)
+                    .await
                     .ok()
                     .flatten()
                     .is_some_and(|e| e.done);

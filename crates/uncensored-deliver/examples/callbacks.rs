@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .ok_or("the service stopped")?;
     println!("{job_id} stored at {}", location.unwrap_or_default());
-    println!("journal: {:?} (entries, done)", journal.counts()?);
+    println!("journal: {:?} (entries, done)", journal.counts().await?);
     println!("service: {:?}", service.stats());
     Ok(())
 }

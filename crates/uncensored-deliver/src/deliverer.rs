@@ -152,24 +152,36 @@ impl Deliverer {
         request: &GenerateRequest,
     ) -> Result<Entry, DeliveryError> {
         request.validate()?;
-        let entry = self.open_entry(id, || {
-            let key = match request.own_idempotency_key() {
-                Some(key) => key.to_string(),
-                None if validate_idempotency_key(id).is_ok() && id.len() <= 200 => {
-                    format!("dlv-{id}")
-                }
-                None => format!("dlv-{}", uuid::Uuid::new_v4()),
-            };
-            Entry {
-                id: id.to_string(),
-                request: request.clone().idempotency_key(key.clone()),
-                idempotency_key: key,
-                stage: Stage::Pending,
-                notified: Default::default(),
-                done: false,
-                updated_at: chrono::Utc::now(),
+        let entry = self.open_entry(id, || Self::new_entry(id, request)).await?;
+        self.run(entry).await
+    }
+
+    /// The journal entry a first delivery of `request` under `id` starts
+    /// from: pending, with the Idempotency-Key every attempt of it sends
+    /// (the request's own, else one made from the id). Shared batches load
+    /// these before any worker starts, so every worker sends the same key.
+    pub fn new_entry(id: &str, request: &GenerateRequest) -> Entry {
+        let key = match request.own_idempotency_key() {
+            Some(key) => key.to_string(),
+            None if validate_idempotency_key(id).is_ok() && id.len() <= 200 => {
+                format!("dlv-{id}")
             }
-        })?;
+            None => format!("dlv-{}", uuid::Uuid::new_v4()),
+        };
+        Entry {
+            id: id.to_string(),
+            request: request.clone().idempotency_key(key.clone()),
+            idempotency_key: key,
+            stage: Stage::Pending,
+            notified: Default::default(),
+            done: false,
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    /// Takes an entry of the journal (a claimed line of a shared batch) to
+    /// its end, from the stage it is at.
+    pub async fn continue_entry(&self, entry: Entry) -> Result<Entry, DeliveryError> {
         self.run(entry).await
     }
 
@@ -183,17 +195,19 @@ impl Deliverer {
         job_id: &str,
         request: &GenerateRequest,
     ) -> Result<Entry, DeliveryError> {
-        let entry = self.open_entry(id, || Entry {
-            id: id.to_string(),
-            request: request.clone(),
-            idempotency_key: String::new(),
-            stage: Stage::Accepted {
-                job_id: job_id.to_string(),
-            },
-            notified: Default::default(),
-            done: false,
-            updated_at: chrono::Utc::now(),
-        })?;
+        let entry = self
+            .open_entry(id, || Entry {
+                id: id.to_string(),
+                request: request.clone(),
+                idempotency_key: String::new(),
+                stage: Stage::Accepted {
+                    job_id: job_id.to_string(),
+                },
+                notified: Default::default(),
+                done: false,
+                updated_at: chrono::Utc::now(),
+            })
+            .await?;
         self.run(entry).await
     }
 
@@ -212,7 +226,7 @@ impl Deliverer {
 
     /// Finishes every unfinished entry of the journal, 8 at a time.
     pub async fn resume(&self) -> Result<Vec<Result<Entry, DeliveryError>>, DeliveryError> {
-        let open = self.journal.unfinished()?;
+        let open = self.journal.unfinished().await?;
         Ok(stream::iter(open)
             .map(|entry| self.run(entry))
             .buffered(8)
@@ -222,12 +236,16 @@ impl Deliverer {
 
     /// The journal's entry for `id`, or a new one, written durably before
     /// anything is sent: a crash from then on is resumable.
-    fn open_entry(&self, id: &str, new: impl FnOnce() -> Entry) -> Result<Entry, DeliveryError> {
-        if let Some(entry) = self.journal.get(id)? {
+    async fn open_entry(
+        &self,
+        id: &str,
+        new: impl FnOnce() -> Entry,
+    ) -> Result<Entry, DeliveryError> {
+        if let Some(entry) = self.journal.get(id).await? {
             return Ok(entry);
         }
         let entry = new();
-        self.journal.put(&entry)?;
+        self.journal.put(&entry).await?;
         Ok(entry)
     }
 
@@ -242,14 +260,14 @@ impl Deliverer {
                     let outcome = self.announce(&mut entry).await;
                     entry.done = outcome.is_ok();
                     entry.updated_at = chrono::Utc::now();
-                    self.journal.put(&entry)?;
+                    self.journal.put(&entry).await?;
                     outcome?;
                     continue;
                 }
             };
             entry.stage = next;
             entry.updated_at = chrono::Utc::now();
-            self.journal.put(&entry)?;
+            self.journal.put(&entry).await?;
         }
         Ok(entry)
     }
@@ -405,7 +423,7 @@ impl Deliverer {
             {
                 Ok(()) => {
                     entry.notified.insert(name);
-                    self.journal.put(entry)?;
+                    self.journal.put(entry).await?;
                 }
                 Err(error) => failures.push(error),
             }

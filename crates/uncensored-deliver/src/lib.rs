@@ -28,6 +28,7 @@
 //!
 //! | feature | adds |
 //! |---|---|
+//! | `postgres` | [`journal::PostgresJournal`] and [`PostgresPacer`]: one journal and one rate limit shared by many workers |
 //! | `fs` (default) | the local file system, fsynced |
 //! | `s3` | Amazon S3 and S3-compatible servers, presigned URLs |
 //! | `gcs` | Google Cloud Storage, signed URLs |
@@ -67,11 +68,16 @@ pub mod callbacks;
 mod deliverer;
 pub mod journal;
 pub mod notify;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod worker;
 
 pub use deliverer::{Deliverer, DeliveryError, StepPolicies};
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresPacer;
 
 /// The README's Rust examples, compiled as doctests so that they never rot.
 #[cfg(all(

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use uncensored::callback::{CallbackNonce, CallbackSecret};
 use uncensored::{Client, GenerateRequest, Generation, RetryPolicy, WaitOptions};
 use uncensored_deliver::callbacks::{CallbackService, CallbackServiceError};
-use uncensored_deliver::journal::{Entry, Journal, JournalError, SqliteJournal};
+use uncensored_deliver::journal::{
+    BatchManifest, BatchStatus, Entry, Journal, JournalError, SqliteJournal,
+};
 use uncensored_deliver::storage::StorageUrl;
 use uncensored_deliver::{Deliverer, DeliveryError};
 use uncensored_emulator::{Config, Emulator, EmulatorHandle};
@@ -56,29 +58,89 @@ impl Counted {
     }
 }
 
+#[async_trait::async_trait]
 impl Journal for Counted {
-    fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
+    async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
         self.call(false);
-        self.inner.get(id)
+        self.inner.get(id).await
     }
-    fn put(&self, entry: &Entry) -> Result<(), JournalError> {
+    async fn put(&self, entry: &Entry) -> Result<(), JournalError> {
         self.call(true);
-        self.inner.put(entry)
+        self.inner.put(entry).await
     }
-    fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
-        self.call(false);
-        self.inner.unfinished()
-    }
-    fn counts(&self) -> Result<(u64, u64), JournalError> {
-        self.inner.counts()
-    }
-    fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
-        self.call(false);
-        self.inner.callback_nonce_job(nonce)
-    }
-    fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError> {
+    async fn insert(&self, entry: &Entry) -> Result<bool, JournalError> {
         self.call(true);
-        self.inner.bind_callback_nonce(nonce, job_id)
+        self.inner.insert(entry).await
+    }
+    async fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
+        self.call(false);
+        self.inner.unfinished().await
+    }
+    async fn counts(&self) -> Result<(u64, u64), JournalError> {
+        self.inner.counts().await
+    }
+    async fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        self.call(false);
+        self.inner.recent(limit).await
+    }
+    async fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
+        self.call(false);
+        self.inner.callback_nonce_job(nonce).await
+    }
+    async fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError> {
+        self.call(true);
+        self.inner.bind_callback_nonce(nonce, job_id).await
+    }
+    async fn load_batch(
+        &self,
+        manifest: &BatchManifest,
+        entries: &[Entry],
+    ) -> Result<u64, JournalError> {
+        self.call(true);
+        self.inner.load_batch(manifest, entries).await
+    }
+    async fn batch(&self) -> Result<Option<BatchManifest>, JournalError> {
+        self.call(false);
+        self.inner.batch().await
+    }
+    async fn claim(
+        &self,
+        holder: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Entry>, JournalError> {
+        self.call(true);
+        self.inner.claim(holder, limit, lease).await
+    }
+    async fn claim_entry(
+        &self,
+        id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<Entry>, JournalError> {
+        self.call(true);
+        self.inner.claim_entry(id, holder, lease).await
+    }
+    async fn renew(
+        &self,
+        holder: &str,
+        ids: &[String],
+        lease: Duration,
+    ) -> Result<u64, JournalError> {
+        self.call(true);
+        self.inner.renew(holder, ids, lease).await
+    }
+    async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
+        self.call(true);
+        self.inner.release(holder, id).await
+    }
+    async fn status(&self) -> Result<BatchStatus, JournalError> {
+        self.call(false);
+        self.inner.status().await
+    }
+    async fn next_expiry(&self, holder: &str) -> Result<Option<Duration>, JournalError> {
+        self.call(false);
+        self.inner.next_expiry(holder).await
     }
 }
 
@@ -344,7 +406,7 @@ async fn a_flood_of_forged_callbacks_costs_no_read_and_starves_no_job() {
     assert_eq!(emulator_stats.charges.total, JOBS as u64);
     assert_eq!(emulator_stats.webhooks.deliveries, JOBS as u64);
     // The journal holds the 12 jobs and their 12 nonces, nothing of the flood.
-    assert_eq!(journal.counts().unwrap(), (JOBS as u64, JOBS as u64));
+    assert_eq!(journal.counts().await.unwrap(), (JOBS as u64, JOBS as u64));
     std::fs::remove_file(&path).ok();
 }
 
@@ -436,6 +498,7 @@ async fn a_nonce_names_one_job_even_after_a_restart() {
         SqliteJournal::open(&path)
             .unwrap()
             .callback_nonce_job(nonce.as_str())
+            .await
             .unwrap()
             .as_deref(),
         Some(job_a.as_str())
@@ -504,7 +567,7 @@ async fn concurrent_duplicates_share_one_read() {
     assert_eq!(delivered_job, job_id);
     outcome.unwrap();
     // Delivered once: one entry, and no second report.
-    assert_eq!(journal.counts().unwrap(), (1, 1));
+    assert_eq!(journal.counts().await.unwrap(), (1, 1));
     assert!(delivered.try_recv().is_err());
     std::fs::remove_file(&path).ok();
 }
@@ -623,7 +686,7 @@ async fn callbacks_under_faults_pay_and_store_each_job_once() {
         faults.truncated > 0 && faults.duplicate_webhooks > 0,
         "{faults:?}"
     );
-    assert_eq!(journal.counts().unwrap(), (JOBS as u64, JOBS as u64));
+    assert_eq!(journal.counts().await.unwrap(), (JOBS as u64, JOBS as u64));
     println!("{:?}", service.stats());
     std::fs::remove_file(&path).ok();
 }

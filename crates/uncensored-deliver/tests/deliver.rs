@@ -144,7 +144,7 @@ async fn sync_and_async_jobs_are_stored_and_announced_once() {
     }
     assert_eq!(slack_server.received_requests().await.unwrap().len(), 6);
     assert_eq!(hook_server.received_requests().await.unwrap().len(), 6);
-    assert_eq!(deliverer.journal().counts().unwrap(), (6, 6));
+    assert_eq!(deliverer.journal().counts().await.unwrap(), (6, 6));
 
     // Delivering the same ids again pays nothing, stores and announces nothing.
     let again = deliverer.deliver_all(items, 3).await;
@@ -217,7 +217,7 @@ async fn a_failing_notifier_keeps_the_image_and_is_retried_on_resume() {
         .await
         .unwrap_err();
     assert!(matches!(error, DeliveryError::Notify(_)), "{error}");
-    let entry = journal.get("one").unwrap().unwrap();
+    let entry = journal.get("one").await.unwrap().unwrap();
     assert!(
         !entry.done && matches!(entry.stage, Stage::Stored { .. }),
         "{entry:?}"
@@ -260,10 +260,10 @@ async fn a_pending_entry_is_resubmitted_with_its_key_and_replayed() {
         .deliver("crash", &GenerateRequest::new("p").size(256, 256))
         .await
         .unwrap();
-    let mut entry = journal.get("crash").unwrap().unwrap();
+    let mut entry = journal.get("crash").await.unwrap().unwrap();
     entry.stage = Stage::Pending;
     entry.done = false;
-    journal.put(&entry).unwrap();
+    journal.put(&entry).await.unwrap();
     let resumed = deliverer.resume().await.unwrap();
     assert!(resumed[0].as_ref().unwrap().done);
     let stats = emulator.stats();
@@ -485,6 +485,6 @@ async fn s3_unreachable_for_a_while_mid_batch_then_every_job_completes() {
             .all(|r| r.as_ref().map(|e| e.done).unwrap_or(false)),
         "{after:?}"
     );
-    assert_eq!(deliverer.journal().counts().unwrap(), (12, 12));
+    assert_eq!(deliverer.journal().counts().await.unwrap(), (12, 12));
     assert_eq!(emulator.stats().charges.total, 12);
 }

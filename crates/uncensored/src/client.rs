@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use uncensored_api::types::{self, ErrorEnvelope};
 
 use crate::error::{ApiError, ApiErrorKind, Error, Result};
-use crate::pacer::Pacer;
+use crate::pacer::{LocalPacer, Pace};
 use crate::request::GenerateRequest;
 use crate::response::{Generation, Job, RateLimit, ResponseMeta, generation_from_api};
 use crate::retry::RetryPolicy;
@@ -50,8 +50,10 @@ struct Inner {
     retry: RetryPolicy,
     wait: WaitOptions,
     max_download_bytes: u64,
-    pacer: Option<Pacer>,
+    pacer: Option<Arc<dyn Pace>>,
     last_rate_limit: Mutex<Option<RateLimit>>,
+    /// A fingerprint of the API key (never the key).
+    key_id: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -78,7 +80,7 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     wait: WaitOptions,
     max_download_bytes: u64,
-    pace: bool,
+    pacer: Option<Arc<dyn Pace>>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -103,7 +105,7 @@ impl Default for ClientBuilder {
             retry: RetryPolicy::default(),
             wait: WaitOptions::default(),
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
-            pace: false,
+            pacer: None,
         }
     }
 }
@@ -171,8 +173,17 @@ impl ClientBuilder {
 
     /// Paces requests to stay under the key's requests-per-minute ceiling, as
     /// the rate-limit headers report it, instead of running into 429s.
+    /// The pacer is this process's own ([`LocalPacer`]); for several
+    /// processes on one key use [`ClientBuilder::pacer`] with a shared one.
     pub fn pace_requests(mut self, pace: bool) -> Self {
-        self.pace = pace;
+        self.pacer = pace.then(|| Arc::new(LocalPacer::new()) as Arc<dyn Pace>);
+        self
+    }
+
+    /// Paces requests with `pacer` (shared by every process on the key, for
+    /// example uncensored-deliver's PostgreSQL pacer).
+    pub fn pacer(mut self, pacer: Arc<dyn Pace>) -> Self {
+        self.pacer = Some(pacer);
         self
     }
 
@@ -225,7 +236,8 @@ impl ClientBuilder {
                 retry: self.retry,
                 wait: self.wait,
                 max_download_bytes: self.max_download_bytes,
-                pacer: self.pace.then(Pacer::default),
+                key_id: key_id(key.expose_secret()),
+                pacer: self.pacer,
                 last_rate_limit: Mutex::new(None),
             }),
         })
@@ -267,7 +279,14 @@ impl Client {
         builder.build()
     }
 
-    /// The base URL.
+    /// A fingerprint of the API key: 16 hex digits of its SHA-256, the
+    /// same in every process that uses the key, never the key itself (a
+    /// shared pacer's row, a log line).
+    pub fn key_id(&self) -> &str {
+        &self.inner.key_id
+    }
+
+    /// The API's base URL.
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
     }
@@ -371,7 +390,7 @@ impl Client {
             let outcome = attempt().instrument(span.clone()).await;
             let error = match outcome {
                 Ok(response) => {
-                    let rate_limit = self.observe(response.headers());
+                    let rate_limit = self.observe(response.headers()).await;
                     let request_id = request_id(response.headers());
                     span.record("status", response.status().as_u16());
                     if let Some(id) = &request_id {
@@ -396,6 +415,12 @@ impl Client {
                 span.record("status", api.status);
             }
             let retry_after = error.api().and_then(|api| api.retry_after);
+            if let (Some(pacer), Some(429)) = (&self.inner.pacer, error.api().map(|api| api.status))
+            {
+                pacer
+                    .refused(retry_after.unwrap_or(Duration::from_secs(1)))
+                    .await;
+            }
             let delay = backoffs
                 .next()
                 .and_then(|backoff| policy.delay(backoff, retry_after));
@@ -412,7 +437,7 @@ impl Client {
         }
     }
 
-    fn observe(&self, headers: &HeaderMap) -> Option<RateLimit> {
+    async fn observe(&self, headers: &HeaderMap) -> Option<RateLimit> {
         let rate = RateLimit::from_headers(headers)?;
         *self
             .inner
@@ -420,7 +445,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(rate);
         if let Some(pacer) = &self.inner.pacer {
-            pacer.observe(&rate);
+            pacer.observe(&rate).await;
         }
         Some(rate)
     }
@@ -428,7 +453,7 @@ impl Client {
     async fn classify(&self, error: WireError<ErrorEnvelope>, attempts: u32) -> Error {
         match error {
             WireError::ErrorResponse(response) => {
-                let rate_limit = self.observe(response.headers());
+                let rate_limit = self.observe(response.headers()).await;
                 let status = response.status().as_u16();
                 let request_id = request_id(response.headers());
                 let retry_after = crate::retry::retry_after(response.headers());
@@ -445,7 +470,7 @@ impl Client {
                 })
             }
             WireError::UnexpectedResponse(response) => {
-                self.observe(response.headers());
+                self.observe(response.headers()).await;
                 let status = response.status().as_u16();
                 let detail = match response.text().await {
                     Ok(text) => text.chars().take(200).collect(),
@@ -475,4 +500,14 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     ["x-request-id", "request-id"]
         .iter()
         .find_map(|name| headers.get(*name)?.to_str().ok().map(str::to_string))
+}
+
+/// 16 hex digits of the SHA-256 of `key`.
+fn key_id(key: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

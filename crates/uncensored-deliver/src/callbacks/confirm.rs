@@ -62,20 +62,6 @@ impl CallbackService {
                 bump(&self.inner.counters.coalesced);
                 outcome.clone()
             } else {
-                // Looked up under the lock: a leader writes the journal before
-                // it leaves the map, so a job is either in the journal or in
-                // flight here, never read twice.
-                match self.inner.deliverer.journal().get(&entry_id(job_id)) {
-                    Ok(Some(_)) => {
-                        bump(&self.inner.counters.already_confirmed);
-                        return Confirmation::Confirmed;
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot look a callback's job up in the journal");
-                        return Confirmation::Unavailable;
-                    }
-                }
                 let (sender, outcome) = watch::channel(None);
                 in_flight.insert(job_id.to_string(), outcome.clone());
                 let leader = Leader {
@@ -85,7 +71,7 @@ impl CallbackService {
                 // A task of its own: the read and its record finish even if
                 // the callback that started them goes away.
                 tokio::spawn(async move {
-                    let confirmation = leader.service.read_and_record(&leader.job_id).await;
+                    let confirmation = leader.service.look_up_or_read(&leader.job_id).await;
                     drop(leader);
                     sender.send_replace(Some(confirmation));
                 });
@@ -95,6 +81,23 @@ impl CallbackService {
         match outcome.wait_for(Option::is_some).await {
             Ok(confirmation) => confirmation.unwrap_or(Confirmation::Unavailable),
             Err(_) => Confirmation::Unavailable,
+        }
+    }
+
+    /// The leader's work: the journal first (a leader writes the journal
+    /// before it leaves the in-flight map, so a job is either recorded or in
+    /// flight, never read twice), else a read of the API.
+    async fn look_up_or_read(&self, job_id: &str) -> Confirmation {
+        match self.inner.deliverer.journal().get(&entry_id(job_id)).await {
+            Ok(Some(_)) => {
+                bump(&self.inner.counters.already_confirmed);
+                Confirmation::Confirmed
+            }
+            Ok(None) => self.read_and_record(job_id).await,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look a callback's job up in the journal");
+                Confirmation::Unavailable
+            }
         }
     }
 
@@ -138,26 +141,19 @@ impl CallbackService {
             }
         };
         let entry = entry_for(&job);
-        let journal = self.inner.deliverer.journal().clone();
-        let recorded = tokio::task::spawn_blocking(move || {
-            // Another service on the same journal may have recorded it meanwhile.
-            if journal.get(&entry.id)?.is_none() {
-                journal.put(&entry)?;
-            }
-            Ok::<_, crate::journal::JournalError>(entry)
-        })
-        .await;
-        let entry = match recorded {
-            Ok(Ok(entry)) => entry,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, job_id, "cannot record a confirmed job");
-                return Confirmation::Unavailable;
-            }
+        // One writer wins, whichever service on the journal read the job: only
+        // the one whose record was written delivers it.
+        let ours = match self.inner.deliverer.journal().insert(&entry).await {
+            Ok(ours) => ours,
             Err(error) => {
                 tracing::warn!(%error, job_id, "cannot record a confirmed job");
                 return Confirmation::Unavailable;
             }
         };
+        if !ours {
+            bump(&counters.already_confirmed);
+            return Confirmation::Confirmed;
+        }
         bump(&counters.confirmed);
         if let Some(hook) = &self.inner.on_confirmed {
             hook(&job);

@@ -403,7 +403,7 @@ impl CallbackService {
         let journal = self.inner.deliverer.journal();
         let mut bound = false;
         if let Some(nonce) = &nonce {
-            match journal.callback_nonce_job(nonce.as_str()) {
+            match journal.callback_nonce_job(nonce.as_str()).await {
                 Ok(Some(other)) if other != job_id => return self.wrong_job(nonce, &job_id),
                 Ok(found) => bound = found.is_some(),
                 Err(error) => return self.unavailable(&error.to_string()),
@@ -425,7 +425,7 @@ impl CallbackService {
             }
         }
         if let (Some(nonce), false) = (&nonce, bound) {
-            match journal.bind_callback_nonce(nonce.as_str(), &job_id) {
+            match journal.bind_callback_nonce(nonce.as_str(), &job_id).await {
                 Ok(winner) if winner != job_id => return self.wrong_job(nonce, &job_id),
                 Ok(_) => {}
                 Err(error) => return self.unavailable(&error.to_string()),

@@ -1,0 +1,74 @@
+//! The schema, as numbered migrations. Each runs once, in its own
+//! transaction, under an advisory lock so that workers starting together
+//! migrate once; applied versions are recorded in `uncensored_migrations`.
+
+use deadpool_postgres::Object;
+
+/// The migrations, in order. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE SEQUENCE uncensored_changes;
+     CREATE TABLE uncensored_entries (
+         id          text PRIMARY KEY,
+         seq         bigserial NOT NULL,
+         done        boolean NOT NULL DEFAULT false,
+         failed      boolean NOT NULL DEFAULT false,
+         body        jsonb NOT NULL,
+         changed     bigint NOT NULL DEFAULT nextval('uncensored_changes'),
+         holder      text,
+         lease_until timestamptz
+     );
+     CREATE INDEX uncensored_entries_open ON uncensored_entries (seq) WHERE NOT done;
+     CREATE INDEX uncensored_entries_changed ON uncensored_entries (changed);
+     CREATE TABLE uncensored_callback_nonces (
+         nonce  text PRIMARY KEY,
+         job_id text NOT NULL
+     );
+     CREATE TABLE uncensored_batch (
+         only_one integer PRIMARY KEY CHECK (only_one = 1),
+         manifest jsonb NOT NULL
+     );
+     CREATE TABLE uncensored_pacing (
+         key          text PRIMARY KEY,
+         interval_ms  double precision NOT NULL,
+         tat          timestamptz NOT NULL DEFAULT now(),
+         paused_until timestamptz NOT NULL DEFAULT '-infinity'
+     );",
+)];
+
+/// A key for `pg_advisory_xact_lock`: "uncensored" in ASCII, folded.
+const LOCK: i64 = 0x756e_6365_6e73_6f72;
+
+/// Applies every migration the database has not seen.
+pub(super) async fn run(client: &mut Object) -> Result<(), tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+        .await?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS uncensored_migrations (
+                 version    integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let applied: i32 = transaction
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM uncensored_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+        tracing::info!(version, "migrating the journal's schema");
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO uncensored_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+    }
+    transaction.commit().await
+}

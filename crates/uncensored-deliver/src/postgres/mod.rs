@@ -1,0 +1,183 @@
+//! PostgreSQL: one connection pool shared by the journal and the pacer, the
+//! schema's versioned migrations, and the one retry loop of a database call
+//! (a lost connection is retried on a new one; nothing else is).
+
+mod migrations;
+mod pacer;
+
+pub use pacer::PostgresPacer;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable as _};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+
+use crate::journal::JournalError;
+
+/// How long a database call keeps retrying a lost connection (a restart of
+/// the server, a network cut) before it reports the database unavailable.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// A pool of connections to one database, with a description that never
+/// holds the password.
+#[derive(Clone)]
+pub(crate) struct Database {
+    pool: Pool,
+    /// `user@host:port/dbname`, for messages.
+    pub(crate) target: String,
+    reconnect_for: Duration,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Failure {
+    Pool(deadpool_postgres::PoolError),
+    Database(tokio_postgres::Error),
+}
+
+impl Failure {
+    /// Whether a new connection may succeed where this one failed.
+    fn is_connection(&self) -> bool {
+        match self {
+            Failure::Pool(_) => true,
+            Failure::Database(error) => {
+                error.is_closed()
+                    || error.as_db_error().is_none() && error.code().is_none()
+                    || error.code().is_some_and(|code| {
+                        [
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                            SqlState::CONNECTION_FAILURE,
+                            SqlState::CONNECTION_EXCEPTION,
+                            SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                        ]
+                        .contains(code)
+                    })
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Failure::Pool(error) => error.to_string(),
+            // The server's own message (never the connection string).
+            Failure::Database(error) => match error.as_db_error() {
+                Some(db) => db.message().to_string(),
+                None => error.to_string(),
+            },
+        }
+    }
+}
+
+impl Database {
+    /// A pool for `url` (`postgres://user:password@host:port/dbname?options`),
+    /// checked by running the migrations: an unreachable server, refused
+    /// credentials or a missing database are reported here.
+    pub(crate) async fn connect(url: &str) -> Result<Self, JournalError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|_| JournalError::new("not a valid postgres:// URL"))?;
+        let host = config
+            .get_hosts()
+            .first()
+            .map(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let target = format!(
+            "{}@{host}:{port}/{}",
+            config.get_user().unwrap_or("(default user)"),
+            config.get_dbname().unwrap_or("(default database)")
+        );
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| JournalError::new(e.to_string()))?;
+        let database = Self {
+            pool,
+            target,
+            reconnect_for: RECONNECT_FOR,
+        };
+        // At start a refused connection is a mistake to report, not to wait for.
+        let mut client = database.pool.get().await.map_err(|e| {
+            JournalError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                database.target,
+                Failure::Pool(e).describe()
+            ))
+        })?;
+        migrations::run(&mut client)
+            .await
+            .map_err(|e| database.error(Failure::Database(e)))?;
+        Ok(database)
+    }
+
+    fn error(&self, failure: Failure) -> JournalError {
+        if failure.is_connection() {
+            JournalError::Unavailable(format!(
+                "PostgreSQL at {}: {}",
+                self.target,
+                failure.describe()
+            ))
+        } else {
+            JournalError::Backend(format!(
+                "PostgreSQL at {}: {}",
+                self.target,
+                failure.describe()
+            ))
+        }
+    }
+
+    /// Runs `call` on a pooled connection; a lost connection is retried on a
+    /// new one for up to a minute. Calls must be safe to repeat (upserts,
+    /// conditional updates): a call whose answer was lost may have run.
+    pub(crate) async fn run<T, F, Fut>(&self, call: F) -> Result<T, JournalError>
+    where
+        F: Fn(Object) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let attempt = || async {
+            let client = self.pool.get().await.map_err(Failure::Pool)?;
+            call(client).await.map_err(Failure::Database)
+        };
+        let started = tokio::time::Instant::now();
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_jitter()
+                    .without_max_times(),
+            )
+            .when(|failure: &Failure| {
+                failure.is_connection() && started.elapsed() < self.reconnect_for
+            })
+            .notify(|failure, delay| {
+                tracing::warn!(target = %self.target, error = %failure.describe(), ?delay, "PostgreSQL unreachable; reconnecting");
+            })
+            .await
+            .map_err(|failure| self.error(failure))
+    }
+}

@@ -1,0 +1,205 @@
+//! One rate limit shared by every process that uses an API key: GCRA with
+//! its state in one PostgreSQL row per key, moved on atomically by each
+//! request.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use uncensored::{LocalPacer, Pace, RateLimit, pace_interval};
+
+use super::Database;
+use crate::journal::{JournalError, PostgresJournal};
+
+/// Paces every process that shares a database and an API key: each request
+/// takes the key's next slot from one row (`uncensored_pacing`), so all of
+/// them together stay under the key's ceiling, and a 429's `retry-after`
+/// pauses all of them. When the database cannot be reached the process
+/// paces itself alone (logged) rather than stopping.
+#[derive(Debug)]
+pub struct PostgresPacer {
+    database: Database,
+    /// The key's fingerprint (`uncensored::Client::key_id`), never the key.
+    key: String,
+    state: Mutex<State>,
+    first_answer: Notify,
+    fallback: LocalPacer,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    limit: Option<u32>,
+    probing: bool,
+}
+
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+impl PostgresPacer {
+    /// A pacer for the key with fingerprint `key_id` on the journal's database.
+    pub fn new(journal: &PostgresJournal, key_id: &str) -> Self {
+        Self {
+            database: journal.database().clone(),
+            key: key_id.to_string(),
+            state: Mutex::default(),
+            first_answer: Notify::new(),
+            fallback: LocalPacer::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The interval another process has stored for this key, if any.
+    async fn stored_interval(&self) -> Result<Option<f64>, JournalError> {
+        let key = self.key.as_str();
+        let rows = self
+            .database
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT interval_ms FROM uncensored_pacing WHERE key = $1",
+                        &[&key],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    /// Takes the key's next slot; returns how long to wait for it.
+    async fn take_slot(&self, interval: Duration) -> Result<Duration, JournalError> {
+        let key = self.key.as_str();
+        let interval_ms = interval.as_secs_f64() * 1000.0;
+        let row = self
+            .database
+            .run(|client| async move {
+                client
+                    .query_one(
+                        "INSERT INTO uncensored_pacing AS p (key, interval_ms, tat)
+                         VALUES ($1, $2, now() + make_interval(secs => $2 / 1000))
+                         ON CONFLICT (key) DO UPDATE
+                         SET tat = GREATEST(p.tat, now(), p.paused_until)
+                                   + make_interval(secs => p.interval_ms / 1000)
+                         RETURNING EXTRACT(EPOCH FROM
+                             p.tat - make_interval(secs => p.interval_ms / 1000) - now())::float8",
+                        &[&key, &interval_ms],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)))
+    }
+
+    /// Nobody starts before `delay` from now (the database's now).
+    async fn pause(&self, delay: Duration) -> Result<(), JournalError> {
+        let key = self.key.as_str();
+        let delay = seconds(delay);
+        self.database
+            .run(|client| async move {
+                client
+                    .execute(
+                        "UPDATE uncensored_pacing
+                         SET paused_until = GREATEST(paused_until, now() + make_interval(secs => $2))
+                         WHERE key = $1",
+                        &[&key, &delay],
+                    )
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn set_limit(&self, limit: u32) -> Result<(), JournalError> {
+        let key = self.key.as_str();
+        let interval_ms = pace_interval(limit).as_secs_f64() * 1000.0;
+        self.database
+            .run(|client| async move {
+                client
+                    .execute(
+                        "INSERT INTO uncensored_pacing (key, interval_ms) VALUES ($1, $2)
+                         ON CONFLICT (key) DO UPDATE SET interval_ms = excluded.interval_ms
+                         WHERE uncensored_pacing.interval_ms <> excluded.interval_ms",
+                        &[&key, &interval_ms],
+                    )
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pace for PostgresPacer {
+    async fn acquire(&self) {
+        loop {
+            let notified = self.first_answer.notified();
+            // (limit, wait for the first answer)
+            let (limit, wait) = {
+                let mut state = self.lock();
+                match state.limit {
+                    Some(limit) => (Some(limit), false),
+                    None if !state.probing => {
+                        state.probing = true;
+                        (None, false)
+                    }
+                    None => (None, true),
+                }
+            };
+            if wait {
+                notified.await;
+                continue;
+            }
+            let interval = match limit {
+                Some(limit) => pace_interval(limit),
+                // The probe: another process may know the ceiling already.
+                None => match self.stored_interval().await {
+                    Ok(Some(ms)) => Duration::from_secs_f64(ms / 1000.0),
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
+                        return self.fallback.acquire().await;
+                    }
+                },
+            };
+            match self.take_slot(interval).await {
+                Ok(wait) => {
+                    tokio::time::sleep(wait).await;
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
+                    return self.fallback.acquire().await;
+                }
+            }
+        }
+    }
+
+    async fn observe(&self, rate: &RateLimit) {
+        self.fallback.observe(rate).await;
+        let known = self.lock().limit.replace(rate.limit);
+        if known != Some(rate.limit)
+            && let Err(error) = self.set_limit(rate.limit).await
+        {
+            tracing::warn!(%error, "cannot share the key's ceiling");
+        }
+        self.first_answer.notify_waiters();
+        if rate.remaining == 0 {
+            let until_reset = (rate.reset - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            if let Err(error) = self.pause(until_reset + Duration::from_secs(1)).await {
+                tracing::warn!(%error, "cannot share a used-up window");
+            }
+        }
+    }
+
+    async fn refused(&self, retry_after: Duration) {
+        self.fallback.refused(retry_after).await;
+        if let Err(error) = self.pause(retry_after).await {
+            tracing::warn!(%error, "cannot share a 429's retry-after");
+        }
+    }
+}
