@@ -128,9 +128,9 @@ fn test(root: &Path) -> Result<()> {
     // Under CI a missing or changed snapshot fails instead of being written.
     tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
     tests.env_remove("INSTA_FORCE_PASS");
-    // The storage and SMTP servers that crates/uncensored-test-servers starts.
+    // The storage, SMTP and PostgreSQL servers that crates/uncensored-test-servers starts.
     section(
-        "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP)",
+        "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP), PostgreSQL",
     );
     let moto = tools::python_venv(root, "moto", &[tools::MOTO])?;
     tests.env("UNCENSORED_MOTO_SERVER", moto.join("bin/moto_server"));
@@ -142,6 +142,7 @@ fn test(root: &Path) -> Result<()> {
     );
     let smtp = tools::python_venv(root, "smtp", &[tools::AIOSMTPD])?;
     tests.env("UNCENSORED_AIOSMTPD", smtp.join("bin/python"));
+    tests.env("UNCENSORED_POSTGRES_BIN", tools::ensure_postgres()?);
 
     let steps = [
         Step {

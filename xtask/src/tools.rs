@@ -247,6 +247,61 @@ pub const GCS_EMULATOR: &str = "gcp-storage-emulator==2026.7.19";
 /// `uncensored-test-servers` runs its own handler script with this venv's Python.
 pub const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 
+/// Where Debian's `postgresql` package puts each version's programs.
+const POSTGRES_VERSIONS: &str = "/usr/lib/postgresql";
+
+/// PostgreSQL's `bin` folder (`initdb`, `pg_ctl`, `psql`) for the shared
+/// journal's tests: `UNCENSORED_POSTGRES_BIN` when set, else the newest
+/// `/usr/lib/postgresql/<version>/bin`. When there is none and xtask runs as
+/// root, the `postgresql` package is installed with apt-get first.
+pub fn ensure_postgres() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("UNCENSORED_POSTGRES_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    if let Some(bin) = newest_postgres(Path::new(POSTGRES_VERSIONS)) {
+        return Ok(bin);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+    if !root {
+        bail!(
+            "PostgreSQL is not installed: install the `postgresql` package \
+             (`sudo apt-get install postgresql`), or set UNCENSORED_POSTGRES_BIN \
+             to the folder that holds initdb, pg_ctl and psql"
+        );
+    }
+    eprintln!("xtask: installing PostgreSQL (apt-get install postgresql)");
+    run(Command::new("apt-get").arg("update")).context("cannot update apt's package lists")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "postgresql"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("cannot install the postgresql package")?;
+    newest_postgres(Path::new(POSTGRES_VERSIONS)).with_context(|| {
+        format!("the postgresql package installed no {POSTGRES_VERSIONS}/<version>/bin/initdb")
+    })
+}
+
+/// The `bin` folder of the newest version under `versions` that has `initdb`.
+fn newest_postgres(versions: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(versions)
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: Vec<u32> = entry
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|part| part.parse().ok())
+                .collect::<Option<_>>()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .max()
+        .map(|(_, bin)| bin)
+}
+
 /// The npm `package` (pinned as `name@version`) under `.tools/<name>`, and the
 /// path of its executable `bin`. It is (re)installed when missing or when the
 /// pin changes; the pin is recorded beside it.
@@ -346,5 +401,21 @@ mod tests {
                 ignored: 2
             }
         );
+    }
+
+    #[test]
+    fn the_newest_postgres_with_initdb_is_chosen() {
+        let root = std::env::temp_dir().join(format!("xtask-postgres-{}", std::process::id()));
+        for (version, initdb) in [("9.6", true), ("15", true), ("16", false), ("13", true)] {
+            let bin = root.join(version).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            if initdb {
+                std::fs::write(bin.join("initdb"), "").unwrap();
+            }
+        }
+        let found = newest_postgres(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found, Some(root.join("15").join("bin")));
+        assert_eq!(newest_postgres(&root), None);
     }
 }

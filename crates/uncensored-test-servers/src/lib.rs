@@ -6,7 +6,11 @@
 //! - [`gcs()`]: `gcp-storage-emulator` (PyPI), behind a shim that fills in
 //!   the XML API object_store needs; see [`GcsEmulator`],
 //! - [`smtp()`]: an SMTP server on `aiosmtpd` (PyPI) that requires a login and
-//!   keeps every message it accepts for the test to read; see [`SmtpServer`].
+//!   keeps every message it accepts for the test to read; see [`SmtpServer`],
+//! - [`postgres()`]: a PostgreSQL cluster of its own (`initdb`, `pg_ctl`) in a
+//!   temporary folder; see [`Postgres`]. Its programs are found through
+//!   `UNCENSORED_POSTGRES_BIN` (their `bin` folder), else in Debian's
+//!   `/usr/lib/postgresql/<version>/bin`.
 //!
 //! `cargo xtask test` installs them into the git-ignored `.tools/` folder and
 //! names them in `UNCENSORED_MOTO_SERVER`, `UNCENSORED_AZURITE`,
@@ -30,9 +34,11 @@ use std::time::{Duration, Instant};
 
 mod gcs_shim;
 pub mod http;
+mod postgres;
 mod shared_key;
 mod smtp;
 
+pub use postgres::{Postgres, postgres};
 pub use smtp::{
     MimePart, SMTP_PASSWORD, SMTP_PERMANENT_FAILURE, SMTP_TRANSIENT_FAILURE, SMTP_USER,
     SmtpMessage, SmtpServer, smtp,
