@@ -236,7 +236,7 @@ impl Journal for PostgresJournal {
                         written += transaction
                             .execute(
                                 "INSERT INTO uncensored_entries (id, body)
-                                 SELECT * FROM unnest($1::text[], $2::jsonb[]) WITH ORDINALITY AS l(id, body, n)
+                                 SELECT l.id, l.body FROM unnest($1::text[], $2::jsonb[]) WITH ORDINALITY AS l(id, body, n)
                                  ORDER BY n
                                  ON CONFLICT (id) DO NOTHING",
                                 &[&ids, &bodies],

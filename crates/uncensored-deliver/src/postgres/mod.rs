@@ -45,11 +45,23 @@ enum Failure {
 }
 
 impl Failure {
-    /// Whether a new connection may succeed where this one failed.
-    fn is_connection(&self) -> bool {
+    /// The database's own error, when the pool failed to open a connection
+    /// because of one (refused, or answered with an error).
+    fn database_error(&self) -> Option<&tokio_postgres::Error> {
         match self {
-            Failure::Pool(_) => true,
-            Failure::Database(error) => {
+            Failure::Pool(deadpool_postgres::PoolError::Backend(error))
+            | Failure::Database(error) => Some(error),
+            Failure::Pool(_) => None,
+        }
+    }
+
+    /// Whether a new connection may succeed where this one failed: not when
+    /// the server answered that the password is wrong or the database is
+    /// missing.
+    fn is_connection(&self) -> bool {
+        match self.database_error() {
+            None => true,
+            Some(error) => {
                 error.is_closed()
                     || error.as_db_error().is_none() && error.code().is_none()
                     || error.code().is_some_and(|code| {
@@ -68,13 +80,16 @@ impl Failure {
     }
 
     fn describe(&self) -> String {
-        match self {
-            Failure::Pool(error) => error.to_string(),
-            // The server's own message (never the connection string).
-            Failure::Database(error) => match error.as_db_error() {
+        match (self, self.database_error()) {
+            // The server's own message (never the connection string):
+            // `database "x" does not exist`, `password authentication failed
+            // for user "u"`.
+            (_, Some(error)) => match error.as_db_error() {
                 Some(db) => db.message().to_string(),
                 None => error.to_string(),
             },
+            (Failure::Pool(error), None) => error.to_string(),
+            (Failure::Database(error), None) => error.to_string(),
         }
     }
 }
@@ -122,11 +137,17 @@ impl Database {
         };
         // At start a refused connection is a mistake to report, not to wait for.
         let mut client = database.pool.get().await.map_err(|e| {
-            JournalError::Unavailable(format!(
+            let failure = Failure::Pool(e);
+            let message = format!(
                 "cannot connect to PostgreSQL at {}: {}",
                 database.target,
-                Failure::Pool(e).describe()
-            ))
+                failure.describe()
+            );
+            if failure.is_connection() {
+                JournalError::Unavailable(message)
+            } else {
+                JournalError::Backend(message)
+            }
         })?;
         migrations::run(&mut client)
             .await

@@ -79,7 +79,7 @@ impl PostgresPacer {
                 client
                     .query_one(
                         "INSERT INTO uncensored_pacing AS p (key, interval_ms, tat)
-                         VALUES ($1, $2, now() + make_interval(secs => $2 / 1000))
+                         VALUES ($1, $2, now() + make_interval(secs => $2::float8 / 1000))
                          ON CONFLICT (key) DO UPDATE
                          SET tat = GREATEST(p.tat, now(), p.paused_until)
                                    + make_interval(secs => p.interval_ms / 1000)
