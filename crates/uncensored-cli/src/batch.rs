@@ -12,8 +12,10 @@ use sha2::Digest as _;
 use uncensored::GenerateRequest;
 use uncensored_deliver::journal::Stage;
 
-use crate::cli::{Batch, Cli, RequestFields};
-use crate::context::{apply, connect, default_journal, deliverer, journal};
+use uncensored_deliver::journal::JournalLocation;
+
+use crate::cli::{Batch, BatchAction, Cli, RequestFields};
+use crate::context::{Pacing, apply, connect, default_journal, deliverer, journal};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -99,24 +101,159 @@ pub fn parse(file: &std::path::Path, fields: &RequestFields) -> Result<Vec<Line>
     Ok(lines)
 }
 
-/// Runs the batch.
+/// What a run of a batch has seen so far, and how it is shown.
+pub struct Tally {
+    total: usize,
+    stored: usize,
+    failed: usize,
+    already: usize,
+    /// Each reason's advice is printed once, at the end, however many lines failed for it.
+    reasons: std::collections::BTreeMap<&'static str, (usize, &'static str)>,
+    bar: ProgressBar,
+    terminal: bool,
+    json: bool,
+}
+
+impl Tally {
+    /// A tally of `total` lines, with a progress bar on a terminal.
+    pub fn new(total: usize, json: bool) -> Self {
+        let terminal = std::io::stderr().is_terminal() && !json;
+        let bar = if terminal {
+            ProgressBar::new(total as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} done · {msg} · {per_sec} · ETA {eta}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_message("0 failed");
+        Self {
+            total,
+            stored: 0,
+            failed: 0,
+            already: 0,
+            reasons: Default::default(),
+            bar,
+            terminal,
+            json,
+        }
+    }
+
+    /// Records and shows the outcome of line `number`.
+    pub fn record(
+        &mut self,
+        number: usize,
+        was_done: bool,
+        outcome: &Result<uncensored_deliver::journal::Entry, uncensored_deliver::DeliveryError>,
+    ) {
+        let (ok, line) = match outcome {
+            Ok(entry) => match &entry.stage {
+                Stage::Stored { location, .. } => {
+                    self.stored += 1;
+                    self.already += usize::from(was_done);
+                    (true, format!("line {number}: stored at {location}"))
+                }
+                Stage::Failed {
+                    reason, message, ..
+                } => {
+                    self.failed += 1;
+                    self.reasons
+                        .entry(reason.as_str())
+                        .or_insert((0, reason.advice()))
+                        .0 += 1;
+                    (
+                        false,
+                        format!("line {number}: failed ({reason}): {message}"),
+                    )
+                }
+                other => {
+                    self.failed += 1;
+                    (false, format!("line {number}: stopped at {other:?}"))
+                }
+            },
+            Err(error) => {
+                self.failed += 1;
+                let reason = error.reason();
+                self.reasons
+                    .entry(reason.as_str())
+                    .or_insert((0, reason.advice()))
+                    .0 += 1;
+                (false, format!("line {number}: {error}"))
+            }
+        };
+        self.bar.inc(1);
+        self.bar.set_message(format!("{} failed", self.failed));
+        if self.terminal {
+            if !ok {
+                self.bar.println(line);
+            }
+        } else if !self.json {
+            eprintln!("[{}/{}] {line}", self.stored + self.failed, self.total);
+        }
+    }
+
+    /// Prints the summary (with `extra` fields in JSON); fails when a line failed.
+    pub fn finish(
+        self,
+        extra: serde_json::Map<String, serde_json::Value>,
+        people: &str,
+    ) -> Result<(), Failure> {
+        self.bar.finish_and_clear();
+        let by_reason: serde_json::Map<String, serde_json::Value> = self
+            .reasons
+            .iter()
+            .map(|(reason, (count, _))| (reason.to_string(), json!(count)))
+            .collect();
+        let mut summary = json!({"lines": self.total, "stored": self.stored, "failed": self.failed, "failed_by_reason": by_reason, "already_done": self.already});
+        if let Some(object) = summary.as_object_mut() {
+            object.extend(extra);
+        }
+        if self.json {
+            println!("{summary}");
+        } else {
+            println!(
+                "{} lines: {} stored ({} already done before this run), {} failed{people}",
+                self.total, self.stored, self.already, self.failed
+            );
+            for (reason, (count, advice)) in &self.reasons {
+                eprintln!("{count} failed with `{reason}`: {advice}");
+            }
+        }
+        if self.failed > 0 {
+            Err(Failure::batch(self.failed, self.total))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Runs the batch (or `batch status`).
 pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
+    if let Some(BatchAction::Status { journal }) = &args.action {
+        return crate::shared::status(cli, journal).await;
+    }
+    let file = args
+        .file
+        .as_deref()
+        .ok_or_else(|| Failure::input("batch: name the batch file"))?;
     let mut settings = Settings::load(cli, Some(&args.output))?;
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency;
     }
-    let lines = parse(&args.file, &args.fields)?;
-    let connection = connect(&settings, cli.emulator, true).await?;
-    let journal_path = args
+    let lines = parse(file, &args.fields)?;
+    let location = args
         .journal
         .clone()
-        .unwrap_or_else(|| default_journal(&settings));
-    let deliverer = deliverer(
-        &settings,
-        connection.client.clone(),
-        journal(&journal_path)?,
-    )
-    .await?;
+        .unwrap_or_else(|| JournalLocation::File(default_journal(&settings)));
+    if location.is_shared() {
+        return crate::shared::run(cli, args, &settings, file, lines, &location).await;
+    }
+    let journal = journal(&location).await?;
+    let connection = connect(&settings, cli.emulator, Pacing::Local).await?;
+    let deliverer = deliverer(&settings, connection.client.clone(), journal).await?;
     if args.resume {
         // Entries of earlier runs, including lines since removed from the file.
         for result in deliverer.resume().await.map_err(Failure::from)? {
@@ -126,21 +263,7 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         }
     }
 
-    let total = lines.len();
-    let terminal = std::io::stderr().is_terminal() && !cli.json;
-    let bar = if terminal {
-        ProgressBar::new(total as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} done · {msg} · {per_sec} · ETA {eta}")
-            .expect("a valid template"),
-    );
-    bar.set_message("0 failed");
-    let (mut stored, mut failed, mut already) = (0usize, 0usize, 0usize);
-    // Each reason's advice is printed once, at the end, however many lines failed for it.
-    let mut reasons = std::collections::BTreeMap::<&'static str, (usize, &'static str)>::new();
+    let mut tally = Tally::new(lines.len(), cli.json);
     let mut outcomes = stream::iter(lines)
         .map(|line| {
             let deliverer = &deliverer;
@@ -161,70 +284,9 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         })
         .buffer_unordered(usize::from(settings.concurrency.max(1)));
     while let Some((number, was_done, outcome)) = outcomes.next().await {
-        let (ok, line) = match outcome {
-            Ok(entry) => match &entry.stage {
-                Stage::Stored { location, .. } => {
-                    stored += 1;
-                    already += usize::from(was_done);
-                    (true, format!("line {number}: stored at {location}"))
-                }
-                Stage::Failed {
-                    reason, message, ..
-                } => {
-                    failed += 1;
-                    reasons
-                        .entry(reason.as_str())
-                        .or_insert((0, reason.advice()))
-                        .0 += 1;
-                    (
-                        false,
-                        format!("line {number}: failed ({reason}): {message}"),
-                    )
-                }
-                other => {
-                    failed += 1;
-                    (false, format!("line {number}: stopped at {other:?}"))
-                }
-            },
-            Err(error) => {
-                failed += 1;
-                let reason = error.reason();
-                reasons
-                    .entry(reason.as_str())
-                    .or_insert((0, reason.advice()))
-                    .0 += 1;
-                (false, format!("line {number}: {error}"))
-            }
-        };
-        bar.inc(1);
-        bar.set_message(format!("{failed} failed"));
-        if terminal {
-            if !ok {
-                bar.println(line);
-            }
-        } else if !cli.json {
-            eprintln!("[{}/{total}] {line}", stored + failed);
-        }
+        tally.record(number, was_done, &outcome);
     }
-    bar.finish_and_clear();
-    let by_reason: serde_json::Map<String, serde_json::Value> = reasons
-        .iter()
-        .map(|(reason, (count, _))| (reason.to_string(), json!(count)))
-        .collect();
-    let summary = json!({"lines": total, "stored": stored, "failed": failed, "failed_by_reason": by_reason, "already_done": already, "journal": journal_path.display().to_string()});
-    if cli.json {
-        println!("{summary}");
-    } else {
-        println!(
-            "{total} lines: {stored} stored ({already} already done before this run), {failed} failed"
-        );
-        for (reason, (count, advice)) in &reasons {
-            eprintln!("{count} failed with `{reason}`: {advice}");
-        }
-    }
-    if failed > 0 {
-        Err(Failure::batch(failed, total))
-    } else {
-        Ok(())
-    }
+    let mut extra = serde_json::Map::new();
+    extra.insert("journal".into(), json!(location.to_string()));
+    tally.finish(extra, "")
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use uncensored_deliver::journal::JournalLocation;
 
 /// Generate images with the uncensored image API, store them and announce them.
 ///
@@ -114,10 +115,11 @@ pub enum WebhookAction {
         accept_unsigned: bool,
         #[command(flatten)]
         output: Output,
-        /// The journal that keeps deliveries exactly-once across restarts
+        /// The journal that keeps deliveries exactly-once across restarts: a
+        /// file, or postgres://… shared by every replica of the service
         /// [default: .uncensored/journal.sqlite beside the images].
-        #[arg(long)]
-        journal: Option<PathBuf>,
+        #[arg(long, value_name = "PATH|postgres://…")]
+        journal: Option<JournalLocation>,
     },
 }
 
@@ -182,11 +184,15 @@ pub struct Generate {
 
 /// `batch`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Batch {
+    #[command(subcommand)]
+    pub action: Option<BatchAction>,
     /// The batch file: a prompt a line, or a JSON object a line with "prompt" and any of
     /// "model", "width", "height", "resolution", "quality", "settings". Blank lines and lines
     /// starting with # are skipped.
-    pub file: PathBuf,
+    #[arg(required = true)]
+    pub file: Option<PathBuf>,
     #[command(flatten)]
     pub fields: RequestFields,
     #[command(flatten)]
@@ -194,12 +200,29 @@ pub struct Batch {
     /// Jobs in flight at once [default: 4].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: Option<u16>,
-    /// The journal that makes reruns resume [default: .uncensored/journal.sqlite beside the images].
-    #[arg(long)]
-    pub journal: Option<PathBuf>,
+    /// The journal that makes reruns resume [default: .uncensored/journal.sqlite beside the
+    /// images]. With postgres://… the batch is shared: start the same command on several
+    /// machines and each worker claims lines under a lease (images then go to a shared --store).
+    #[arg(long, value_name = "PATH|postgres://…")]
+    pub journal: Option<JournalLocation>,
+    /// With a postgres:// journal: seconds a worker's claim on a line lasts unless renewed;
+    /// a dead worker's lines are taken over after this long.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease: u64,
     /// Finish a batch a previous run left (rerunning the same command does the same).
     #[arg(long)]
     pub resume: bool,
+}
+
+/// What `batch` does besides running a file.
+#[derive(Debug, Subcommand)]
+pub enum BatchAction {
+    /// Where a shared batch stands: done, failed, in flight per worker, left.
+    Status {
+        /// The batch's journal (postgres://… or a file).
+        #[arg(long, value_name = "PATH|postgres://…")]
+        journal: JournalLocation,
+    },
 }
 
 fn side(text: &str) -> Result<u32, String> {

@@ -10,7 +10,7 @@ use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{Entry, SqliteJournal, Stage};
 
 use crate::cli::{Cli, Generate, Output};
-use crate::context::{apply, connect};
+use crate::context::{Pacing, apply, connect};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -69,7 +69,7 @@ pub async fn generate(cli: &Cli, args: &Generate) -> Result<(), Failure> {
     request
         .validate()
         .map_err(|e| Failure::input(e.to_string()))?;
-    let connection = connect(&settings, cli.emulator, false).await?;
+    let connection = connect(&settings, cli.emulator, Pacing::Off).await?;
     if args.asynchronous {
         let Generation::Queued(job) = connection.client.generate(&request).await? else {
             return Err(Failure::other(
@@ -105,7 +105,7 @@ fn uuid_like() -> String {
 /// `status`.
 pub async fn status(cli: &Cli, job: &str) -> Result<(), Failure> {
     let settings = Settings::load(cli, None)?;
-    let connection = connect(&settings, cli.emulator, false).await?;
+    let connection = connect(&settings, cli.emulator, Pacing::Off).await?;
     let job = connection.client.job(job).await?;
     if cli.json {
         println!(
@@ -122,7 +122,7 @@ pub async fn status(cli: &Cli, job: &str) -> Result<(), Failure> {
 /// `wait`: progress on stderr, the image URL on stdout.
 pub async fn wait(cli: &Cli, job: &str, timeout: u64) -> Result<(), Failure> {
     let settings = Settings::load(cli, None)?;
-    let connection = connect(&settings, cli.emulator, false).await?;
+    let connection = connect(&settings, cli.emulator, Pacing::Off).await?;
     let options = WaitOptions::default().with_deadline(Duration::from_secs(timeout));
     let events = connection.client.watch(job, options);
     futures_util::pin_mut!(events);
@@ -153,7 +153,7 @@ pub async fn wait(cli: &Cli, job: &str, timeout: u64) -> Result<(), Failure> {
 /// `download`: stores a finished job's image like `generate` does.
 pub async fn download(cli: &Cli, job: &str, output: &Output) -> Result<(), Failure> {
     let settings = Settings::load(cli, Some(output))?;
-    let connection = connect(&settings, cli.emulator, false).await?;
+    let connection = connect(&settings, cli.emulator, Pacing::Off).await?;
     let found = connection.client.job(job).await?;
     let deliverer = deliverer(&settings, connection.client.clone()).await?;
     // The prompt is not in the job record; the metadata says so.

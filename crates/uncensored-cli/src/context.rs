@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use uncensored::{Client, GenerateRequest};
-use uncensored_deliver::Deliverer;
-use uncensored_deliver::journal::{Journal, SqliteJournal};
+use uncensored::{Client, GenerateRequest, key_fingerprint};
+use uncensored_deliver::journal::{Journal, JournalLocation};
 use uncensored_deliver::notify::{Notifier, NotifierOptions, NotifierUrl};
 use uncensored_deliver::storage::{NameTemplate, Storage, StorageUrl};
+use uncensored_deliver::{Deliverer, PostgresPacer};
 use uncensored_emulator::{Emulator, EmulatorHandle};
 
 use crate::cli::RequestFields;
@@ -23,11 +23,21 @@ pub struct Connection {
     pub _emulator: Option<EmulatorHandle>,
 }
 
+/// How a command paces its requests.
+pub enum Pacing {
+    /// Not at all: one request at a time needs none.
+    Off,
+    /// Within this process.
+    Local,
+    /// With every process on the key that shares this PostgreSQL database.
+    Shared(JournalLocation),
+}
+
 /// Connects to the API, or starts the in-process emulator.
 pub async fn connect(
     settings: &Settings,
     emulator: bool,
-    pace: bool,
+    pacing: Pacing,
 ) -> Result<Connection, Failure> {
     let (base_url, key, handle) = if emulator {
         let handle = Emulator::start(uncensored_emulator::Config::default())
@@ -47,7 +57,20 @@ pub async fn connect(
                 .into(),
         ))
     })?;
-    let mut builder = Client::builder().api_key(key).pace_requests(pace);
+    let mut builder = Client::builder();
+    match pacing {
+        Pacing::Off => {}
+        Pacing::Local => builder = builder.pace_requests(true),
+        Pacing::Shared(JournalLocation::Postgres(url)) => {
+            use secrecy::ExposeSecret as _;
+            let pacer = PostgresPacer::connect(url.expose_secret(), &key_fingerprint(&key))
+                .await
+                .map_err(|e| Failure::input(format!("--journal: {e}")))?;
+            builder = builder.pacer(Arc::new(pacer));
+        }
+        Pacing::Shared(JournalLocation::File(_)) => builder = builder.pace_requests(true),
+    }
+    let mut builder = builder.api_key(key);
     if let Some(url) = base_url {
         builder = builder.base_url(url);
     }
@@ -153,9 +176,11 @@ pub async fn deliverer(
     Ok(deliverer)
 }
 
-/// The journal at `path`.
-pub fn journal(path: &std::path::Path) -> Result<Arc<dyn Journal>, Failure> {
-    let journal = SqliteJournal::open(path)
-        .map_err(|e| Failure::other(format!("cannot open the journal {}: {e}", path.display())))?;
-    Ok(Arc::new(journal))
+/// The journal at `location`, opened (and its schema migrated) before
+/// anything is paid for.
+pub async fn journal(location: &JournalLocation) -> Result<Arc<dyn Journal>, Failure> {
+    location
+        .open()
+        .await
+        .map_err(|e| Failure::input(format!("--journal {location}: {e}")))
 }

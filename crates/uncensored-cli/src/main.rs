@@ -9,6 +9,7 @@ mod context;
 mod failure;
 mod serve;
 mod settings;
+mod shared;
 
 use std::process::ExitCode;
 
@@ -43,7 +44,7 @@ async fn main() -> ExitCode {
                     output,
                     journal,
                 },
-        } => serve::serve(&cli, *listen, *accept_unsigned, output, journal.as_deref()).await,
+        } => serve::serve(&cli, *listen, *accept_unsigned, output, journal.as_ref()).await,
         Command::Emulator(args) => emulator(args.clone()).await,
         Command::Config {
             action: ConfigAction::Show,

@@ -7,7 +7,9 @@
 use uncensored_deliver::callbacks::CallbackService;
 
 use crate::cli::{Cli, Output};
-use crate::context::{self, connect, default_journal, deliverer};
+use uncensored_deliver::journal::JournalLocation;
+
+use crate::context::{self, Pacing, connect, default_journal, deliverer};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -17,7 +19,7 @@ pub async fn serve(
     listen: std::net::SocketAddr,
     accept_unsigned: bool,
     output: &Output,
-    journal: Option<&std::path::Path>,
+    journal: Option<&JournalLocation>,
 ) -> Result<(), Failure> {
     let settings = Settings::load(cli, Some(output))?;
     let secret = settings.callback_secret.clone();
@@ -29,14 +31,14 @@ pub async fn serve(
              to confirm every unsigned callback by reading its job",
         ));
     }
-    let connection = connect(&settings, cli.emulator, false).await?;
-    let journal_path = journal
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| default_journal(&settings));
+    let connection = connect(&settings, cli.emulator, Pacing::Off).await?;
+    let journal = journal
+        .cloned()
+        .unwrap_or_else(|| JournalLocation::File(default_journal(&settings)));
     let deliverer = deliverer(
         &settings,
         connection.client.clone(),
-        context::journal(&journal_path)?,
+        context::journal(&journal).await?,
     )
     .await?;
     let mut builder = CallbackService::builder(connection.client.clone(), deliverer)

@@ -106,7 +106,13 @@ pub struct Deliverer {
     journal: Arc<dyn Journal>,
     template: NameTemplate,
     policies: StepPolicies,
+    /// This deliverer's name when it claims entries to resume them.
+    holder: String,
 }
+
+/// How long a resumed entry stays claimed: other deliverers on a shared
+/// journal (replicas of a callback service) leave it alone meanwhile.
+const RESUME_LEASE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl Deliverer {
     /// A deliverer with no notifiers, the default object names and policies.
@@ -118,6 +124,7 @@ impl Deliverer {
             journal,
             template: NameTemplate::default(),
             policies: StepPolicies::default(),
+            holder: format!("resume-{}", uuid::Uuid::new_v4().simple()),
         }
     }
 
@@ -224,14 +231,29 @@ impl Deliverer {
             .await
     }
 
-    /// Finishes every unfinished entry of the journal, 8 at a time.
+    /// Finishes every unfinished entry of the journal, 8 at a time. Each is
+    /// claimed first, so that deliverers sharing a journal (replicas) do not
+    /// finish the same entry twice; entries another one holds are left to it.
     pub async fn resume(&self) -> Result<Vec<Result<Entry, DeliveryError>>, DeliveryError> {
         let open = self.journal.unfinished().await?;
-        Ok(stream::iter(open)
-            .map(|entry| self.run(entry))
+        let results = stream::iter(open)
+            .map(|entry| async move {
+                match self
+                    .journal
+                    .claim_entry(&entry.id, &self.holder, RESUME_LEASE)
+                    .await
+                {
+                    Ok(Some(entry)) => Some(self.run(entry).await),
+                    Ok(None) => None,
+                    Err(error) => Some(Err(error.into())),
+                }
+            })
             .buffered(8)
+            .filter_map(|result| async move { result })
             .collect()
-            .await)
+            .await;
+        self.journal.release(&self.holder, None).await?;
+        Ok(results)
     }
 
     /// The journal's entry for `id`, or a new one, written durably before

@@ -146,6 +146,9 @@ pub struct Stats {
     pub webhooks: WebhookStats,
     /// Faults injected.
     pub faults: FaultStats,
+    /// When requests reached the rate limiter: the first and the last, in
+    /// milliseconds since the epoch (an achieved rate is the count between).
+    pub rate_limited_span_ms: Option<(i64, i64)>,
 }
 
 /// Charges, by account name and by idempotency key.
@@ -313,6 +316,12 @@ impl Shared {
     /// Counts a request against `bucket`'s window and reports the window.
     pub fn rate_check(&self, bucket: &str, limit: u32) -> RateInfo {
         let now = Instant::now();
+        {
+            let at = Utc::now().timestamp_millis();
+            let mut stats = lock(&self.stats);
+            let first = stats.rate_limited_span_ms.map_or(at, |(first, _)| first);
+            stats.rate_limited_span_ms = Some((first, at));
+        }
         let mut windows = lock(&self.windows);
         let window = windows.entry(bucket.to_string()).or_insert(Window {
             started: now,

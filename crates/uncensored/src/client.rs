@@ -236,7 +236,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 wait: self.wait,
                 max_download_bytes: self.max_download_bytes,
-                key_id: key_id(key.expose_secret()),
+                key_id: key_fingerprint(key.expose_secret()),
                 pacer: self.pacer,
                 last_rate_limit: Mutex::new(None),
             }),
@@ -502,8 +502,10 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .find_map(|name| headers.get(*name)?.to_str().ok().map(str::to_string))
 }
 
-/// 16 hex digits of the SHA-256 of `key`.
-fn key_id(key: &str) -> String {
+/// A fingerprint of an API key: 16 hex digits of its SHA-256. Every process
+/// that uses the key computes the same one, and it tells nothing of the key
+/// (a shared pacer's row is named by it).
+pub fn key_fingerprint(key: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(key.as_bytes())
         .iter()

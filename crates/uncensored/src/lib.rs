@@ -63,11 +63,13 @@ mod response;
 mod retry;
 mod wait;
 
-pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES, key_fingerprint,
+};
 pub use download::{DownloadedImage, ImageFormat, ImageStream};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
 pub use failure::FailureReason;
-pub use pacer::{LocalPacer, PACE_SHARE, Pace, pace_interval};
+pub use pacer::{LocalPacer, PACE_SHARE, PROBE_PATIENCE, Pace, pace_interval};
 pub use request::{
     DEFAULT_SIDE, GenerateRequest, MAX_PROMPT_CHARS, SIDE_RANGE, validate_idempotency_key,
     validate_side,

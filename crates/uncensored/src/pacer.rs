@@ -70,7 +70,24 @@ impl LocalPacer {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits for the probe's answer; when none comes (the probe failed
+    /// without rate-limit headers), lets the next request probe instead.
+    async fn wait_for_first_answer(&self, notified: tokio::sync::futures::Notified<'_>) {
+        if tokio::time::timeout(PROBE_PATIENCE, notified)
+            .await
+            .is_err()
+        {
+            let mut state = self.lock();
+            if state.limit.is_none() {
+                state.probing = false;
+            }
+        }
+    }
 }
+
+/// How long requests wait for the first answer before another one probes.
+pub const PROBE_PATIENCE: Duration = Duration::from_secs(5);
 
 #[async_trait::async_trait]
 impl Pace for LocalPacer {
@@ -101,7 +118,7 @@ impl Pace for LocalPacer {
                     tokio::time::sleep_until(slot).await;
                     return;
                 }
-                None => notified.await,
+                None => self.wait_for_first_answer(notified).await,
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use uncensored::{LocalPacer, Pace, RateLimit, pace_interval};
+use uncensored::{LocalPacer, PROBE_PATIENCE, Pace, RateLimit, pace_interval};
 
 use super::Database;
 use crate::journal::{JournalError, PostgresJournal};
@@ -39,8 +39,18 @@ fn seconds(duration: Duration) -> f64 {
 impl PostgresPacer {
     /// A pacer for the key with fingerprint `key_id` on the journal's database.
     pub fn new(journal: &PostgresJournal, key_id: &str) -> Self {
+        Self::on(journal.database().clone(), key_id)
+    }
+
+    /// A pacer on the database at `url` (its own small pool), for the key
+    /// with fingerprint `key_id` (`uncensored::key_fingerprint`).
+    pub async fn connect(url: &str, key_id: &str) -> Result<Self, JournalError> {
+        Ok(Self::on(Database::connect(url).await?, key_id))
+    }
+
+    fn on(database: Database, key_id: &str) -> Self {
         Self {
-            database: journal.database().clone(),
+            database,
             key: key_id.to_string(),
             state: Mutex::default(),
             first_answer: Notify::new(),
@@ -149,7 +159,16 @@ impl Pace for PostgresPacer {
                 }
             };
             if wait {
-                notified.await;
+                if tokio::time::timeout(PROBE_PATIENCE, notified)
+                    .await
+                    .is_err()
+                {
+                    // The probe got no answer with headers: the next one probes.
+                    let mut state = self.lock();
+                    if state.limit.is_none() {
+                        state.probing = false;
+                    }
+                }
                 continue;
             }
             let interval = match limit {

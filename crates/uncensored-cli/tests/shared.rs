@@ -1,0 +1,330 @@
+//! Batches shared by several worker processes through a real PostgreSQL:
+//! a worker SIGKILLed mid-batch, the database restarted mid-batch, one rate
+//! limit for all, and mistakes refused before anything is paid.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use uncensored_emulator::{Config, Emulator, EmulatorHandle};
+use uncensored_test_servers::Postgres;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "uncensored-cli-shared-{tag}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn batch_file(dir: &Path, name: &str, lines: usize) -> PathBuf {
+    let file = dir.join(name);
+    let text: String = (0..lines).map(|i| format!("shared prompt {i}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+async fn emulator(fail_rate: f64, rpm: u32) -> EmulatorHandle {
+    let mut config = Config {
+        time_scale: 0.002,
+        rate_limit_rpm: rpm,
+        seed: 11,
+        ..Config::default()
+    };
+    config.faults.fail_rate = fail_rate;
+    Emulator::start(config).await.unwrap()
+}
+
+/// `uncensored batch FILE --journal URL …` as a child process.
+fn worker(
+    emulator: &EmulatorHandle,
+    dir: &Path,
+    file: &Path,
+    journal: &str,
+    extra: &[&str],
+) -> Child {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"));
+    for (var, _) in std::env::vars() {
+        if var.starts_with("UNCENSORED_") {
+            command.env_remove(var);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env("XDG_CONFIG_HOME", "/nonexistent-config-dir")
+        .args([
+            "--base-url",
+            emulator.base_url(),
+            "--api-key",
+            "emulator-key",
+        ])
+        .args(["batch", file.to_str().unwrap(), "--journal", journal])
+        .args(["--out", dir.join("images").to_str().unwrap()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a worker; returns (success, stdout, stderr).
+async fn finish(child: Child) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Reads `count` progress lines of a worker's stderr (it has done that many lines).
+async fn progress(child: &mut Child, count: usize) -> BufReader<std::process::ChildStderr> {
+    let stderr = child.stderr.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stderr);
+        let mut seen = 0;
+        let mut line = String::new();
+        while seen < count {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "the worker ended early"
+            );
+            seen += usize::from(line.starts_with('['));
+        }
+        reader
+    })
+    .await
+    .unwrap()
+}
+
+fn images_in(dir: &Path) -> usize {
+    fn walk(dir: &Path, count: &mut usize) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with(".uncensored") {
+                    walk(&path, count);
+                }
+            } else if path.extension().is_some_and(|e| e == "jpg" || e == "png") {
+                *count += 1;
+            }
+        }
+    }
+    let mut count = 0;
+    walk(dir, &mut count);
+    count
+}
+
+async fn slack() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Slack messages per line (a message quotes its prompt, unique per line).
+async fn announcements(server: &MockServer) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for request in server.received_requests().await.unwrap() {
+        let body = String::from_utf8_lossy(&request.body);
+        let line = body
+            .split("shared prompt ")
+            .nth(1)
+            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+            .unwrap_or_else(|| body.to_string());
+        *counts.entry(line).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn postgres() -> Option<Postgres> {
+    uncensored_test_servers::postgres()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_one_killed_store_and_announce_every_line_once() {
+    let Some(pg) = postgres() else { return };
+    let journal = pg.create_database("killed");
+    let emulator = emulator(0.1, 1_000_000).await;
+    let slack = slack().await;
+    let dir = temp_dir("killed");
+    let file = batch_file(&dir, "prompts.txt", 300);
+    let notify = format!("slack:{}/hook", slack.uri());
+    let extra = ["--concurrency", "4", "--lease", "2", "--notify", &notify];
+    let mut doomed = worker(&emulator, &dir, &file, &journal, &extra);
+    let others = [
+        worker(&emulator, &dir, &file, &journal, &extra),
+        worker(&emulator, &dir, &file, &journal, &extra),
+    ];
+    let reader = progress(&mut doomed, 20).await;
+    doomed.kill().unwrap(); // SIGKILL, with lines in flight
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(doomed.wait().unwrap().signal(), Some(9));
+    drop(reader);
+    for other in others {
+        let (ok, stdout, stderr) = finish(other).await;
+        assert!(ok, "{stdout}\n{stderr}");
+    }
+    assert_eq!(
+        images_in(&dir.join("images")),
+        300,
+        "every line stored once"
+    );
+    let stats = emulator.stats();
+    assert_eq!(
+        stats.charges.total,
+        300,
+        "no line paid twice: {:?}",
+        stats
+            .charges
+            .by_idempotency_key
+            .values()
+            .filter(|n| **n > 1)
+            .count()
+    );
+    assert!(
+        stats.faults.server_errors > 10,
+        "faults were injected: {:?}",
+        stats.faults
+    );
+    let told = announcements(&slack).await;
+    assert_eq!(told.len(), 300, "every job announced");
+    assert!(
+        told.values().all(|n| *n == 1),
+        "announced twice: {:?}",
+        told.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+
+    let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
+        .args(["--json", "batch", "status", "--journal", &journal])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["done"], 300, "{status}");
+    assert_eq!(status["left"], 0, "{status}");
+    assert_eq!(status["batch"], "prompts.txt", "{status}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_batch_loses_and_pays_nothing() {
+    let Some(pg) = postgres() else { return };
+    let journal = pg.create_database("restarted");
+    let emulator = emulator(0.0, 1_000_000).await;
+    let dir = temp_dir("restarted");
+    let file = batch_file(&dir, "prompts.txt", 150);
+    let extra = ["--concurrency", "4"];
+    let mut first = worker(&emulator, &dir, &file, &journal, &extra);
+    let second = worker(&emulator, &dir, &file, &journal, &extra);
+    let mut reader = progress(&mut first, 25).await;
+    pg.restart();
+    let rest = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+        rest
+    });
+    let (ok, stdout, _) = finish(first).await;
+    let log = rest.await.unwrap();
+    assert!(ok, "{stdout}\n{log}");
+    let (ok, stdout, stderr) = finish(second).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(images_in(&dir.join("images")), 150);
+    assert_eq!(emulator.stats().charges.total, 150, "nothing paid twice");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_one_rate_limit_without_a_refusal() {
+    let Some(pg) = postgres() else { return };
+    let journal = pg.create_database("paced");
+    const RPM: u32 = 300;
+    let emulator = emulator(0.0, RPM).await;
+    let dir = temp_dir("paced");
+    let file = batch_file(&dir, "prompts.txt", 60);
+    let extra = ["--concurrency", "4"];
+    let workers: Vec<Child> = (0..3)
+        .map(|_| worker(&emulator, &dir, &file, &journal, &extra))
+        .collect();
+    for child in workers {
+        let (ok, stdout, stderr) = finish(child).await;
+        assert!(ok, "{stdout}\n{stderr}");
+    }
+    let stats = emulator.stats();
+    let statuses = stats
+        .requests
+        .values()
+        .flat_map(|by_status| by_status.iter());
+    let (mut requests, mut refused) = (0u64, 0u64);
+    for (status, count) in statuses {
+        requests += count;
+        if *status == 429 {
+            refused += count;
+        }
+    }
+    assert_eq!(refused, 0, "no request refused: {:?}", stats.requests);
+    let (first, last) = stats.rate_limited_span_ms.unwrap();
+    let rate = (requests - 1) as f64 / ((last - first) as f64 / 60_000.0);
+    let ratio = rate / f64::from(RPM);
+    assert!(
+        (0.95..=1.0).contains(&ratio),
+        "{requests} requests at {rate:.1}/min: {ratio:.3} of the ceiling"
+    );
+    assert_eq!(stats.charges.total, 60);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_journals_are_refused_before_anything_is_paid() {
+    let Some(pg) = postgres() else { return };
+    let emulator = emulator(0.0, 1_000_000).await;
+    let dir = temp_dir("refused");
+    let file = batch_file(&dir, "prompts.txt", 5);
+    let journal = pg.create_database("refused");
+    let (ok, stdout, stderr) = finish(worker(&emulator, &dir, &file, &journal, &[])).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(emulator.stats().charges.total, 5);
+
+    // Nothing listens there; a password in the URL is never shown.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let unreachable = format!("postgres://app:pg-secret-word@127.0.0.1:{port}/db");
+    let other = batch_file(&dir, "other.txt", 5);
+    let edited = dir.join("edited");
+    std::fs::create_dir_all(&edited).unwrap();
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text = text.replace("shared prompt 3", "shared prompt three");
+    std::fs::write(edited.join("prompts.txt"), text).unwrap();
+    let cases = [
+        (unreachable.as_str(), file.clone(), "127.0.0.1"),
+        (journal.as_str(), other, "holds the batch `prompts.txt`"),
+        (
+            journal.as_str(),
+            edited.join("prompts.txt"),
+            "line 4 differs",
+        ),
+    ];
+    for (url, file, expected) in cases {
+        let (ok, stdout, stderr) = finish(worker(&emulator, &dir, &file, url, &[])).await;
+        assert!(!ok, "{stdout}");
+        assert!(stderr.contains("--journal"), "{stderr}");
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+        assert!(
+            !stderr.contains("pg-secret-word") && !stdout.contains("pg-secret-word"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(emulator.stats().charges.total, 5, "nothing more paid");
+    std::fs::remove_dir_all(dir).ok();
+}
