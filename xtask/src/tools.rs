@@ -247,6 +247,10 @@ pub const GCS_EMULATOR: &str = "gcp-storage-emulator==2026.7.19";
 /// `uncensored-test-servers` runs its own handler script with this venv's Python.
 pub const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 
+/// Pinned official MCP Python SDK (PyPI), the independent MCP client that
+/// `uncensored mcp` is tested with over stdio and Streamable HTTP.
+pub const MCP: &str = "mcp==2.3.0";
+
 /// The npm `package` (pinned as `name@version`) under `.tools/<name>`, and the
 /// path of its executable `bin`. It is (re)installed when missing or when the
 /// pin changes; the pin is recorded beside it.

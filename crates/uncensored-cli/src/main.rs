@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod context;
 mod failure;
+mod mcp;
 mod serve;
 mod settings;
 
@@ -45,6 +46,7 @@ async fn main() -> ExitCode {
                 },
         } => serve::serve(&cli, *listen, *accept_unsigned, output, journal.as_deref()).await,
         Command::Emulator(args) => emulator(args.clone()).await,
+        Command::Mcp(args) => mcp::run(&cli, args).await,
         Command::Config {
             action: ConfigAction::Show,
         } => commands::config_show(&cli),
