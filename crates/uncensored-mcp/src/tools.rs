@@ -95,6 +95,14 @@ impl Tools {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        // The first report goes out before anything can end the wait.
+        ticks.tick().await;
+        progress(Progress {
+            elapsed: 0.0,
+            total: timeout.as_secs_f64(),
+            message: format!("delivery {id}: submitted"),
+        })
+        .await;
         loop {
             if let Some(done) = outcome.borrow_and_update().clone() {
                 return done;
