@@ -169,6 +169,8 @@ fn test(root: &Path) -> Result<()> {
                 "uncensored-emulator",
                 "--package",
                 "uncensored-deliver",
+                "--package",
+                "uncensored-mcp",
             ]),
         },
         Step {

@@ -21,7 +21,7 @@ pub fn recent(tools: &Tools, limit: usize) -> Result<Vec<Entry>, ToolFailure> {
             entries.push(entry);
         }
     }
-    entries.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.updated_at));
     entries.truncate(limit);
     Ok(entries)
 }
