@@ -43,7 +43,6 @@
 mod args;
 mod failure;
 mod protocol;
-mod recent;
 mod resources;
 mod schema;
 mod tools;

@@ -231,7 +231,10 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let entries = crate::recent::recent(&self.0, self.0.options.max_list)
+        let entries = self
+            .0
+            .recent(self.0.options.max_list)
+            .await
             .map_err(|f| ErrorData::internal_error(f.message, None))?;
         let resources = entries
             .iter()

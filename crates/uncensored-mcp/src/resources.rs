@@ -54,6 +54,7 @@ pub async fn read(tools: &Tools, uri: &str, max_bytes: u64) -> Result<Image, Too
         .deliverer
         .journal()
         .get(id)
+        .await
         .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))?
         .ok_or_else(not_found)?;
     let Stage::Stored { name, .. } = &entry.stage else {

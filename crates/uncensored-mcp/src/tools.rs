@@ -114,7 +114,7 @@ impl Tools {
                     }
                 }
                 _ = ticks.tick() => {
-                    let message = self.status_word(id);
+                    let message = self.status_word(id).await;
                     progress(Progress {
                         elapsed: started.elapsed().as_secs_f64(),
                         total: timeout.as_secs_f64(),
@@ -142,8 +142,8 @@ impl Tools {
     }
 
     /// Where delivery `id` stands, as one word, from the journal.
-    fn status_word(&self, id: &str) -> &'static str {
-        match self.deliverer.journal().get(id) {
+    async fn status_word(&self, id: &str) -> &'static str {
+        match self.deliverer.journal().get(id).await {
             Ok(Some(entry)) => stage_word(&entry.stage),
             _ => "pending",
         }
@@ -154,6 +154,7 @@ impl Tools {
         let journal = self.deliverer.journal();
         let entry = journal
             .get(id)
+            .await
             .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))?;
         if let Some(entry) = entry {
             let mut value = delivery_value(&entry);
@@ -179,7 +180,7 @@ impl Tools {
 
     /// `list_images`: the most recent deliveries of the journal.
     pub async fn list(&self, limit: usize) -> Result<Value, ToolFailure> {
-        let entries = crate::recent::recent(self, limit)?;
+        let entries = self.recent(limit).await?;
         let images: Vec<Value> = entries
             .iter()
             .map(|entry| {
@@ -202,14 +203,14 @@ impl Tools {
         Ok(json!({ "images": images }))
     }
 
-    /// The ids this server started, most recent last (see `recent`).
-    pub(crate) fn started(&self) -> Vec<String> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+    /// Up to `limit` deliveries of the journal, most recently updated first
+    /// (done or not, made by this server or by any other on the same journal).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<Entry>, ToolFailure> {
+        self.deliverer
+            .journal()
+            .recent(limit)
+            .await
+            .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))
     }
 }
 
