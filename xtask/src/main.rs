@@ -130,7 +130,7 @@ fn test(root: &Path) -> Result<()> {
     tests.env_remove("INSTA_FORCE_PASS");
     // The storage, SMTP and PostgreSQL servers that crates/uncensored-test-servers starts.
     section(
-        "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP), PostgreSQL",
+        "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP), PostgreSQL, mcp (an MCP client)",
     );
     let moto = tools::python_venv(root, "moto", &[tools::MOTO])?;
     tests.env("UNCENSORED_MOTO_SERVER", moto.join("bin/moto_server"));
@@ -143,6 +143,8 @@ fn test(root: &Path) -> Result<()> {
     let smtp = tools::python_venv(root, "smtp", &[tools::AIOSMTPD])?;
     tests.env("UNCENSORED_AIOSMTPD", smtp.join("bin/python"));
     tests.env("UNCENSORED_POSTGRES_BIN", tools::ensure_postgres()?);
+    let mcp = tools::python_venv(root, "mcp", &[tools::MCP])?;
+    tests.env("UNCENSORED_MCP_PYTHON", mcp.join("bin/python"));
 
     let steps = [
         Step {
@@ -168,6 +170,8 @@ fn test(root: &Path) -> Result<()> {
                 "uncensored-emulator",
                 "--package",
                 "uncensored-deliver",
+                "--package",
+                "uncensored-mcp",
             ]),
         },
         Step {

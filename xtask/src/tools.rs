@@ -302,6 +302,10 @@ fn newest_postgres(versions: &Path) -> Option<PathBuf> {
         .map(|(_, bin)| bin)
 }
 
+/// Pinned official MCP Python SDK (PyPI), the independent MCP client that
+/// `uncensored mcp` is tested with over stdio and Streamable HTTP.
+pub const MCP: &str = "mcp==2.3.0";
+
 /// The npm `package` (pinned as `name@version`) under `.tools/<name>`, and the
 /// path of its executable `bin`. It is (re)installed when missing or when the
 /// pin changes; the pin is recorded beside it.

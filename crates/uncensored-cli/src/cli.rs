@@ -83,6 +83,8 @@ pub enum Command {
     },
     /// Run the emulator in the foreground; the first line printed is its base URL.
     Emulator(uncensored_emulator::cli::EmulatorArgs),
+    /// Serve the tools and stored images to MCP clients (stdio, or Streamable HTTP with --http).
+    Mcp(crate::mcp::Mcp),
     /// Show the effective configuration (secrets masked).
     Config {
         #[command(subcommand)]

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod context;
 mod failure;
+mod mcp;
 mod serve;
 mod settings;
 mod shared;
@@ -46,6 +47,7 @@ async fn main() -> ExitCode {
                 },
         } => serve::serve(&cli, *listen, *accept_unsigned, output, journal.as_ref()).await,
         Command::Emulator(args) => emulator(args.clone()).await,
+        Command::Mcp(args) => mcp::run(&cli, args).await,
         Command::Config {
             action: ConfigAction::Show,
         } => commands::config_show(&cli),

@@ -151,6 +151,16 @@ impl Deliverer {
         &self.journal
     }
 
+    /// The client it generates with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The storage it stores into.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     /// Delivers `request` under the caller's `id`. A second call with the same
     /// id continues (or returns) the first delivery instead of paying again.
     pub async fn deliver(

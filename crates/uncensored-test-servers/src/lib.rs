@@ -14,8 +14,8 @@
 //!
 //! `cargo xtask test` installs them into the git-ignored `.tools/` folder and
 //! names them in `UNCENSORED_MOTO_SERVER`, `UNCENSORED_AZURITE`,
-//! `UNCENSORED_GCS_EMULATOR` and `UNCENSORED_AIOSMTPD` (a Python that has
-//! aiosmtpd); without those variables the default `.tools/` locations are used. When a server is not installed, a test that asks for it
+//! `UNCENSORED_GCS_EMULATOR`, `UNCENSORED_AIOSMTPD` (a Python that has
+//! aiosmtpd) and `UNCENSORED_MCP_PYTHON` (a Python that has mcp); without those variables the default `.tools/` locations are used. When a server is not installed, a test that asks for it
 //! is skipped (it prints `SKIPPED` and gets `None`), except under CI (`CI` set),
 //! where that is a failure.
 //!
@@ -101,6 +101,21 @@ const AIOSMTPD: Tool = Tool {
     default: ".tools/smtp/bin/python",
     package: "aiosmtpd",
 };
+
+const MCP_CLIENT: Tool = Tool {
+    what: "MCP client",
+    program: "python with mcp",
+    env: "UNCENSORED_MCP_PYTHON",
+    default: ".tools/mcp/bin/python",
+    package: "mcp",
+};
+
+/// A Python that has the official MCP SDK (`mcp` from PyPI), the independent
+/// client `uncensored mcp` is tested with; `None` (after saying SKIPPED) when
+/// it is not installed, a panic under CI.
+pub fn mcp_python() -> Option<PathBuf> {
+    MCP_CLIENT.find()
+}
 
 const GCS: Tool = Tool {
     what: "GCS",

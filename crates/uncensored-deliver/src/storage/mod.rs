@@ -97,6 +97,16 @@ pub enum StorageError {
         /// What is wrong and what to use instead.
         reason: String,
     },
+    /// The image is larger than the reader accepts; nothing was read.
+    #[error("{location} is {size} bytes, more than the {limit}-byte cap for reading it back")]
+    TooLarge {
+        /// Where.
+        location: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// The storage cannot be used as configured: a bucket or container that
     /// does not exist, credentials that are missing or refused.
     #[error("storage {location} cannot be used: {message}")]
@@ -205,6 +215,17 @@ pub trait Storage: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// Reads the image stored under `name` back whole (for a viewer, an MCP
+    /// resource), refusing one larger than `max_bytes` with
+    /// [`StorageError::TooLarge`] before reading it. `None` when nothing is
+    /// stored there. Backends that cannot read back say so.
+    async fn read(&self, name: &ObjectName, max_bytes: u64) -> Result<Option<Bytes>, StorageError> {
+        let _ = (name, max_bytes);
+        Err(StorageError::Config(
+            "this storage cannot read images back".into(),
+        ))
+    }
+
     /// Checks, without writing anything, that the storage can be used (the
     /// bucket exists, the credentials are accepted), so that a mistake is
     /// found before any image is paid for.
@@ -222,6 +243,14 @@ impl ObjectName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A name read back from a record (the journal's `Stage::Stored::name`),
+    /// checked as a rendered name is: relative, `/`-separated, no empty, `.`
+    /// or `..` part, no backslash.
+    pub fn parse(name: &str) -> Result<Self, StorageError> {
+        check_relative(name)?;
+        Ok(Self(name.to_string()))
     }
 
     /// The name of the metadata sidecar beside it.
@@ -313,18 +342,24 @@ impl NameTemplate {
                 self.0
             )));
         }
-        if name.starts_with('/')
-            || name.contains('\\')
-            || name
-                .split('/')
-                .any(|part| part.is_empty() || part == "." || part == "..")
-        {
-            return Err(StorageError::InvalidName(format!(
-                "{name:?} is not a safe relative name"
-            )));
-        }
+        check_relative(&name)?;
         Ok(ObjectName(name))
     }
+}
+
+/// Refuses a name that is not a safe relative object name.
+fn check_relative(name: &str) -> Result<(), StorageError> {
+    if name.starts_with('/')
+        || name.contains('\\')
+        || name
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(StorageError::InvalidName(format!(
+            "{name:?} is not a safe relative name"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 #[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
@@ -416,6 +417,33 @@ impl Storage for ObjectStorage {
 
     fn location(&self, name: &ObjectName) -> String {
         self.location_of(&self.key(name.as_str()))
+    }
+
+    async fn read(&self, name: &ObjectName, max_bytes: u64) -> Result<Option<Bytes>, StorageError> {
+        let key = self.key(name.as_str());
+        let size = match self.store.head(&key).await {
+            Ok(found) => found.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.error(&key, error)),
+        };
+        let too_large = |size| StorageError::TooLarge {
+            location: self.location_of(&key),
+            size,
+            limit: max_bytes,
+        };
+        if size > max_bytes {
+            return Err(too_large(size));
+        }
+        let bytes = match self.store.get(&key).await {
+            Ok(result) => result.bytes().await.map_err(|e| self.error(&key, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.error(&key, error)),
+        };
+        // Replaced by a larger object between the two requests? Still refused.
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(Some(bytes))
     }
 
     async fn share_url(&self, name: &ObjectName) -> Result<Option<String>, StorageError> {

@@ -166,7 +166,8 @@ async fn process(
 
     let g = state.config.generation_seconds;
     let (generation_time, fails) = state.with_rng(|rng| {
-        let seconds = (rng.between(g.min, g.max) * 10.0).round() / 10.0;
+        let drawn = (rng.between(g.min, g.max) * 10.0).round() / 10.0;
+        let seconds = valid.generation_seconds.unwrap_or(drawn);
         (seconds, rng.chance(state.config.faults.failed_job_rate))
     });
     let id = state.new_job_id();

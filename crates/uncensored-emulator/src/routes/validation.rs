@@ -34,6 +34,9 @@ pub struct Valid<'a> {
     pub seed: u64,
     /// `additional_settings.emulator_image_bytes`, or 0: pad the image to this size.
     pub image_bytes: u64,
+    /// `additional_settings.emulator_generation_seconds`: this job's modelled
+    /// generation time instead of a random one from the configured range.
+    pub generation_seconds: Option<f64>,
 }
 
 /// The properties of `GenerateImageRequest`; any other is refused.
@@ -54,6 +57,9 @@ const PROMPT_MAX: usize = 2000;
 const CALLBACK_URL_MAX: usize = 2048;
 /// Emulator-only: the largest `additional_settings.emulator_image_bytes` honoured.
 const IMAGE_BYTES_MAX: u64 = 1 << 30;
+
+/// Emulator-only: the longest `additional_settings.emulator_generation_seconds` honoured (a day).
+const GENERATION_SECONDS_MAX: f64 = 86_400.0;
 
 /// Checks the request's content type and body, and prices it.
 pub fn validate<'a>(
@@ -118,8 +124,8 @@ pub fn validate<'a>(
     let price = model.price
         * multiplier(model, "resolution", resolution, &model.resolutions)?
         * multiplier(model, "quality", quality, &model.qualities)?;
-    let (seed, image_bytes) = match fields.get("additional_settings") {
-        None => (0, 0),
+    let (seed, image_bytes, generation_seconds) = match fields.get("additional_settings") {
+        None => (0, 0, None),
         Some(Value::Object(settings)) => (
             settings.get("seed").and_then(Value::as_u64).unwrap_or(0),
             // Emulator-only: pad the served JPEG to at least this many bytes
@@ -129,6 +135,13 @@ pub fn validate<'a>(
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
                 .min(IMAGE_BYTES_MAX),
+            // Emulator-only: a slow (or instant) job on demand, for tests of
+            // waiting, progress and cancellation; scaled by `time_scale`.
+            settings
+                .get("emulator_generation_seconds")
+                .and_then(Value::as_f64)
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| s.min(GENERATION_SECONDS_MAX)),
         ),
         Some(_) => {
             return Err(ApiError::invalid(
@@ -146,6 +159,7 @@ pub fn validate<'a>(
         price,
         seed,
         image_bytes,
+        generation_seconds,
     })
 }
 

@@ -1,0 +1,75 @@
+//! A tool's failure as the caller reads it: the typed reason, the message,
+//! the one piece of advice `uncensored::FailureReason::advice` gives, and the
+//! request field at fault when there is one.
+
+use serde::Serialize;
+use uncensored::{FailureReason, ValidationError};
+use uncensored_deliver::DeliveryError;
+use uncensored_deliver::storage::StorageError;
+
+/// Why a tool call failed. Sent as `isError: true` with this as structured
+/// content (`{"error": …}`) and as text.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ToolFailure {
+    /// The class of failure (`invalid_request`, `moderation`, ...).
+    pub reason: FailureReason,
+    /// What happened.
+    pub message: String,
+    /// What to do next.
+    pub advice: &'static str,
+    /// The request field at fault (`image_width`, `prompt`, ...), when known.
+    pub field: Option<String>,
+}
+
+impl ToolFailure {
+    /// A failure of `reason`, with its advice.
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            advice: reason.advice(),
+            field: None,
+        }
+    }
+
+    /// The text a person reads.
+    pub fn text(&self) -> String {
+        format!("{}\nhint: {}", self.message, self.advice)
+    }
+}
+
+impl From<ValidationError> for ToolFailure {
+    fn from(error: ValidationError) -> Self {
+        Self {
+            field: Some(error.field.to_string()),
+            ..Self::new(FailureReason::InvalidRequest, error.to_string())
+        }
+    }
+}
+
+impl From<uncensored::Error> for ToolFailure {
+    fn from(error: uncensored::Error) -> Self {
+        let field = error.api().and_then(|api| api.param.clone());
+        Self {
+            field,
+            ..Self::new(error.reason(), error.to_string())
+        }
+    }
+}
+
+impl From<DeliveryError> for ToolFailure {
+    fn from(error: DeliveryError) -> Self {
+        match error {
+            DeliveryError::Invalid(invalid) => invalid.into(),
+            DeliveryError::Api(api) => api.into(),
+            other => Self::new(other.reason(), other.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for ToolFailure {
+    fn from(error: StorageError) -> Self {
+        Self::new(error.reason(), error.to_string())
+    }
+}

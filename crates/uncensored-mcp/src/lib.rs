@@ -1,0 +1,143 @@
+//! A [Model Context Protocol](https://modelcontextprotocol.io) server for the
+//! image-generation API: what `uncensored mcp` serves.
+//!
+//! - Tools, each with an input schema carrying the API's constraints (taken
+//!   from the generated request type's schema) and an output schema:
+//!   `generate_image` (validate, generate, wait with a deadline and progress
+//!   notifications, store through a [`Deliverer`], answer with a
+//!   `resource_link`, structured content and, on request, a JPEG thumbnail),
+//!   `submit_generation` and `get_job` for long jobs, and `list_images`.
+//! - Resources: each stored image at `uncensored://images/{id}`, with its MIME
+//!   type, refused above [`McpOptions::max_resource_bytes`].
+//! - Errors are tool errors (`isError: true`) with the reason and advice of
+//!   [`uncensored::FailureReason`] and the field at fault; bad input is refused
+//!   before anything is sent, so nothing is paid for it.
+//! - A cancelled or timed-out wait stops waiting only: the delivery goes on in
+//!   the background, in the journal, and `get_job` finds it.
+//!
+//! What it is not: a client, a storage or a journal. Generation, storage and
+//! notifications are the [`Deliverer`]'s; this crate only speaks MCP. The
+//! `rmcp` SDK is used by one private module, so its major versions change
+//! nothing here.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use uncensored::Client;
+//! use uncensored_deliver::Deliverer;
+//! use uncensored_deliver::journal::SqliteJournal;
+//! use uncensored_deliver::storage::StorageUrl;
+//! use uncensored_mcp::{McpOptions, McpServer};
+//!
+//! let storage = Arc::new(StorageUrl::parse("images")?.open()?);
+//! let journal = Arc::new(SqliteJournal::open("images/.uncensored/journal.sqlite".as_ref())?);
+//! let deliverer = Deliverer::new(Client::from_env()?, storage, journal);
+//! McpServer::new(deliverer, McpOptions::default()).serve_stdio().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod args;
+mod failure;
+mod protocol;
+mod resources;
+mod schema;
+mod tools;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use failure::ToolFailure;
+use uncensored::CancellationToken;
+use uncensored_deliver::Deliverer;
+
+/// Limits of the server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct McpOptions {
+    /// How long `generate_image` waits when the caller names no timeout.
+    pub default_wait: Duration,
+    /// The longest wait a caller may ask for.
+    pub max_wait: Duration,
+    /// The largest image served as a resource (or made into a thumbnail).
+    pub max_resource_bytes: u64,
+    /// The largest side of a thumbnail, in pixels.
+    pub thumbnail_side: u32,
+    /// The most deliveries `list_images` returns.
+    pub max_list: usize,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            default_wait: Duration::from_secs(120),
+            max_wait: Duration::from_secs(900),
+            max_resource_bytes: 8 * 1024 * 1024,
+            thumbnail_side: 128,
+            max_list: 100,
+        }
+    }
+}
+
+impl McpOptions {
+    /// These options with another default wait (capped by `max_wait`).
+    pub fn with_default_wait(mut self, wait: Duration) -> Self {
+        self.default_wait = wait.min(self.max_wait);
+        self
+    }
+
+    /// These options with another resource size cap.
+    pub fn with_max_resource_bytes(mut self, bytes: u64) -> Self {
+        self.max_resource_bytes = bytes;
+        self
+    }
+}
+
+/// Why serving stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum McpError {
+    /// The transport failed (stdio closed mid-message, the listener failed...).
+    #[error("MCP transport: {0}")]
+    Transport(String),
+}
+
+/// The MCP server over one [`Deliverer`].
+#[derive(Debug, Clone)]
+pub struct McpServer {
+    tools: Arc<tools::Tools>,
+}
+
+impl McpServer {
+    /// A server that generates, stores and announces through `deliverer`
+    /// (its journal records every delivery; `list_images` reads it).
+    pub fn new(deliverer: Deliverer, options: McpOptions) -> Self {
+        Self {
+            tools: Arc::new(tools::Tools::new(deliverer, options)),
+        }
+    }
+
+    /// The tools as `tools/list` describes them (name, title, description,
+    /// input and output schemas), as JSON.
+    pub fn tool_list(&self) -> serde_json::Value {
+        serde_json::to_value(protocol::tool_list(&self.tools)).expect("tools serialize")
+    }
+
+    /// Serves MCP on stdin and stdout until the client closes them.
+    pub async fn serve_stdio(self) -> Result<(), McpError> {
+        protocol::serve_stdio(protocol::Handler(self.tools)).await
+    }
+
+    /// Serves MCP over Streamable HTTP at `/mcp` on `listener` until
+    /// `shutdown` is cancelled.
+    pub async fn serve_http(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), McpError> {
+        protocol::serve_http(protocol::Handler(self.tools), listener, shutdown).await
+    }
+}

@@ -1,0 +1,185 @@
+//! The tools' JSON Schemas. The request's fields and constraints (prompt 1 to
+//! 2,000 characters, sides 256 to 2,048 and multiples of 8, ...) come from the
+//! schema the generated `uncensored_api::types::GenerateImageRequest` derives
+//! from `openapi.yaml`: nothing here restates them.
+
+use serde_json::{Map, Value, json};
+
+/// The properties of the API's request body, with every `$ref` inlined and
+/// without `callback_url` (the server waits, or runs the job itself).
+fn request_properties() -> (Map<String, Value>, Vec<Value>) {
+    let schema = schemars::schema_for!(uncensored_api::types::GenerateImageRequest);
+    let schema = serde_json::to_value(schema).expect("a schema serializes");
+    let definitions = schema
+        .get("definitions")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut properties = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .expect("the request schema has properties");
+    properties.remove("callback_url");
+    for value in properties.values_mut() {
+        inline(value, &definitions);
+    }
+    let required = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    (properties, required)
+}
+
+/// Replaces `{"$ref": "#/definitions/X"}` (also inside `allOf`) by X itself,
+/// so that every client reads the constraints in place.
+fn inline(value: &mut Value, definitions: &Map<String, Value>) {
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::String(reference)) = object.get("$ref")
+                && let Some(name) = reference.strip_prefix("#/definitions/")
+                && let Some(Value::Object(definition)) = definitions.get(name)
+            {
+                let mut merged = definition.clone();
+                object.remove("$ref");
+                // The property's own description wins over the type's.
+                merged.extend(std::mem::take(object));
+                *object = merged;
+            }
+            if let Some(Value::Array(all)) = object.get("allOf")
+                && all.len() == 1
+            {
+                let mut only = all[0].clone();
+                inline(&mut only, definitions);
+                object.remove("allOf");
+                if let Value::Object(only) = only {
+                    for (key, value) in only {
+                        object.entry(key).or_insert(value);
+                    }
+                }
+            }
+            for child in object.values_mut() {
+                inline(child, definitions);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| inline(item, definitions)),
+        _ => {}
+    }
+}
+
+fn object(properties: Map<String, Value>, required: Vec<Value>) -> Value {
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// `generate_image`'s arguments: the request, `thumbnail` and `timeout_seconds`.
+pub fn generate_input(max_timeout_seconds: u64) -> Value {
+    let (mut properties, required) = request_properties();
+    properties.insert(
+        "thumbnail".into(),
+        json!({"type": "boolean", "default": false,
+               "description": "Also return a small JPEG thumbnail as image content."}),
+    );
+    properties.insert(
+        "timeout_seconds".into(),
+        json!({"type": "integer", "minimum": 1, "maximum": max_timeout_seconds,
+               "description": "Stop waiting after this many seconds (the job goes on; ask get_job). Default: the server's."}),
+    );
+    object(properties, required)
+}
+
+/// `submit_generation`'s arguments: the request.
+pub fn submit_input() -> Value {
+    let (properties, required) = request_properties();
+    object(properties, required)
+}
+
+/// `get_job`'s arguments.
+pub fn get_job_input() -> Value {
+    object(
+        Map::from_iter([(
+            "id".to_string(),
+            json!({"type": "string", "minLength": 1,
+                   "description": "A delivery id from submit_generation or generate_image, or an API job id."}),
+        )]),
+        vec![json!("id")],
+    )
+}
+
+/// `list_images`' arguments.
+pub fn list_input(max_limit: usize) -> Value {
+    object(
+        Map::from_iter([(
+            "limit".to_string(),
+            json!({"type": "integer", "minimum": 1, "maximum": max_limit, "default": 10,
+                   "description": "How many deliveries, most recent first."}),
+        )]),
+        vec![],
+    )
+}
+
+fn nullable(kind: &str, description: &str) -> Value {
+    json!({"type": [kind, "null"], "description": description})
+}
+
+/// What `generate_image` answers (and `get_job` once stored).
+pub fn delivery_output() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "description": "This delivery's id (for get_job)."},
+            "status": {"type": "string", "description": "pending, accepted, generated, stored, failed or stopped for a delivery; the API's status for a bare job."},
+            "job_id": nullable("string", "The API's job id, once known."),
+            "uri": nullable("string", "The stored image as an MCP resource."),
+            "location": nullable("string", "Where the image is stored (a path or a bucket URL)."),
+            "sha256": nullable("string", "SHA-256 of the stored image."),
+            "model": nullable("string", "The model that made it."),
+            "width": nullable("integer", "Width in pixels."),
+            "height": nullable("integer", "Height in pixels."),
+            "generation_time": nullable("number", "Seconds the generation took."),
+            "share_url": nullable("string", "A URL that shows the image for a while, when the storage makes one."),
+            "error": {
+                "type": ["object", "null"],
+                "description": "Why the delivery failed or stopped.",
+                "properties": {
+                    "reason": {"type": "string"},
+                    "message": {"type": "string"},
+                    "advice": {"type": "string"},
+                    "field": {"type": ["string", "null"]}
+                }
+            }
+        },
+        "required": ["id", "status"]
+    })
+}
+
+/// What `list_images` answers.
+pub fn list_output() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "images": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "model": nullable("string", "The model, as reported or requested."),
+                        "status": {"type": "string"},
+                        "location": nullable("string", "Where it is stored, once stored."),
+                        "uri": nullable("string", "The stored image as an MCP resource."),
+                        "updated_at": {"type": "string", "format": "date-time"}
+                    },
+                    "required": ["id", "prompt", "status", "updated_at"]
+                }
+            }
+        },
+        "required": ["images"]
+    })
+}

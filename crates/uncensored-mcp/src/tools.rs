@@ -1,0 +1,283 @@
+//! What each tool does, free of any MCP library: deliveries run in the
+//! background through the `Deliverer` (journal first, Idempotency-Key, storage,
+//! notifiers); a waiting call only watches one, so a cancelled or timed-out
+//! wait leaves the paid job to finish and be found with `get_job`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use uncensored::{CancellationToken, FailureReason, GenerateRequest};
+use uncensored_deliver::Deliverer;
+use uncensored_deliver::journal::{Entry, Stage};
+
+use crate::failure::ToolFailure;
+use crate::{McpOptions, resources};
+
+/// How a background delivery ended, when it has.
+type Outcome = Option<Result<Entry, ToolFailure>>;
+
+/// One progress report of a waiting call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Seconds waited so far.
+    pub elapsed: f64,
+    /// The deadline, in seconds.
+    pub total: f64,
+    /// Where the delivery stands.
+    pub message: String,
+}
+
+/// Where a waiting call's progress goes.
+pub type ProgressSink<'a> =
+    &'a (dyn Fn(Progress) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync);
+
+/// The tools' shared state.
+#[derive(Debug)]
+pub struct Tools {
+    pub(crate) deliverer: Deliverer,
+    pub(crate) options: McpOptions,
+    running: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+}
+
+impl Tools {
+    pub(crate) fn new(deliverer: Deliverer, options: McpOptions) -> Self {
+        Self {
+            deliverer,
+            options,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts delivering `request` in the background under a new id.
+    pub fn start(&self, request: GenerateRequest) -> String {
+        let id = format!("mcp-{}", uuid::Uuid::new_v4());
+        let (sender, receiver) = watch::channel(None);
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), receiver);
+        let deliverer = self.deliverer.clone();
+        let task_id = id.clone();
+        tokio::spawn(async move {
+            let outcome = deliverer
+                .deliver(&task_id, &request)
+                .await
+                .map_err(ToolFailure::from);
+            if let Err(failure) = &outcome {
+                tracing::warn!(id = %task_id, reason = %failure.reason, "delivery stopped");
+            }
+            let _ = sender.send(Some(outcome));
+        });
+        id
+    }
+
+    /// Waits for delivery `id` until it ends, `timeout` passes or `cancel`
+    /// fires, reporting progress at once and then every second.
+    pub async fn wait(
+        &self,
+        id: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        progress: ProgressSink<'_>,
+    ) -> Result<Entry, ToolFailure> {
+        let Some(mut outcome) = self.receiver(id) else {
+            return Err(ToolFailure::new(
+                FailureReason::NotFound,
+                format!("no delivery {id} is running"),
+            ));
+        };
+        let started = Instant::now();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        // The first report goes out before anything can end the wait.
+        ticks.tick().await;
+        progress(Progress {
+            elapsed: 0.0,
+            total: timeout.as_secs_f64(),
+            message: format!("delivery {id}: submitted"),
+        })
+        .await;
+        loop {
+            if let Some(done) = outcome.borrow_and_update().clone() {
+                return done;
+            }
+            tokio::select! {
+                changed = outcome.changed() => {
+                    if changed.is_err() {
+                        return Err(ToolFailure::new(FailureReason::Other, format!("delivery {id} ended without an outcome")));
+                    }
+                }
+                _ = ticks.tick() => {
+                    let message = self.status_word(id).await;
+                    progress(Progress {
+                        elapsed: started.elapsed().as_secs_f64(),
+                        total: timeout.as_secs_f64(),
+                        message: format!("delivery {id}: {message}"),
+                    }).await;
+                }
+                _ = &mut deadline => {
+                    return Err(ToolFailure::new(FailureReason::TimedOut, format!(
+                        "delivery {id} was not finished after {}s; it goes on: ask get_job with this id", timeout.as_secs())));
+                }
+                _ = cancel.cancelled() => {
+                    return Err(ToolFailure::new(FailureReason::Cancelled, format!(
+                        "waiting for delivery {id} was cancelled; the job goes on: ask get_job with this id")));
+                }
+            }
+        }
+    }
+
+    fn receiver(&self, id: &str) -> Option<watch::Receiver<Outcome>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Where delivery `id` stands, as one word, from the journal.
+    async fn status_word(&self, id: &str) -> &'static str {
+        match self.deliverer.journal().get(id).await {
+            Ok(Some(entry)) => stage_word(&entry.stage),
+            _ => "pending",
+        }
+    }
+
+    /// `get_job`: a delivery of this server (from its journal), else a job of the API.
+    pub async fn get_job(&self, id: &str) -> Result<Value, ToolFailure> {
+        let journal = self.deliverer.journal();
+        let entry = journal
+            .get(id)
+            .await
+            .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))?;
+        if let Some(entry) = entry {
+            let mut value = delivery_value(&entry);
+            let stopped = self
+                .receiver(id)
+                .and_then(|r| r.borrow().clone())
+                .and_then(Result::err);
+            if let (Some(failure), false) = (stopped, entry.done) {
+                value["status"] = json!("stopped");
+                value["error"] = json!(failure);
+            }
+            return Ok(value);
+        }
+        let job = self.deliverer.client().job(id).await?;
+        Ok(json!({
+            "id": id,
+            "status": job.status.as_str(),
+            "job_id": job.job_id,
+            "model": job.model,
+            "generation_time": job.generation_time,
+        }))
+    }
+
+    /// `list_images`: the most recent deliveries of the journal.
+    pub async fn list(&self, limit: usize) -> Result<Value, ToolFailure> {
+        let entries = self.recent(limit).await?;
+        let images: Vec<Value> = entries
+            .iter()
+            .map(|entry| {
+                let model = match &entry.stage {
+                    Stage::Stored { model, .. } | Stage::Generated { model, .. } => model.clone(),
+                    _ => None,
+                }
+                .or_else(|| entry.request.model_name().map(str::to_string));
+                json!({
+                    "id": entry.id,
+                    "prompt": entry.request.prompt(),
+                    "model": model,
+                    "status": stage_word(&entry.stage),
+                    "location": entry.location(),
+                    "uri": entry.location().map(|_| resources::uri(&entry.id)),
+                    "updated_at": entry.updated_at.to_rfc3339(),
+                })
+            })
+            .collect();
+        Ok(json!({ "images": images }))
+    }
+
+    /// Up to `limit` deliveries of the journal, most recently updated first
+    /// (done or not, made by this server or by any other on the same journal).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<Entry>, ToolFailure> {
+        self.deliverer
+            .journal()
+            .recent(limit)
+            .await
+            .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))
+    }
+}
+
+/// A stage as one word.
+pub fn stage_word(stage: &Stage) -> &'static str {
+    match stage {
+        Stage::Pending => "pending",
+        Stage::Accepted { .. } => "accepted",
+        Stage::Generated { .. } => "generated",
+        Stage::Stored { .. } => "stored",
+        Stage::Failed { .. } => "failed",
+        _ => "unknown",
+    }
+}
+
+/// A delivery's structured content (the output schema of `generate_image`).
+pub fn delivery_value(entry: &Entry) -> Value {
+    let (width, height) = entry.request.dimensions();
+    let mut value = json!({
+        "id": entry.id,
+        "status": stage_word(&entry.stage),
+        "width": width,
+        "height": height,
+        "model": entry.request.model_name(),
+    });
+    match &entry.stage {
+        Stage::Accepted { job_id } => value["job_id"] = json!(job_id),
+        Stage::Generated {
+            job_id,
+            generation_time,
+            model,
+            ..
+        } => {
+            value["job_id"] = json!(job_id);
+            value["generation_time"] = json!(generation_time);
+            if model.is_some() {
+                value["model"] = json!(model);
+            }
+        }
+        Stage::Stored {
+            job_id,
+            generation_time,
+            model,
+            location,
+            sha256,
+            share_url,
+            ..
+        } => {
+            value["job_id"] = json!(job_id);
+            value["generation_time"] = json!(generation_time);
+            if model.is_some() {
+                value["model"] = json!(model);
+            }
+            value["location"] = json!(location);
+            value["sha256"] = json!(sha256);
+            value["share_url"] = json!(share_url);
+            value["uri"] = json!(resources::uri(&entry.id));
+        }
+        Stage::Failed {
+            job_id,
+            reason,
+            message,
+        } => {
+            value["job_id"] = json!(job_id);
+            value["error"] = json!(ToolFailure::new(*reason, message.clone()));
+        }
+        _ => {}
+    }
+    value
+}
