@@ -8,6 +8,7 @@
 //! SHA-256 on the way, treats storing the same job again as a no-op, and never
 //! silently replaces a different image.
 
+mod browse;
 mod object;
 mod url;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use uncensored::{DownloadError, DownloadedImage, ImageFormat, ImageStream};
 
+pub use browse::ListedImage;
 pub use object::{DEFAULT_PART_SIZE, ObjectStorage};
 pub use url::{StorageKind, StorageUrl};
 
@@ -240,6 +242,36 @@ pub trait Storage: Send + Sync + Debug {
 pub struct ObjectName(String);
 
 impl ObjectName {
+    /// A name that comes from outside (a request, a listing), checked: relative,
+    /// `/`-separated, at most 1,024 bytes, no part empty, `.` or `..`, no
+    /// backslash and no control character. A name that would leave the
+    /// storage is refused, never cleaned up into something else.
+    ///
+    /// ```
+    /// use uncensored_deliver::storage::ObjectName;
+    ///
+    /// assert_eq!(ObjectName::parse("2026-05-09/abc.jpg").unwrap().as_str(), "2026-05-09/abc.jpg");
+    /// for bad in ["../etc/passwd", "/etc/passwd", "a//b.jpg", "a/./b", "a\\b", "", "a\nb"] {
+    ///     assert!(ObjectName::parse(bad).is_err(), "{bad:?}");
+    /// }
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, StorageError> {
+        let bad = text.is_empty()
+            || text.len() > 1024
+            || text.starts_with('/')
+            || text.contains('\\')
+            || text.chars().any(char::is_control)
+            || text
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..");
+        if bad {
+            return Err(StorageError::InvalidName(format!(
+                "{text:?} is not a safe relative name"
+            )));
+        }
+        Ok(Self(text.to_string()))
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -162,7 +162,12 @@ impl ObjectStorage {
         &self.store
     }
 
-    fn base(&self) -> String {
+    /// The prefix every key of this storage starts with, if any.
+    pub(super) fn prefix(&self) -> Option<&Path> {
+        self.prefix.as_ref()
+    }
+
+    pub(super) fn base(&self) -> String {
         match &self.locations {
             Locations::Directory(root) => root.display().to_string(),
             Locations::Url(base) => match &self.prefix {
@@ -173,7 +178,7 @@ impl ObjectStorage {
         }
     }
 
-    fn key(&self, name: &str) -> Path {
+    pub(super) fn key(&self, name: &str) -> Path {
         match &self.prefix {
             Some(prefix) => Path::from(format!("{prefix}/{name}")),
             None => Path::from(name),
@@ -188,11 +193,11 @@ impl ObjectStorage {
         }
     }
 
-    fn error(&self, key: &Path, error: object_store::Error) -> StorageError {
+    pub(super) fn error(&self, key: &Path, error: object_store::Error) -> StorageError {
         backend_error(self.location_of(key), error)
     }
 
-    async fn read_meta(&self, key: &Path) -> Result<Option<ImageMeta>, StorageError> {
+    pub(super) async fn read_meta(&self, key: &Path) -> Result<Option<ImageMeta>, StorageError> {
         match self.store.get(key).await {
             Ok(result) => {
                 let bytes = result.bytes().await.map_err(|e| self.error(key, e))?;
