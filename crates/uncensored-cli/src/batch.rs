@@ -15,7 +15,9 @@ use uncensored_deliver::journal::Stage;
 use uncensored_deliver::journal::JournalLocation;
 
 use crate::cli::{Batch, BatchAction, Cli, RequestFields};
-use crate::context::{Pacing, apply, connect, default_journal, deliverer, journal};
+use crate::context::{
+    Pacing, apply, connect, default_journal, deliverer_on, journal, object_storage,
+};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -249,11 +251,34 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         .clone()
         .unwrap_or_else(|| JournalLocation::File(default_journal(&settings)));
     if location.is_shared() {
+        if args.gallery {
+            return Err(Failure::input(
+                "--gallery serves batches with a local journal; beside a shared batch run `uncensored gallery --journal URL`",
+            ));
+        }
         return crate::shared::run(cli, args, &settings, file, lines, &location).await;
     }
     let journal = journal(&location).await?;
     let connection = connect(&settings, cli.emulator, Pacing::Local).await?;
-    let deliverer = deliverer(&settings, connection.client.clone(), journal).await?;
+    let storage = object_storage(&settings).await?;
+    let deliverer = deliverer_on(
+        &settings,
+        connection.client.clone(),
+        journal,
+        std::sync::Arc::new(storage.clone()),
+    )
+    .await?;
+    let gallery = match args.gallery {
+        true => Some(
+            crate::gallery::start_for_batch(
+                storage,
+                deliverer.journal().clone(),
+                args.gallery_listen,
+            )
+            .await?,
+        ),
+        false => None,
+    };
     if args.resume {
         // Entries of earlier runs, including lines since removed from the file.
         for result in deliverer.resume().await.map_err(Failure::from)? {
@@ -288,5 +313,9 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
     }
     let mut extra = serde_json::Map::new();
     extra.insert("journal".into(), json!(location.to_string()));
-    tally.finish(extra, "")
+    let outcome = tally.finish(extra, "");
+    if let Some(server) = gallery {
+        crate::gallery::keep_serving(server).await;
+    }
+    outcome
 }

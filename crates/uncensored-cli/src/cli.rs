@@ -81,6 +81,8 @@ pub enum Command {
         #[command(subcommand)]
         action: WebhookAction,
     },
+    /// Serve a local web page of the stored images and the batch's failures; the first line printed is its URL.
+    Gallery(Gallery),
     /// Run the emulator in the foreground; the first line printed is its base URL.
     Emulator(uncensored_emulator::cli::EmulatorArgs),
     /// Serve the tools and stored images to MCP clients (stdio, or Streamable HTTP with --http).
@@ -214,6 +216,32 @@ pub struct Batch {
     /// Finish a batch a previous run left (rerunning the same command does the same).
     #[arg(long)]
     pub resume: bool,
+    /// Serve the gallery of this batch (see `uncensored gallery`) while it runs, and after it until Ctrl-C.
+    #[arg(long)]
+    pub gallery: bool,
+    /// Where --gallery listens (loopback).
+    #[arg(long, default_value = "127.0.0.1:8788", requires = "gallery")]
+    pub gallery_listen: std::net::SocketAddr,
+}
+
+/// `gallery`.
+#[derive(Debug, Args)]
+pub struct Gallery {
+    /// The image directory [default: ./images].
+    #[arg(long, conflicts_with = "store")]
+    pub out: Option<PathBuf>,
+    /// The storage URL: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix (credentials from AWS_*, GOOGLE_*, AZURE_* variables).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// The batch's journal, for its failures and the lines in flight [default: .uncensored/journal.sqlite beside the images, when there is one].
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8788")]
+    pub listen: std::net::SocketAddr,
+    /// Allow a --listen address that is not loopback: every prompt of the store becomes visible to other machines.
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 /// What `batch` does besides running a file.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use uncensored::{Client, GenerateRequest, key_fingerprint};
 use uncensored_deliver::journal::{Journal, JournalLocation};
 use uncensored_deliver::notify::{Notifier, NotifierOptions, NotifierUrl};
-use uncensored_deliver::storage::{NameTemplate, Storage, StorageUrl};
+use uncensored_deliver::storage::{NameTemplate, ObjectStorage, Storage, StorageUrl};
 use uncensored_deliver::{Deliverer, PostgresPacer};
 use uncensored_emulator::{Emulator, EmulatorHandle};
 
@@ -92,10 +92,16 @@ pub fn storage_url(settings: &Settings) -> Result<StorageUrl, Failure> {
 /// The storage the settings name, checked (the bucket exists, the
 /// credentials are accepted) before anything is paid for.
 pub async fn storage(settings: &Settings) -> Result<Arc<dyn Storage>, Failure> {
+    Ok(Arc::new(object_storage(settings).await?))
+}
+
+/// The storage the settings name, checked, as the object storage it is
+/// (to share one, a `memory://` store too, between a batch and its gallery).
+pub async fn object_storage(settings: &Settings) -> Result<ObjectStorage, Failure> {
     let url = storage_url(settings)?;
     let storage = url.open()?;
     storage.check().await?;
-    Ok(Arc::new(storage))
+    Ok(storage)
 }
 
 /// Where the journal of a batch lives by default: beside the images when
@@ -168,7 +174,17 @@ pub async fn deliverer(
     client: Client,
     journal: Arc<dyn Journal>,
 ) -> Result<Deliverer, Failure> {
-    let mut deliverer = Deliverer::new(client, storage(settings).await?, journal)
+    deliverer_on(settings, client, journal, storage(settings).await?).await
+}
+
+/// The pipeline the settings describe, storing into `storage`.
+pub async fn deliverer_on(
+    settings: &Settings,
+    client: Client,
+    journal: Arc<dyn Journal>,
+    storage: Arc<dyn Storage>,
+) -> Result<Deliverer, Failure> {
+    let mut deliverer = Deliverer::new(client, storage, journal)
         .with_template(template(settings)?);
     for notifier in notifiers(settings).await? {
         deliverer = deliverer.with_notifier(notifier);

@@ -8,6 +8,7 @@ mod commands;
 mod context;
 mod failure;
 mod mcp;
+mod gallery;
 mod serve;
 mod settings;
 mod shared;
@@ -46,6 +47,7 @@ async fn main() -> ExitCode {
                     journal,
                 },
         } => serve::serve(&cli, *listen, *accept_unsigned, output, journal.as_ref()).await,
+        Command::Gallery(args) => gallery::run(&cli, args).await,
         Command::Emulator(args) => emulator(args.clone()).await,
         Command::Mcp(args) => mcp::run(&cli, args).await,
         Command::Config {
@@ -71,12 +73,18 @@ async fn emulator(args: uncensored_emulator::cli::EmulatorArgs) -> Result<(), Fa
         .map_err(|e| Failure::other(e.to_string()))?;
     println!("{}", emulator.base_url());
     eprintln!("emulator serving; API key `emulator-key`; stop with Ctrl-C");
+    stopped().await?;
+    emulator.shutdown().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn stopped() -> Result<(), Failure> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::other(e.to_string()))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    emulator.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,102 @@
+//! `uncensored gallery` and `batch --gallery`: the gallery crate
+//! (`uncensored_gallery`) on the storage and journal the settings name.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use uncensored_deliver::journal::Journal;
+use uncensored_deliver::storage::ObjectStorage;
+use uncensored_gallery::{Gallery, GalleryError, GalleryOptions, GalleryServer};
+
+use crate::cli::{self, Cli, Output};
+use crate::context::{default_journal, journal, storage_url};
+use crate::failure::Failure;
+use crate::settings::Settings;
+
+impl From<GalleryError> for Failure {
+    fn from(error: GalleryError) -> Self {
+        match error {
+            GalleryError::Storage(storage) => storage.into(),
+            GalleryError::Bind { .. } => Failure::other(error.to_string()),
+            other => Failure::input(other.to_string()),
+        }
+    }
+}
+
+/// `uncensored gallery`: serves until Ctrl-C or SIGTERM.
+pub async fn run(cli: &Cli, args: &cli::Gallery) -> Result<(), Failure> {
+    let output = Output {
+        out: args.out.clone(),
+        store: args.store.clone(),
+        name_template: None,
+        notify: Vec::new(),
+    };
+    let settings = Settings::load(cli, Some(&output))?;
+    let mut gallery = Gallery::open(&storage_url(&settings)?).await?;
+    if let Some(journal) = batch_journal(&settings, args.journal.as_deref())? {
+        gallery = gallery.with_journal(journal);
+    }
+    let mut options = GalleryOptions::default();
+    options.allow_remote = args.allow_remote;
+    let server = gallery.with_options(options).serve(args.listen).await?;
+    announce(&server, "stop with Ctrl-C");
+    crate::stopped().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// The journal `--journal` names (which must exist), else the one `batch`
+/// keeps beside the images when there is one.
+fn batch_journal(
+    settings: &Settings,
+    named: Option<&Path>,
+) -> Result<Option<Arc<dyn Journal>>, Failure> {
+    match named {
+        Some(path) if !path.exists() => Err(Failure::input(format!(
+            "--journal: there is no journal at {}",
+            path.display()
+        ))),
+        Some(path) => journal(path).map(Some),
+        None => {
+            let path = default_journal(settings);
+            path.exists().then(|| journal(&path)).transpose()
+        }
+    }
+}
+
+/// `batch --gallery`: the gallery of the batch's own storage and journal,
+/// started before the first line is sent.
+pub async fn start_for_batch(
+    storage: ObjectStorage,
+    journal: Arc<dyn Journal>,
+    listen: SocketAddr,
+) -> Result<GalleryServer, Failure> {
+    let server = Gallery::new(storage)
+        .with_journal(journal)
+        .serve(listen)
+        .await?;
+    announce(&server, "it stays up after the batch until Ctrl-C");
+    Ok(server)
+}
+
+/// After the batch: the page stays up (a person is still looking) until Ctrl-C or SIGTERM.
+pub async fn keep_serving(server: GalleryServer) {
+    eprintln!(
+        "batch finished; the gallery stays at {} until Ctrl-C",
+        server.url()
+    );
+    server.refresh().await;
+    let _ = crate::stopped().await;
+    server.shutdown().await;
+}
+
+fn announce(server: &GalleryServer, stop: &str) {
+    // The URL alone on stdout, first: scripts and tests read it.
+    println!("{}", server.url());
+    eprintln!(
+        "gallery of {} images at {} ({stop})",
+        server.images(),
+        server.url()
+    );
+}
