@@ -145,6 +145,9 @@ fn test(root: &Path) -> Result<()> {
     tests.env("UNCENSORED_POSTGRES_BIN", tools::ensure_postgres()?);
     let mcp = tools::python_venv(root, "mcp", &[tools::MCP])?;
     tests.env("UNCENSORED_MCP_PYTHON", mcp.join("bin/python"));
+    section("tools for the browser tests: Chromium (Debian) and playwright-core (npm)");
+    tests.env("UNCENSORED_CHROMIUM", tools::ensure_chromium()?);
+    tests.env("UNCENSORED_PLAYWRIGHT", tools::ensure_playwright(root)?);
 
     let steps = [
         Step {
@@ -172,6 +175,8 @@ fn test(root: &Path) -> Result<()> {
                 "uncensored-deliver",
                 "--package",
                 "uncensored-mcp",
+                "--package",
+                "uncensored-gallery",
             ]),
         },
         Step {

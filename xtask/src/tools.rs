@@ -240,6 +240,45 @@ pub fn ensure_azurite(root: &Path) -> Result<PathBuf> {
     npm_tool(root, "azurite", AZURITE, "azurite-blob")
 }
 
+/// Pinned Playwright's core (npm), the driver of the gallery's browser test.
+/// It never downloads a browser: the tests launch Debian's Chromium.
+pub const PLAYWRIGHT: &str = "playwright-core@1.65.1";
+
+/// The `playwright-core` package folder under `.tools/playwright` (what a
+/// test script `require`s), installed from npm when missing or when the pin changes.
+pub fn ensure_playwright(root: &Path) -> Result<PathBuf> {
+    npm_tool(root, "playwright", PLAYWRIGHT, "playwright-core")?;
+    Ok(root.join(".tools/playwright/node_modules/playwright-core"))
+}
+
+/// Debian's Chromium (`/usr/bin/chromium`), installed with apt-get when
+/// missing and running as root; otherwise a clear error naming the package.
+pub fn ensure_chromium() -> Result<PathBuf> {
+    let chromium = PathBuf::from("/usr/bin/chromium");
+    if chromium.exists() {
+        return Ok(chromium);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if !root {
+        bail!(
+            "the browser tests need Chromium: install Debian's package (`sudo apt-get install --no-install-recommends chromium`) and run again"
+        );
+    }
+    eprintln!("xtask: installing chromium (apt-get)");
+    run(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update failed")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("cannot install chromium")?;
+    if !chromium.exists() {
+        bail!("the chromium package installed no {}", chromium.display());
+    }
+    Ok(chromium)
+}
+
 /// Pinned gcp-storage-emulator (PyPI), the GCS emulator the storage tests use.
 pub const GCS_EMULATOR: &str = "gcp-storage-emulator==2026.7.19";
 
@@ -323,6 +362,8 @@ pub fn npm_tool(root: &Path, name: &str, package: &str, bin: &str) -> Result<Pat
     }
     std::fs::create_dir_all(&prefix)?;
     run(Command::new("npm")
+        // Playwright fetches no browser of its own: the tests use the system's.
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .arg("install")
         .arg("--prefix")
         .arg(&prefix)

@@ -11,11 +11,16 @@
 //!   temporary folder; see [`Postgres`]. Its programs are found through
 //!   `UNCENSORED_POSTGRES_BIN` (their `bin` folder), else in Debian's
 //!   `/usr/lib/postgresql/<version>/bin`.
+//! - [`browser()`]: not a server, the headless browser of the page tests:
+//!   Debian's `chromium` driven by Playwright (npm `playwright-core`) under
+//!   node; see [`Browser`].
 //!
 //! `cargo xtask test` installs them into the git-ignored `.tools/` folder and
 //! names them in `UNCENSORED_MOTO_SERVER`, `UNCENSORED_AZURITE`,
 //! `UNCENSORED_GCS_EMULATOR`, `UNCENSORED_AIOSMTPD` (a Python that has
-//! aiosmtpd) and `UNCENSORED_MCP_PYTHON` (a Python that has mcp); without those variables the default `.tools/` locations are used. When a server is not installed, a test that asks for it
+//! aiosmtpd), `UNCENSORED_MCP_PYTHON` (a Python that has mcp), and the browser
+//! in `UNCENSORED_PLAYWRIGHT` (the `playwright-core` package folder) and
+//! `UNCENSORED_CHROMIUM`; without those variables the default `.tools/` locations are used. When a server is not installed, a test that asks for it
 //! is skipped (it prints `SKIPPED` and gets `None`), except under CI (`CI` set),
 //! where that is a failure.
 //!
@@ -32,6 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod browser;
 mod gcs_shim;
 pub mod http;
 mod postgres;
@@ -39,6 +45,7 @@ mod shared_key;
 mod smtp;
 
 pub use postgres::{Postgres, postgres};
+pub use browser::{Browser, browser};
 pub use smtp::{
     MimePart, SMTP_PASSWORD, SMTP_PERMANENT_FAILURE, SMTP_TRANSIENT_FAILURE, SMTP_USER,
     SmtpMessage, SmtpServer, smtp,
