@@ -233,9 +233,9 @@ pub struct Gallery {
     /// The storage URL: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix (credentials from AWS_*, GOOGLE_*, AZURE_* variables).
     #[arg(long)]
     pub store: Option<String>,
-    /// The batch's journal, for its failures and the lines in flight [default: .uncensored/journal.sqlite beside the images, when there is one].
-    #[arg(long)]
-    pub journal: Option<PathBuf>,
+    /// The batch's journal, for its failures and the lines in flight: a file or a postgres:// URL [default: .uncensored/journal.sqlite beside the images, when there is one].
+    #[arg(long, value_name = "PATH|URL")]
+    pub journal: Option<String>,
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:8788")]
     pub listen: std::net::SocketAddr,

@@ -2,15 +2,14 @@
 //! (`uncensored_gallery`) on the storage and journal the settings name.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
-use uncensored_deliver::journal::Journal;
+use uncensored_deliver::journal::{Journal, JournalLocation};
 use uncensored_deliver::storage::ObjectStorage;
 use uncensored_gallery::{Gallery, GalleryError, GalleryOptions, GalleryServer};
 
 use crate::cli::{self, Cli, Output};
-use crate::context::{default_journal, journal, storage_url};
+use crate::context::{default_journal, storage_url};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -34,7 +33,7 @@ pub async fn run(cli: &Cli, args: &cli::Gallery) -> Result<(), Failure> {
     };
     let settings = Settings::load(cli, Some(&output))?;
     let mut gallery = Gallery::open(&storage_url(&settings)?).await?;
-    if let Some(journal) = batch_journal(&settings, args.journal.as_deref())? {
+    if let Some(journal) = batch_journal(&settings, args.journal.as_deref()).await? {
         gallery = gallery.with_journal(journal);
     }
     let mut options = GalleryOptions::default();
@@ -48,21 +47,35 @@ pub async fn run(cli: &Cli, args: &cli::Gallery) -> Result<(), Failure> {
 
 /// The journal `--journal` names (which must exist), else the one `batch`
 /// keeps beside the images when there is one.
-fn batch_journal(
+async fn batch_journal(
     settings: &Settings,
-    named: Option<&Path>,
+    named: Option<&str>,
 ) -> Result<Option<Arc<dyn Journal>>, Failure> {
-    match named {
-        Some(path) if !path.exists() => Err(Failure::input(format!(
-            "--journal: there is no journal at {}",
-            path.display()
-        ))),
-        Some(path) => journal(path).map(Some),
+    let location = match named {
+        Some(location) => JournalLocation::new(location),
         None => {
             let path = default_journal(settings);
-            path.exists().then(|| journal(&path)).transpose()
+            if !path.exists() {
+                return Ok(None);
+            }
+            JournalLocation::File(path)
         }
+    };
+    if let JournalLocation::File(path) = &location
+        && !path.exists()
+    {
+        return Err(Failure::input(format!(
+            "--journal: there is no journal at {}",
+            path.display()
+        )));
     }
+    // Shown without its password.
+    let shown = location.to_string();
+    location
+        .open()
+        .await
+        .map(Some)
+        .map_err(|e| Failure::other(format!("cannot open the journal {shown}: {e}")))
 }
 
 /// `batch --gallery`: the gallery of the batch's own storage and journal,

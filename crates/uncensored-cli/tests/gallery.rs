@@ -91,6 +91,7 @@ fn the_gallery_in_a_browser() {
         .env("LIVE_PROMPT", live_prompt)
         .env("LIVE_BATCH", &live_batch)
         .env("STORE", &store)
+        .env("LIVE_JOURNAL", dir.join("live-journal.sqlite"))
         .env("UNCENSORED_BIN", BIN)
         .output()
         .unwrap();
@@ -106,5 +107,7 @@ fn the_gallery_in_a_browser() {
         shots.display()
     );
     assert!(report.contains("gallery browser test: ok"), "{report}");
+    // The screenshots stay (test artefacts); the images go.
+    let _ = std::fs::remove_dir_all(&store);
     println!("screenshots in {}", shots.display());
 }

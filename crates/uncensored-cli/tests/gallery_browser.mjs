@@ -38,6 +38,9 @@ try {
     problems.push(`a dialog opened: ${dialog.message()}`);
     dialog.dismiss();
   });
+  page.on("response", (response) => {
+    if (response.status() >= 400) problems.push(`${response.status()} for ${response.url()}`);
+  });
   page.on("console", (message) => {
     if (message.type() === "error") problems.push(`console: ${message.text()}`);
   });
@@ -91,8 +94,9 @@ try {
   }
   await page.screenshot({ path: `${shots}/failures.png` });
 
-  // A batch into the same store while the page is open: its image appears.
-  const batch = spawn(env("UNCENSORED_BIN"), ["--emulator", "batch", env("LIVE_BATCH"), "--out", env("STORE")], {
+  // Another batch into the same store while the page is open (a journal of
+  // its own: a journal holds one batch): its image appears.
+  const batch = spawn(env("UNCENSORED_BIN"), ["--emulator", "batch", env("LIVE_BATCH"), "--out", env("STORE"), "--journal", env("LIVE_JOURNAL")], {
     stdio: ["ignore", "inherit", "inherit"],
   });
   const exited = new Promise((resolve, reject) => {

@@ -173,7 +173,7 @@ async function openDetail(name) {
 function renderBatch(view) {
   if (!view.journal) return;
   $("batch-panel").hidden = false;
-  $("batch-counts").textContent =
+  $("batch-counts").textContent = (view.name ? "Batch " + view.name + ": " : "") +
     view.lines + " lines recorded: " + view.stored + " stored, " + view.failed.length + " failed, " + view.in_flight.length + " in flight";
   $("failed-count").textContent = String(view.failed.length);
   $("in-flight-count").textContent = String(view.in_flight.length);

@@ -48,6 +48,8 @@ pub struct InFlightLine {
 pub struct BatchView {
     /// Whether a journal was given.
     pub journal: bool,
+    /// The batch's name (its file's), when the journal loaded one.
+    pub name: Option<String>,
     /// Lines recorded.
     pub lines: usize,
     /// Lines stored.
@@ -113,15 +115,13 @@ impl BatchView {
 
     /// Reads the journal.
     pub async fn read(journal: &Arc<dyn Journal>) -> Result<Self, JournalError> {
-        Ok(Self::from_entries(&entries(journal).await?))
+        let mut view = Self::from_entries(&entries(journal).await?);
+        view.name = journal.batch().await?.map(|manifest| manifest.name);
+        Ok(view)
     }
 }
 
 /// The journal's entries, most recently updated first.
 async fn entries(journal: &Arc<dyn Journal>) -> Result<Vec<Entry>, JournalError> {
-    // Until the journal can list recent entries, only the unfinished ones.
-    let mut entries = journal.unfinished()?;
-    entries.reverse();
-    entries.truncate(MAX_ENTRIES);
-    Ok(entries)
+    journal.recent(MAX_ENTRIES).await
 }

@@ -107,7 +107,7 @@ async fn fixture() -> Fixture {
     )
     .unwrap();
     let journal = SqliteJournal::open(&dir.join("journal.sqlite")).unwrap();
-    journal.put(&failed_entry()).unwrap();
+    journal.put(&failed_entry()).await.unwrap();
     let server = Gallery::open(&StorageUrl::parse(store.to_str().unwrap()).unwrap())
         .await
         .unwrap()
