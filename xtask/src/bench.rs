@@ -260,7 +260,8 @@ pub fn run(root: &Path) -> Result<()> {
              flight). Targets: under 32 MiB above the baseline for 64 MiB; the 10,000-job batch's peak \
              within 10% of the 1,000-job batch's (this run: {growth}).\n\n{table}"
         ),
-    )
+    )?;
+    crate::bench_gallery::run(root)
 }
 
 /// Peak memory of the delivery pipeline: a 64 MiB image to fs and to S3

@@ -7,6 +7,7 @@
 //! - `test`: every check CI runs, in order. This is THE test command.
 
 mod bench;
+mod bench_gallery;
 mod codegen;
 mod conformance;
 mod constraints;
@@ -28,6 +29,7 @@ commands:
                        (--check: fail with a diff if the committed file is out of date)
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
+  bench gallery        only the gallery's first paint (headless Chromium); writes its section
   conformance          run schemathesis against the emulator (part of `test`)
   prism-check          run the SDK through Prism's validating proxy (part of `test`)
   test                 run every check: spec, generated code, fmt, clippy, docs, tests, conformance
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         ["lint-spec"] => lint_spec(&root),
         ["test"] => test(&root),
         ["bench"] => bench::run(&root),
+        ["bench", "gallery"] => bench_gallery::run(&root),
         ["conformance"] => conformance::run(&root, &mut cargo(&[])),
         ["prism-check"] => prism_check::run(&root, || cargo(&[])),
         ["help" | "--help" | "-h"] => {

@@ -270,7 +270,13 @@ pub fn ensure_chromium() -> Result<PathBuf> {
     eprintln!("xtask: installing chromium (apt-get)");
     run(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update failed")?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", "chromium"])
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("cannot install chromium")?;
     if !chromium.exists() {

@@ -220,7 +220,12 @@ pub struct Batch {
     #[arg(long)]
     pub gallery: bool,
     /// Where --gallery listens (loopback).
-    #[arg(long, default_value = "127.0.0.1:8788", requires = "gallery")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8788",
+        requires = "gallery"
+    )]
     pub gallery_listen: std::net::SocketAddr,
 }
 
@@ -237,7 +242,7 @@ pub struct Gallery {
     #[arg(long, value_name = "PATH|URL")]
     pub journal: Option<String>,
     /// Address to listen on (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:8788")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8788")]
     pub listen: std::net::SocketAddr,
     /// Allow a --listen address that is not loopback: every prompt of the store becomes visible to other machines.
     #[arg(long)]

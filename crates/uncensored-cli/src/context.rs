@@ -184,8 +184,7 @@ pub async fn deliverer_on(
     journal: Arc<dyn Journal>,
     storage: Arc<dyn Storage>,
 ) -> Result<Deliverer, Failure> {
-    let mut deliverer = Deliverer::new(client, storage, journal)
-        .with_template(template(settings)?);
+    let mut deliverer = Deliverer::new(client, storage, journal).with_template(template(settings)?);
     for notifier in notifiers(settings).await? {
         deliverer = deliverer.with_notifier(notifier);
     }

@@ -59,6 +59,7 @@ fn every_help_text() {
         vec!["download", "--help"],
         vec!["batch", "--help"],
         vec!["emulator", "--help"],
+        vec!["gallery", "--help"],
         vec!["webhook", "serve", "--help"],
         vec!["config", "--help"],
         vec!["config", "show", "--help"],
@@ -704,16 +705,27 @@ async fn the_readme_shell_examples_run_against_the_emulator() {
             "emulator-key".into(),
         ];
         full.extend(args.clone());
-        if args.first().map(String::as_str) == Some("webhook") {
+        // Servers: started, their first line (the URL) read, then stopped.
+        let gallery = args.first().map(String::as_str) == Some("gallery")
+            || args.iter().any(|a| a == "--gallery");
+        if args.first().map(String::as_str) == Some("webhook") || gallery {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port();
-            let full: Vec<String> = full
+            let mut full: Vec<String> = full
                 .iter()
                 .map(|a| a.replace("127.0.0.1:8787", &format!("127.0.0.1:{port}")))
                 .collect();
+            if gallery {
+                let flag = if args[0] == "gallery" {
+                    "--listen"
+                } else {
+                    "--gallery-listen"
+                };
+                full.extend([flag.to_string(), format!("127.0.0.1:{port}")]);
+            }
             let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
                 .current_dir(&dir)
                 .args(&full)
@@ -728,7 +740,11 @@ async fn the_readme_shell_examples_run_against_the_emulator() {
             })
             .await
             .unwrap();
-            assert!(first.ends_with("/callback"), "{command}: {first}");
+            if gallery {
+                assert_eq!(first, format!("http://127.0.0.1:{port}/"), "{command}");
+            } else {
+                assert!(first.ends_with("/callback"), "{command}: {first}");
+            }
             server.kill().unwrap();
             server.wait().unwrap();
             continue;

@@ -3,7 +3,7 @@
 //! its folder, and `gallery_browser.mjs` driving headless Chromium through
 //! Playwright: thumbnails load, search, one image's details, the failures
 //! with their reasons, and an image of a second batch appearing live.
-//! Screenshots go to the target folder (`tmp/gallery-browser-*`).
+//! Screenshots go to the target folder (`tmp/gallery-*/screenshots`).
 //! Skipped (SKIPPED) without Chromium and playwright-core, except under CI.
 
 use std::io::{BufRead as _, BufReader};
@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_uncensored");
 const MODERATED: usize = 3;
-const MARKUP: &str = r#"an <img src=x onerror="window.__pwned=1"> <script>window.__pwned=1</script> markup-probe"#;
+const MARKUP: &str =
+    r#"an <img src=x onerror="window.__pwned=1"> <script>window.__pwned=1</script> markup-probe"#;
 
 /// A child process killed when the test ends, however it ends.
 struct Running(Child);
@@ -24,9 +25,14 @@ impl Drop for Running {
     }
 }
 
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("gallery-browser-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "gallery-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -110,4 +116,19 @@ fn the_gallery_in_a_browser() {
     // The screenshots stay (test artefacts); the images go.
     let _ = std::fs::remove_dir_all(&store);
     println!("screenshots in {}", shots.display());
+}
+
+#[test]
+fn a_missing_store_is_named_before_anything_is_served() {
+    let missing = scratch().join("no-such-images");
+    let output = Command::new(BIN)
+        .args(["gallery", "--listen", "127.0.0.1:0", "--out"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{stderr}");
+    assert!(output.stdout.is_empty(), "no URL was printed");
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+    assert!(!missing.exists(), "nothing was created");
 }

@@ -167,10 +167,12 @@ impl Catalog {
             match record {
                 Ok(Some(record)) => added.push(Arc::new(record)),
                 Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "skipping an image whose sidecar cannot be read"),
+                Err(error) => {
+                    tracing::warn!(%error, "skipping an image whose sidecar cannot be read")
+                }
             }
         }
-        added.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        added.sort_by_key(|record| record.created_at);
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         for record in &added {
             state.by_name.insert(record.name.clone(), record.clone());
@@ -228,8 +230,8 @@ impl Catalog {
             .collect();
         let time = |r: &ImageRecord| r.generation_time.unwrap_or(-1.0);
         match query.sort {
-            Sort::Date => items.sort_by(|a, b| b.created_at.cmp(&a.created_at)),
-            Sort::DateAsc => items.sort_by(|a, b| a.created_at.cmp(&b.created_at)),
+            Sort::Date => items.sort_by_key(|r| std::cmp::Reverse(r.created_at)),
+            Sort::DateAsc => items.sort_by_key(|r| r.created_at),
             Sort::Time => items.sort_by(|a, b| time(b).total_cmp(&time(a))),
             Sort::TimeAsc => items.sort_by(|a, b| time(a).total_cmp(&time(b))),
         }
@@ -244,14 +246,13 @@ impl Catalog {
             .take(limit)
             .map(|r| r.as_ref().clone())
             .collect();
-        let mut models: Vec<String> = state
+        let models: Vec<String> = state
             .records
             .iter()
             .filter_map(|r| r.model.clone())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        models.dedup();
         Page {
             total,
             stored: state.records.len(),

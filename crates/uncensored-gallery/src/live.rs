@@ -48,7 +48,11 @@ pub async fn refresh(shared: &Shared) {
     if let Some(journal) = &shared.journal {
         match BatchView::read(journal).await {
             Ok(view) => {
-                let changed = *shared.batch.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+                let changed = *shared
+                    .batch
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
                     != view;
                 if changed {
                     let view = Arc::new(view);

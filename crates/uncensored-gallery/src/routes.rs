@@ -56,17 +56,27 @@ async fn guard(
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default();
         if !is_local_host(host) {
-            return (StatusCode::FORBIDDEN, "this gallery answers on loopback only").into_response();
+            return (
+                StatusCode::FORBIDDEN,
+                "this gallery answers on loopback only",
+            )
+                .into_response();
         }
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(POLICY),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -118,20 +128,23 @@ async fn events(State(shared): State<Arc<Shared>>) -> Response {
 
 /// The record of a listed image, or the answer to give instead: 400 for a
 /// name that is not a safe relative name, 404 for one the catalog does not hold.
-fn listed(shared: &Shared, name: &str) -> Result<(ObjectName, Arc<ImageRecord>), Response> {
+fn listed(
+    shared: &Shared,
+    name: &str,
+) -> Result<(ObjectName, Arc<ImageRecord>), (StatusCode, &'static str)> {
     let Ok(object) = ObjectName::parse(name) else {
-        return Err((StatusCode::BAD_REQUEST, "not a safe image name").into_response());
+        return Err((StatusCode::BAD_REQUEST, "not a safe image name"));
     };
     match shared.catalog.get(object.as_str()) {
         Some(record) => Ok((object, record)),
-        None => Err((StatusCode::NOT_FOUND, "no such image").into_response()),
+        None => Err((StatusCode::NOT_FOUND, "no such image")),
     }
 }
 
 async fn image_record(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match listed(&shared, &name) {
         Ok((_, record)) => axum::Json(record.as_ref()).into_response(),
-        Err(response) => response,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -141,7 +154,10 @@ fn image_response(bytes: bytes::Bytes, cache: &'static str) -> Response {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not an image").into_response();
     };
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.mime()));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.mime()),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     (headers, bytes).into_response()
 }
@@ -154,7 +170,7 @@ fn storage_failure(error: impl std::fmt::Display) -> Response {
 async fn full_image(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     let (object, _) = match listed(&shared, &name) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     match shared.catalog.storage().read_object(&object).await {
         Ok(Some(bytes)) => image_response(bytes, "private, max-age=3600"),
@@ -166,7 +182,7 @@ async fn full_image(State(shared): State<Arc<Shared>>, Path(name): Path<String>)
 async fn thumbnail(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     let (object, record) = match listed(&shared, &name) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let storage = shared.catalog.storage();
     let made = shared
@@ -189,10 +205,22 @@ async fn thumbnail(State(shared): State<Arc<Shared>>, Path(name): Path<String>) 
 mod tests {
     #[test]
     fn only_loopback_hosts_are_local() {
-        for host in ["127.0.0.1:8788", "localhost:1", "[::1]:80", "LOCALHOST", "127.0.0.2"] {
+        for host in [
+            "127.0.0.1:8788",
+            "localhost:1",
+            "[::1]:80",
+            "LOCALHOST",
+            "127.0.0.2",
+        ] {
             assert!(super::is_local_host(host), "{host}");
         }
-        for host in ["example.com", "evil.localhost.example:80", "10.0.0.1:8788", "", "[fe80::1]:1"] {
+        for host in [
+            "example.com",
+            "evil.localhost.example:80",
+            "10.0.0.1:8788",
+            "",
+            "[fe80::1]:1",
+        ] {
             assert!(!super::is_local_host(host), "{host}");
         }
     }

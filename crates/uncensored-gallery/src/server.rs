@@ -226,11 +226,20 @@ impl GalleryServer {
             let _ = poll.send(());
             let _ = http.send(());
         }
-        // Event streams never end on their own: close the channel so they do.
-        drop(self.shared);
-        for task in self.tasks.drain(..) {
+        // Event streams never end on their own: the server task is stopped
+        // rather than waiting for every open page to go.
+        for task in std::mem::take(&mut self.tasks) {
             task.abort();
             let _ = task.await;
+        }
+    }
+}
+
+impl Drop for GalleryServer {
+    /// A gallery dropped without [`GalleryServer::shutdown`] stops too.
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

@@ -165,6 +165,12 @@ mod tests {
         }
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
         let not_an_image = async { Ok::<_, ()>(Some(Bytes::from_static(b"not an image"))) };
-        assert!(cache.get_or_make("x", not_an_image).await.unwrap().is_none());
+        assert!(
+            cache
+                .get_or_make("x", not_an_image)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -15,7 +15,8 @@ use uncensored_deliver::storage::{
 };
 use uncensored_gallery::{Gallery, GalleryError, GalleryServer};
 
-const MARKUP: &str = r#"<script>window.__pwned=1</script><img src=x onerror="alert(1)"> a "quoted" prompt"#;
+const MARKUP: &str =
+    r#"<script>window.__pwned=1</script><img src=x onerror="alert(1)"> a "quoted" prompt"#;
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -145,7 +146,10 @@ async fn raw_get(addr: std::net::SocketAddr, target: &str, host: &str) -> (u16, 
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -168,11 +172,11 @@ async fn no_request_leaves_the_store() {
         "/images/2026-05-09//job-a.jpg",
     ] {
         let (status, body) = raw_get(addr, target, &host).await;
+        assert!(status == 400 || status == 404, "{target}: {status} {body}");
         assert!(
-            status == 400 || status == 404,
-            "{target}: {status} {body}"
+            !body.contains("secret") && !body.contains("root:"),
+            "{target}: {body}"
         );
-        assert!(!body.contains("secret") && !body.contains("root:"), "{target}: {body}");
     }
     // Only listed images: not a sidecar, not the journal, not bytes that are no image.
     for (target, expected) in [
@@ -192,8 +196,14 @@ async fn markup_in_a_prompt_is_data_never_code() {
     let f = fixture().await;
     let client = reqwest::Client::new();
     let page = client.get(format!("{}/", f.base)).send().await.unwrap();
-    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe"), "{policy}");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe"),
+        "{policy}"
+    );
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     let html = page.text().await.unwrap();
     assert!(!html.contains("__pwned"), "the page embeds no data");
@@ -203,7 +213,12 @@ async fn markup_in_a_prompt_is_data_never_code() {
         .send()
         .await
         .unwrap();
-    assert!(api.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        api.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let page: serde_json::Value = api.json().await.unwrap();
     assert_eq!(page["total"], 1);
     assert_eq!(page["items"][0]["prompt"], MARKUP);
@@ -217,7 +232,13 @@ async fn markup_in_a_prompt_is_data_never_code() {
         .await
         .unwrap();
     assert!(script.contains("textContent"));
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
         assert!(!script.contains(sink), "app.js uses {sink}");
     }
     f.finish().await;
@@ -269,12 +290,22 @@ async fn pages_filter_sort_and_thumbnails() {
         .filter_map(|i| i["generation_time"].as_f64())
         .collect();
     assert_eq!(times, [25.0, 12.0, 7.0]);
-    assert_eq!(prompts(&get("q=LIGHTHOUSE%20dusk").await), ["a lighthouse at dusk"]);
+    assert_eq!(
+        prompts(&get("q=LIGHTHOUSE%20dusk").await),
+        ["a lighthouse at dusk"]
+    );
     assert_eq!(prompts(&get("model=model-pro").await), ["a cyberpunk city"]);
     let second = get("sort=time_asc&offset=1&limit=1").await;
-    assert_eq!((second["total"].as_u64(), prompts(&second).len()), (Some(4), 1));
+    assert_eq!(
+        (second["total"].as_u64(), prompts(&second).len()),
+        (Some(4), 1)
+    );
     assert_eq!(get("to=2000-01-01").await["total"], 0);
-    assert_eq!(get("batch=journal").await["total"], 0, "the journal stored none of them");
+    assert_eq!(
+        get("batch=journal").await["total"],
+        0,
+        "the journal stored none of them"
+    );
     assert_eq!(
         get("models=x").await["models"],
         serde_json::json!(["model-dev", "model-pro"])
@@ -321,7 +352,9 @@ async fn failures_come_with_their_advice() {
 #[tokio::test]
 async fn a_new_image_is_pushed_to_open_pages() {
     let f = fixture().await;
-    let response = reqwest::get(format!("{}/api/events", f.base)).await.unwrap();
+    let response = reqwest::get(format!("{}/api/events", f.base))
+        .await
+        .unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut events = response.bytes_stream();
     put(&f.storage, "job-new", "a new arrival", "model-dev", 3.0).await;
@@ -332,7 +365,10 @@ async fn a_new_image_is_pushed_to_open_pages() {
         let chunk = events.next().await.expect("the stream stays open").unwrap();
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(!seen.contains("job-a"), "only new images are pushed: {seen}");
+    assert!(
+        !seen.contains("job-a"),
+        "only new images are pushed: {seen}"
+    );
     f.finish().await;
 }
 
@@ -342,8 +378,14 @@ async fn a_missing_store_or_a_public_address_is_refused_before_serving() {
     let error = Gallery::open(&StorageUrl::parse(missing.to_str().unwrap()).unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(error, GalleryError::MissingDirectory(_)), "{error}");
-    assert!(error.to_string().contains(missing.to_str().unwrap()), "{error}");
+    assert!(
+        matches!(error, GalleryError::MissingDirectory(_)),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(missing.to_str().unwrap()),
+        "{error}"
+    );
     assert!(!Path::new(&missing).exists(), "the gallery creates nothing");
     let memory = StorageUrl::parse("memory://").unwrap();
     let error = Gallery::open(&memory)

@@ -89,9 +89,7 @@ impl ObjectStorage {
     pub async fn read_object(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError> {
         let key = self.key(name.as_str());
         match self.store().get(&key).await {
-            Ok(result) => Ok(Some(
-                result.bytes().await.map_err(|e| self.error(&key, e))?,
-            )),
+            Ok(result) => Ok(Some(result.bytes().await.map_err(|e| self.error(&key, e))?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(error) => Err(self.error(&key, error)),
         }
