@@ -274,6 +274,7 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
                 storage,
                 deliverer.journal().clone(),
                 args.gallery_listen,
+                cli.json,
             )
             .await?,
         ),

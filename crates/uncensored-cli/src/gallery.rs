@@ -39,7 +39,7 @@ pub async fn run(cli: &Cli, args: &cli::Gallery) -> Result<(), Failure> {
     let mut options = GalleryOptions::default();
     options.allow_remote = args.allow_remote;
     let server = gallery.with_options(options).serve(args.listen).await?;
-    announce(&server, "stop with Ctrl-C");
+    announce(&server, "stop with Ctrl-C", cli.json);
     crate::stopped().await?;
     server.shutdown().await;
     Ok(())
@@ -84,12 +84,13 @@ pub async fn start_for_batch(
     storage: ObjectStorage,
     journal: Arc<dyn Journal>,
     listen: SocketAddr,
+    json: bool,
 ) -> Result<GalleryServer, Failure> {
     let server = Gallery::new(storage)
         .with_journal(journal)
         .serve(listen)
         .await?;
-    announce(&server, "it stays up after the batch until Ctrl-C");
+    announce(&server, "it stays up after the batch until Ctrl-C", json);
     Ok(server)
 }
 
@@ -104,9 +105,13 @@ pub async fn keep_serving(server: GalleryServer) {
     server.shutdown().await;
 }
 
-fn announce(server: &GalleryServer, stop: &str) {
-    // The URL alone on stdout, first: scripts and tests read it.
-    println!("{}", server.url());
+fn announce(server: &GalleryServer, stop: &str, json: bool) {
+    // The URL first on stdout, alone (or as JSON with --json): scripts and tests read it.
+    if json {
+        println!("{}", serde_json::json!({"gallery": server.url()}));
+    } else {
+        println!("{}", server.url());
+    }
     eprintln!(
         "gallery of {} images at {} ({stop})",
         server.images(),

@@ -173,6 +173,7 @@ async function openDetail(name) {
 function renderBatch(view) {
   if (!view.journal) return;
   $("batch-panel").hidden = false;
+  if (view.name) $("batch").options[1].textContent = "Images of batch " + view.name;
   $("batch-counts").textContent = (view.name ? "Batch " + view.name + ": " : "") +
     view.lines + " lines recorded: " + view.stored + " stored, " + view.failed.length + " failed, " + view.in_flight.length + " in flight";
   $("failed-count").textContent = String(view.failed.length);

@@ -109,6 +109,19 @@ async fn fixture() -> Fixture {
     .unwrap();
     let journal = SqliteJournal::open(&dir.join("journal.sqlite")).unwrap();
     journal.put(&failed_entry()).await.unwrap();
+    journal
+        .put(&Entry {
+            id: "line8-def".into(),
+            request: GenerateRequest::new("a harbour, still waiting"),
+            idempotency_key: "key-8".into(),
+            stage: Stage::Accepted {
+                job_id: "job-w".into(),
+            },
+            done: false,
+            ..failed_entry()
+        })
+        .await
+        .unwrap();
     let server = Gallery::open(&StorageUrl::parse(store.to_str().unwrap()).unwrap())
         .await
         .unwrap()
@@ -333,7 +346,7 @@ async fn pages_filter_sort_and_thumbnails() {
 }
 
 #[tokio::test]
-async fn failures_come_with_their_advice() {
+async fn failures_come_with_their_advice_and_lines_in_flight_show() {
     let f = fixture().await;
     let batch: serde_json::Value = reqwest::get(format!("{}/api/batch", f.base))
         .await
@@ -346,6 +359,12 @@ async fn failures_come_with_their_advice() {
     assert_eq!(failed["reason"], "moderation");
     assert_eq!(failed["advice"], FailureReason::Moderation.advice());
     assert_eq!(failed["prompt"], "a forbidden-term scene");
+    assert_eq!(batch["failed"].as_array().unwrap().len(), 1);
+    let waiting = &batch["in_flight"];
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "{batch}");
+    assert_eq!(waiting[0]["prompt"], "a harbour, still waiting");
+    assert_eq!(waiting[0]["stage"], "accepted");
+    assert_eq!(batch["lines"], 2);
     f.finish().await;
 }
 
