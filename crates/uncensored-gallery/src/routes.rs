@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use uncensored::ImageFormat;
-use uncensored_deliver::storage::ObjectName;
+use uncensored_deliver::storage::{ObjectName, Storage as _};
 
 use crate::catalog::{self, ImageRecord};
 use crate::live;
@@ -23,6 +23,9 @@ const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
 
 /// No inline script or style, nothing from elsewhere: data can only ever be text.
+/// The largest image served (and thumbnailed): far above any the API makes.
+const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The router.
@@ -172,7 +175,12 @@ async fn full_image(State(shared): State<Arc<Shared>>, Path(name): Path<String>)
         Ok(found) => found,
         Err(refused) => return refused.into_response(),
     };
-    match shared.catalog.storage().read_object(&object).await {
+    match shared
+        .catalog
+        .storage()
+        .read(&object, MAX_IMAGE_BYTES)
+        .await
+    {
         Ok(Some(bytes)) => image_response(bytes, "private, max-age=3600"),
         Ok(None) => (StatusCode::NOT_FOUND, "no such image").into_response(),
         Err(error) => storage_failure(error),
@@ -187,12 +195,12 @@ async fn thumbnail(State(shared): State<Arc<Shared>>, Path(name): Path<String>) 
     let storage = shared.catalog.storage();
     let made = shared
         .thumbnails
-        .get_or_make(&record.sha256, storage.read_object(&object))
+        .get_or_make(&record.sha256, storage.read(&object, MAX_IMAGE_BYTES))
         .await;
     match made {
         Ok(Some(thumb)) => image_response(thumb, "private, max-age=86400"),
         // A format this build cannot decode: the image itself.
-        Ok(None) => match storage.read_object(&object).await {
+        Ok(None) => match storage.read(&object, MAX_IMAGE_BYTES).await {
             Ok(Some(bytes)) => image_response(bytes, "private, max-age=3600"),
             Ok(None) => (StatusCode::NOT_FOUND, "no such image").into_response(),
             Err(error) => storage_failure(error),

@@ -44,8 +44,8 @@ mod postgres;
 mod shared_key;
 mod smtp;
 
-pub use postgres::{Postgres, postgres};
 pub use browser::{Browser, browser};
+pub use postgres::{Postgres, postgres};
 pub use smtp::{
     MimePart, SMTP_PASSWORD, SMTP_PERMANENT_FAILURE, SMTP_TRANSIENT_FAILURE, SMTP_USER,
     SmtpMessage, SmtpServer, smtp,

@@ -1,11 +1,10 @@
-//! Reading a storage back: which images it holds, their sidecars and their
-//! bytes, for programs that show what was stored (the gallery). Writing stays
-//! in [`Storage::put`](super::Storage::put); nothing here changes the store.
+//! Reading a storage back: which images it holds and their sidecars, for
+//! programs that show what was stored (the gallery); their bytes come from
+//! [`Storage::read`](super::Storage::read). Writing stays in
+//! [`Storage::put`](super::Storage::put); nothing here changes the store.
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt as _;
-use object_store::ObjectStoreExt as _;
 
 use super::{ImageMeta, ObjectName, ObjectStorage, StorageError};
 
@@ -84,20 +83,12 @@ impl ObjectStorage {
     pub async fn image_meta(&self, name: &ObjectName) -> Result<Option<ImageMeta>, StorageError> {
         self.read_meta(&self.key(&name.sidecar())).await
     }
-
-    /// The bytes of the object `name`, or `None` when there is none.
-    pub async fn read_object(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError> {
-        let key = self.key(name.as_str());
-        match self.store().get(&key).await {
-            Ok(result) => Ok(Some(result.bytes().await.map_err(|e| self.error(&key, e))?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(error) => Err(self.error(&key, error)),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use object_store::ObjectStoreExt as _;
     use uncensored::ImageFormat;
 
     use super::super::{InMemory, Storage as _, StorageUrl};
@@ -152,10 +143,7 @@ mod tests {
         let meta = storage.image_meta(&listed[0].name).await.unwrap().unwrap();
         assert_eq!(meta.prompt, "a lighthouse");
         assert!(meta.sha256.is_some(), "a finished put has its SHA-256");
-        let bytes = storage.read_object(&listed[0].name).await.unwrap().unwrap();
-        assert_eq!(&bytes[..], b"\xFF\xD8\xFFa");
         let missing = ObjectName::parse("none.jpg").unwrap();
-        assert!(storage.read_object(&missing).await.unwrap().is_none());
         assert!(storage.image_meta(&missing).await.unwrap().is_none());
     }
 

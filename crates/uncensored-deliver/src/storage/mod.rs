@@ -242,10 +242,16 @@ pub trait Storage: Send + Sync + Debug {
 pub struct ObjectName(String);
 
 impl ObjectName {
-    /// A name that comes from outside (a request, a listing), checked: relative,
-    /// `/`-separated, at most 1,024 bytes, no part empty, `.` or `..`, no
-    /// backslash and no control character. A name that would leave the
-    /// storage is refused, never cleaned up into something else.
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A name read back from a record (the journal's `Stage::Stored::name`)
+    /// or asked for in a request (the gallery), checked as a rendered name
+    /// is: relative, `/`-separated, at most 1,024 bytes, no empty, `.` or
+    /// `..` part, no backslash, no control character. A name that would
+    /// leave the storage is refused, never cleaned up into something else.
     ///
     /// ```
     /// use uncensored_deliver::storage::ObjectName;
@@ -255,31 +261,6 @@ impl ObjectName {
     ///     assert!(ObjectName::parse(bad).is_err(), "{bad:?}");
     /// }
     /// ```
-    pub fn parse(text: &str) -> Result<Self, StorageError> {
-        let bad = text.is_empty()
-            || text.len() > 1024
-            || text.starts_with('/')
-            || text.contains('\\')
-            || text.chars().any(char::is_control)
-            || text
-                .split('/')
-                .any(|part| part.is_empty() || part == "." || part == "..");
-        if bad {
-            return Err(StorageError::InvalidName(format!(
-                "{text:?} is not a safe relative name"
-            )));
-        }
-        Ok(Self(text.to_string()))
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// A name read back from a record (the journal's `Stage::Stored::name`),
-    /// checked as a rendered name is: relative, `/`-separated, no empty, `.`
-    /// or `..` part, no backslash.
     pub fn parse(name: &str) -> Result<Self, StorageError> {
         check_relative(name)?;
         Ok(Self(name.to_string()))
@@ -381,7 +362,10 @@ impl NameTemplate {
 
 /// Refuses a name that is not a safe relative object name.
 fn check_relative(name: &str) -> Result<(), StorageError> {
-    if name.starts_with('/')
+    if name.is_empty()
+        || name.len() > 1024
+        || name.chars().any(char::is_control)
+        || name.starts_with('/')
         || name.contains('\\')
         || name
             .split('/')
