@@ -49,6 +49,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[(
         "gcs",
         "azure",
         "sqlite",
+        "postgres",
         "slack",
         "webhook-notify",
         "discord",

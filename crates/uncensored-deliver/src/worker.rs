@@ -37,6 +37,10 @@ pub async fn load(
     journal.load_batch(&manifest, &entries).await
 }
 
+/// How often a worker with nothing to claim looks again at the lines other
+/// workers hold.
+const RECHECK: Duration = Duration::from_millis(500);
+
 /// What became of one line a worker took.
 #[derive(Debug)]
 pub struct Outcome {
@@ -143,10 +147,13 @@ impl Worker {
                     // Nothing claimable: lines may still be leased by other
                     // workers; if one dies, its lines come free when its
                     // lease expires.
+                    // Looked at again at least twice a second: the lines
+                    // usually end (done) long before their leases would.
                     match journal.next_expiry(&self.holder).await? {
                         Some(expiry) => {
-                            tracing::debug!(?expiry, "waiting for other workers' leases");
-                            tokio::time::sleep(expiry + Duration::from_millis(50)).await;
+                            tracing::debug!(?expiry, "waiting for other workers' lines");
+                            tokio::time::sleep((expiry + Duration::from_millis(50)).min(RECHECK))
+                                .await;
                         }
                         None => break,
                     }
