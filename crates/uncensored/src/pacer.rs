@@ -54,6 +54,8 @@ struct State {
     limit: Option<u32>,
     /// Whether the first request (the one that learns the ceiling) is out.
     probing: bool,
+    /// When it started: it used the first slot.
+    probe_started: Option<Instant>,
     /// When the next request may start.
     tat: Option<Instant>,
     /// No request starts before this (a 429's retry-after, a used-up window).
@@ -100,6 +102,7 @@ impl Pace for LocalPacer {
                 match state.limit {
                     None if !state.probing => {
                         state.probing = true;
+                        state.probe_started = Some(now);
                         return;
                     }
                     None => None,
@@ -126,6 +129,13 @@ impl Pace for LocalPacer {
     async fn observe(&self, rate: &RateLimit) {
         {
             let mut state = self.lock();
+            if state.limit.is_none() {
+                // The probe used the first slot: the next one is an interval later.
+                let after_probe = state
+                    .probe_started
+                    .map(|started| started + pace_interval(rate.limit));
+                state.tat = state.tat.max(after_probe);
+            }
             state.limit = Some(rate.limit);
             if rate.remaining == 0 {
                 // The window is used up (by others too): wait for its reset,
@@ -169,7 +179,13 @@ mod tests {
             starts.push(Instant::now() - start);
         }
         let interval = pace_interval(60);
-        assert_eq!(starts[0], Duration::ZERO);
+        // The probe took the first slot: the next starts an interval after it.
+        assert!(
+            starts[0] + Duration::from_millis(1) >= interval
+                && starts[0] <= interval + Duration::from_millis(1),
+            "{:?}",
+            starts[0]
+        );
         // Tokio's timer counts whole milliseconds.
         for pair in starts.windows(2) {
             let gap = pair[1] - pair[0];

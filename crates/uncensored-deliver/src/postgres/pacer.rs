@@ -32,6 +32,9 @@ struct State {
     probing: bool,
 }
 
+/// Spacing before any answer has told the key's ceiling.
+const PROVISIONAL_INTERVAL: Duration = Duration::from_secs(1);
+
 fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
@@ -173,10 +176,13 @@ impl Pace for PostgresPacer {
             }
             let interval = match limit {
                 Some(limit) => pace_interval(limit),
-                // The probe: another process may know the ceiling already.
+                // The probe: another process may know the ceiling already;
+                // if none does, the probe takes the first slot of a
+                // provisional row (one request a second) until one answer
+                // tells the ceiling.
                 None => match self.stored_interval().await {
                     Ok(Some(ms)) => Duration::from_secs_f64(ms / 1000.0),
-                    Ok(None) => return,
+                    Ok(None) => PROVISIONAL_INTERVAL,
                     Err(error) => {
                         tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
                         return self.fallback.acquire().await;
