@@ -32,9 +32,6 @@ struct State {
     probing: bool,
 }
 
-/// Spacing before any answer has told the key's ceiling.
-const PROVISIONAL_INTERVAL: Duration = Duration::from_secs(1);
-
 fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
@@ -63,23 +60,6 @@ impl PostgresPacer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The interval another process has stored for this key, if any.
-    async fn stored_interval(&self) -> Result<Option<f64>, JournalError> {
-        let key = self.key.as_str();
-        let rows = self
-            .database
-            .run(|client| async move {
-                client
-                    .query(
-                        "SELECT interval_ms FROM uncensored_pacing WHERE key = $1",
-                        &[&key],
-                    )
-                    .await
-            })
-            .await?;
-        Ok(rows.first().map(|row| row.get(0)))
     }
 
     /// Takes the key's next slot; returns how long to wait for it.
@@ -130,17 +110,65 @@ impl PostgresPacer {
         let interval_ms = pace_interval(limit).as_secs_f64() * 1000.0;
         self.database
             .run(|client| async move {
+                // Learned by the probe (the row said 0): the probe used the
+                // first slot, so the next is an interval after it.
                 client
                     .execute(
-                        "INSERT INTO uncensored_pacing (key, interval_ms) VALUES ($1, $2)
-                         ON CONFLICT (key) DO UPDATE SET interval_ms = excluded.interval_ms
-                         WHERE uncensored_pacing.interval_ms <> excluded.interval_ms",
+                        "INSERT INTO uncensored_pacing AS p (key, interval_ms, tat)
+                         VALUES ($1, $2::float8, now() + make_interval(secs => $2::float8 / 1000))
+                         ON CONFLICT (key) DO UPDATE
+                         SET interval_ms = excluded.interval_ms,
+                             tat = CASE WHEN p.interval_ms = 0
+                                        THEN GREATEST(p.tat, excluded.tat) ELSE p.tat END
+                         WHERE p.interval_ms <> excluded.interval_ms",
                         &[&key, &interval_ms],
                     )
                     .await
             })
             .await
             .map(drop)
+    }
+
+    /// This process's first request: the ceiling's interval when another
+    /// process knows it already, or `None` when this request is the probe
+    /// that learns it. While another process probes, waits for its answer
+    /// (checked every 50 ms, at most `PROBE_PATIENCE`, then probes itself).
+    async fn probe(&self) -> Result<Option<Duration>, JournalError> {
+        let key = self.key.as_str();
+        let started = tokio::time::Instant::now();
+        loop {
+            let rows = self
+                .database
+                .run(|client| async move {
+                    client
+                        .query(
+                            "WITH claimed AS (
+                                 INSERT INTO uncensored_pacing (key, interval_ms) VALUES ($1, 0)
+                                 ON CONFLICT (key) DO NOTHING RETURNING interval_ms)
+                             SELECT interval_ms, true FROM claimed
+                             UNION ALL
+                             SELECT interval_ms, false FROM uncensored_pacing WHERE key = $1
+                             LIMIT 1",
+                            &[&key],
+                        )
+                        .await
+                })
+                .await?;
+            let (interval_ms, ours): (f64, bool) = rows
+                .first()
+                .map(|row| (row.get(0), row.get(1)))
+                .unwrap_or((0.0, true));
+            if ours {
+                return Ok(None);
+            }
+            if interval_ms > 0.0 {
+                return Ok(Some(Duration::from_secs_f64(interval_ms / 1000.0)));
+            }
+            if started.elapsed() >= PROBE_PATIENCE {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -176,13 +204,11 @@ impl Pace for PostgresPacer {
             }
             let interval = match limit {
                 Some(limit) => pace_interval(limit),
-                // The probe: another process may know the ceiling already;
-                // if none does, the probe takes the first slot of a
-                // provisional row (one request a second) until one answer
-                // tells the ceiling.
-                None => match self.stored_interval().await {
-                    Ok(Some(ms)) => Duration::from_secs_f64(ms / 1000.0),
-                    Ok(None) => PROVISIONAL_INTERVAL,
+                // The probe: one process of all learns the ceiling (its row
+                // says 0 until then); the others wait for the row.
+                None => match self.probe().await {
+                    Ok(Some(interval)) => interval,
+                    Ok(None) => return,
                     Err(error) => {
                         tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
                         return self.fallback.acquire().await;
