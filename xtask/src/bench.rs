@@ -261,7 +261,8 @@ pub fn run(root: &Path) -> Result<()> {
              within 10% of the 1,000-job batch's (this run: {growth}).\n\n{table}"
         ),
     )?;
-    crate::bench_gallery::run(root)
+    crate::bench_gallery::run(root)?;
+    crate::bench_shared::run(root)
 }
 
 /// Peak memory of the delivery pipeline: a 64 MiB image to fs and to S3

@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_gallery;
+mod bench_shared;
 mod codegen;
 mod conformance;
 mod constraints;
@@ -30,6 +31,7 @@ commands:
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
   bench gallery        only the gallery's first paint (headless Chromium); writes its section
+  bench shared         only the shared-batch rows (workers on PostgreSQL, journal cost, SDK CPU)
   conformance          run schemathesis against the emulator (part of `test`)
   prism-check          run the SDK through Prism's validating proxy (part of `test`)
   test                 run every check: spec, generated code, fmt, clippy, docs, tests, conformance
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         ["test"] => test(&root),
         ["bench"] => bench::run(&root),
         ["bench", "gallery"] => bench_gallery::run(&root),
+        ["bench", "shared"] => bench_shared::run(&root),
         ["conformance"] => conformance::run(&root, &mut cargo(&[])),
         ["prism-check"] => prism_check::run(&root, || cargo(&[])),
         ["help" | "--help" | "-h"] => {

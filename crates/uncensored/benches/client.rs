@@ -2,7 +2,9 @@
 //! Each prints one JSON line per measurement on stdout.
 //!
 //! - `throughput BASE_URL JOB_ID SECONDS CONCURRENCY`: GET job status through
-//!   this client and through raw reqwest, against the same running emulator.
+//!   this client and through raw reqwest, against the same running emulator;
+//!   for each, the rate and this process's CPU time per request (its own
+//!   rusage, from /proc/self/stat). JOB_ID `new` makes a job first.
 //! - `wait JOBS TIME_SCALE`: detection lag and polls per job for simulated
 //!   5-30 s jobs, with this client's default schedule, fixed 2 s and fixed
 //!   0.5 s polling. The callback path is measured beside them by
@@ -46,8 +48,28 @@ fn main() {
     }
 }
 
-/// Runs `call` from `concurrency` tasks for `duration` and returns calls per second.
-async fn hammer<F, Fut>(duration: Duration, concurrency: usize, call: F) -> f64
+/// This process's CPU time (user + system) in seconds, from /proc/self/stat
+/// (fields 14 and 15, in clock ticks of 1/100 s): the client's own cost,
+/// steadier than a wall-clock rate on a machine the server shares.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    // The command name (field 2) may hold spaces: count from its closing parenthesis.
+    let rest = &stat[stat.rfind(')').expect("a /proc stat line") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let ticks = |field: usize| fields[field - 3].parse::<u64>().expect("clock ticks");
+    (ticks(14) + ticks(15)) as f64 / 100.0
+}
+
+/// What [`hammer`] measured.
+struct Load {
+    per_second: f64,
+    /// This process's CPU time per call, in microseconds.
+    cpu_us_per_call: f64,
+}
+
+/// Runs `call` from `concurrency` tasks for `duration`: calls per second, and CPU time per call.
+async fn hammer<F, Fut>(duration: Duration, concurrency: usize, call: F) -> Load
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -55,6 +77,7 @@ where
     let call = Arc::new(call);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let cpu = cpu_seconds();
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -78,7 +101,11 @@ where
         0,
         "a benchmark of failures measures nothing"
     );
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let calls = done.load(Ordering::Relaxed) as f64;
+    Load {
+        per_second: calls / start.elapsed().as_secs_f64(),
+        cpu_us_per_call: (cpu_seconds() - cpu) * 1e6 / calls.max(1.0),
+    }
 }
 
 async fn throughput(base: &str, job: &str, duration: Duration, concurrency: usize) {
@@ -88,7 +115,18 @@ async fn throughput(base: &str, job: &str, duration: Duration, concurrency: usiz
         .retry_policy(RetryPolicy::never())
         .build()
         .unwrap();
-    let job_id = job.to_string();
+    let job_id = match job {
+        "new" => match client
+            .generate(&GenerateRequest::new("benchmark job").size(512, 512))
+            .await
+            .unwrap()
+        {
+            Generation::Completed(image) => image.job_id,
+            other => panic!("a sync job (time scale 0): {other:?}"),
+        },
+        job => job.to_string(),
+    };
+    let url = format!("{base}/v1/images/generation/jobs/{job_id}");
     let sdk = hammer(duration, concurrency, move || {
         let (client, job_id) = (client.clone(), job_id.clone());
         async move { client.job(&job_id).await.is_ok() }
@@ -96,11 +134,10 @@ async fn throughput(base: &str, job: &str, duration: Duration, concurrency: usiz
     .await;
     println!(
         "{}",
-        json!({"bench": "throughput", "name": "sdk", "per_second": sdk})
+        json!({"bench": "throughput", "name": "sdk", "per_second": sdk.per_second, "cpu_us_per_request": sdk.cpu_us_per_call})
     );
 
     let raw = reqwest::Client::new();
-    let url = format!("{base}/v1/images/generation/jobs/{job}");
     let baseline = hammer(duration, concurrency, move || {
         let (raw, url) = (raw.clone(), url.clone());
         async move {
@@ -120,7 +157,7 @@ async fn throughput(base: &str, job: &str, duration: Duration, concurrency: usiz
     .await;
     println!(
         "{}",
-        json!({"bench": "throughput", "name": "raw_reqwest", "per_second": baseline})
+        json!({"bench": "throughput", "name": "raw_reqwest", "per_second": baseline.per_second, "cpu_us_per_request": baseline.cpu_us_per_call})
     );
 }
 
