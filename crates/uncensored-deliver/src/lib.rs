@@ -9,8 +9,11 @@
 //!   sidecar beside each image.
 //! - [`notify`]: the [`Notifier`](notify::Notifier) trait with Slack,
 //!   Discord, email (SMTP) and Standard Webhooks-signed backends.
-//! - [`journal`]: the [`Journal`](journal::Journal) trait and its SQLite
-//!   implementation, the durable record of every step.
+//! - [`journal`]: the [`Journal`](journal::Journal) trait, the durable
+//!   record of every step, in SQLite (one machine) or PostgreSQL (shared),
+//!   with the claims and leases that let workers share a batch.
+//! - [`worker`]: a batch loaded once into a journal and the workers that
+//!   share it.
 //! - [`Deliverer`]: generate (or take a job), wait, download, store and
 //!   announce, every step in the journal first, so that a restart resumes
 //!   without paying, storing or announcing twice.
