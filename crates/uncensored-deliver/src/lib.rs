@@ -22,6 +22,10 @@
     doc = "- [`callbacks`]: the callback service that `uncensored webhook serve` wraps: signed callback URLs checked before anything else, jobs confirmed with one read, delivered once through the journal."
 )]
 #![cfg_attr(
+    feature = "serve",
+    doc = "- [`serve`]: the one HTTP serve loop of every server of the project (timeouts against slow clients, a connection cap, graceful shutdown) and the access tokens of those that may face a network."
+)]
+#![cfg_attr(
     feature = "testing",
     doc = "- [`testing`]: the conformance suites every storage and notifier passes; run them on your own backend."
 )]
@@ -42,6 +46,7 @@
 //! | `discord` | [`notify::DiscordNotifier`] |
 //! | `email` | [`notify::EmailNotifier`]: SMTP with lettre (STARTTLS, implicit TLS) |
 //! | `callbacks` | `callbacks`: the callback service (signed URLs, one read per job) |
+//! | `serve` | `serve`: the hardened HTTP serve loop and access tokens |
 //! | `testing` | `testing`: the conformance suites |
 //!
 //! # Example
@@ -73,6 +78,8 @@ pub mod journal;
 pub mod notify;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;

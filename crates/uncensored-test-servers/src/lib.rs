@@ -27,6 +27,9 @@
 //! Each server's output goes to a temporary log file that a failed start
 //! prints. Buckets and containers are created with blocking helpers (a tiny
 //! HTTP/1.1 client, [`http::request`]), usable from sync and async tests alike.
+//! [`slow::attack`] opens slow and hostile HTTP clients against a server
+//! (partial headers, withheld and dribbled bodies, idle keep-alive) and waits
+//! for the server to close them.
 //! With the features `s3`, `azure` and `gcs` (all on by default) there are
 //! `object_store` builders configured for each server.
 
@@ -42,6 +45,7 @@ mod gcs_shim;
 pub mod http;
 mod postgres;
 mod shared_key;
+pub mod slow;
 mod smtp;
 
 pub use browser::{Browser, browser};
