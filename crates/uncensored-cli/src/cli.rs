@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use uncensored_deliver::journal::JournalLocation;
 
+use crate::limits::{GivenToken, ServerFlags, given_token};
+
 /// Generate images with the uncensored image API, store them and announce them.
 ///
 /// Every command works with no account through --emulator, which runs a
@@ -124,6 +126,8 @@ pub enum WebhookAction {
         /// [default: .uncensored/journal.sqlite beside the images].
         #[arg(long, value_name = "PATH|postgres://…")]
         journal: Option<JournalLocation>,
+        #[command(flatten)]
+        limits: ServerFlags,
     },
 }
 
@@ -244,9 +248,14 @@ pub struct Gallery {
     /// Address to listen on (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8788")]
     pub listen: std::net::SocketAddr,
-    /// Allow a --listen address that is not loopback: every prompt of the store becomes visible to other machines.
+    /// Allow a --listen address that is not loopback: every prompt of the store becomes visible to other machines, to whoever has the access token.
     #[arg(long)]
     pub allow_remote: bool,
+    /// The access token every request must carry when --listen is not loopback (at least 32 of A-Z a-z 0-9 - . _ ~; given, it is asked on loopback too) [default: a new one, printed once on stderr].
+    #[arg(long, env = "UNCENSORED_GALLERY_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = given_token)]
+    pub token: Option<GivenToken>,
+    #[command(flatten)]
+    pub limits: ServerFlags,
 }
 
 /// What `batch` does besides running a file.

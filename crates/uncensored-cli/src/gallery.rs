@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use uncensored_deliver::journal::{Journal, JournalLocation};
+use uncensored_deliver::serve::ServerLimits;
 use uncensored_deliver::storage::ObjectStorage;
 use uncensored_gallery::{Gallery, GalleryError, GalleryOptions, GalleryServer};
 
@@ -31,6 +32,7 @@ pub async fn run(cli: &Cli, args: &cli::Gallery) -> Result<(), Failure> {
         name_template: None,
         notify: Vec::new(),
     };
+    let token = args.token.as_ref().map(|t| t.token("--token")).transpose()?;
     let settings = Settings::load(cli, Some(&output))?;
     let mut gallery = Gallery::open(&storage_url(&settings)?).await?;
     if let Some(journal) = batch_journal(&settings, args.journal.as_deref()).await? {
@@ -38,8 +40,12 @@ pub async fn run(cli: &Cli, args: &cli::Gallery) -> Result<(), Failure> {
     }
     let mut options = GalleryOptions::default();
     options.allow_remote = args.allow_remote;
+    options.limits = args.limits.limits(ServerLimits::default());
+    let given = token.is_some();
+    options.token = token;
     let server = gallery.with_options(options).serve(args.listen).await?;
     announce(&server, "stop with Ctrl-C", cli.json);
+    tell_access(&server, given);
     crate::stopped().await?;
     server.shutdown().await;
     Ok(())
@@ -103,6 +109,29 @@ pub async fn keep_serving(server: GalleryServer) {
     server.refresh().await;
     let _ = crate::stopped().await;
     server.shutdown().await;
+}
+
+/// How to get in, when a token is asked: the token made here is printed
+/// this once (on stderr, never with --json's stdout); a given one never.
+fn tell_access(server: &GalleryServer, given: bool) {
+    let Some(login) = server.login_url() else {
+        return;
+    };
+    let elsewhere = if server.local_addr().ip().is_unspecified() {
+        " (with this machine's name in place of the address)"
+    } else {
+        ""
+    };
+    if given {
+        eprintln!(
+            "every request needs the access token of --token or UNCENSORED_GALLERY_TOKEN: open {}?token=TOKEN once in a browser{elsewhere} (a cookie keeps it), or send \"Authorization: Bearer TOKEN\"",
+            server.url()
+        );
+    } else {
+        eprintln!(
+            "every request needs this gallery's access token (keep it secret; UNCENSORED_GALLERY_TOKEN chooses one): open {login} once in a browser{elsewhere} (a cookie keeps it), or send it as \"Authorization: Bearer\""
+        );
+    }
 }
 
 fn announce(server: &GalleryServer, stop: &str, json: bool) {

@@ -8,6 +8,7 @@ mod commands;
 mod context;
 mod failure;
 mod gallery;
+mod limits;
 mod mcp;
 mod serve;
 mod settings;
@@ -45,8 +46,18 @@ async fn main() -> ExitCode {
                     accept_unsigned,
                     output,
                     journal,
+                    limits,
                 },
-        } => serve::serve(&cli, *listen, *accept_unsigned, output, journal.as_ref()).await,
+        } => {
+            let served = serve::Served {
+                listen: *listen,
+                accept_unsigned: *accept_unsigned,
+                output,
+                journal: journal.as_ref(),
+                limits,
+            };
+            serve::serve(&cli, served).await
+        }
         Command::Gallery(args) => gallery::run(&cli, args).await,
         Command::Emulator(args) => emulator(args.clone()).await,
         Command::Mcp(args) => mcp::run(&cli, args).await,

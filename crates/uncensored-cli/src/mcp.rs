@@ -6,20 +6,26 @@ use std::net::SocketAddr;
 use clap::Args;
 use uncensored::CancellationToken;
 use uncensored_deliver::journal::JournalLocation;
+use uncensored_deliver::serve::AccessToken;
 use uncensored_mcp::{McpOptions, McpServer};
 
 use crate::cli::{Cli, Output};
 use crate::context::{Pacing, connect, default_journal, deliverer, journal};
 use crate::failure::Failure;
+use crate::limits::{GivenToken, ServerFlags, given_token};
 use crate::settings::Settings;
 
 /// `mcp`.
 #[derive(Debug, Args)]
 pub struct Mcp {
     /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio (the first
-    /// line printed is the URL). Keep it on loopback: there is no authentication.
+    /// line printed is the URL). On an address that is not loopback every
+    /// request must carry the access token as "Authorization: Bearer TOKEN".
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    /// With --http, the access token every request must carry when ADDR is not loopback (at least 32 of A-Z a-z 0-9 - . _ ~; given, it is asked on loopback too) [default: a new one, printed once on stderr].
+    #[arg(long, env = "UNCENSORED_MCP_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = given_token)]
+    pub token: Option<GivenToken>,
     #[command(flatten)]
     pub output: Output,
     /// The journal of every delivery, which list_images reads
@@ -29,10 +35,16 @@ pub struct Mcp {
     /// How long generate_image waits when the caller names no timeout, in seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=900))]
     pub wait: u64,
+    #[command(flatten)]
+    pub limits: ServerFlags,
 }
 
 /// Serves until the client closes stdio, or until Ctrl-C or SIGTERM over HTTP.
 pub async fn run(cli: &Cli, args: &Mcp) -> Result<(), Failure> {
+    let given = match (&args.http, &args.token) {
+        (Some(_), Some(token)) => Some(token.token("--token")?),
+        _ => None,
+    };
     let settings = Settings::load(cli, Some(&args.output))?;
     let location = args
         .journal
@@ -53,7 +65,23 @@ pub async fn run(cli: &Cli, args: &Mcp) -> Result<(), Failure> {
             let local = listener
                 .local_addr()
                 .map_err(|e| Failure::other(e.to_string()))?;
+            let told = given.is_none();
+            let token = AccessToken::for_address(local.ip(), given)
+                .map_err(|e| Failure::other(e.to_string()))?;
+            let mut http = server.http_options();
+            http.limits = args.limits.limits(http.limits);
+            http.token = token.clone();
             println!("http://{local}/mcp");
+            match &token {
+                Some(token) if told => eprintln!(
+                    "{local} is not loopback, so every request needs the header \"Authorization: Bearer {}\" (keep it secret; UNCENSORED_MCP_TOKEN chooses the token)",
+                    token.expose()
+                ),
+                Some(_) => eprintln!(
+                    "every request needs the header \"Authorization: Bearer TOKEN\" with the token of --token or UNCENSORED_MCP_TOKEN"
+                ),
+                None => {}
+            }
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();
             let mut terminate =
@@ -66,7 +94,7 @@ pub async fn run(cli: &Cli, args: &Mcp) -> Result<(), Failure> {
                 }
                 stop.cancel();
             });
-            server.serve_http(listener, shutdown).await
+            server.serve_http(listener, http, shutdown).await
         }
     };
     served.map_err(|e| Failure::other(e.to_string()))

@@ -5,22 +5,40 @@
 //! by reading its job.
 
 use uncensored_deliver::callbacks::CallbackService;
+use uncensored_deliver::journal::JournalLocation;
+use uncensored_deliver::serve::ServerLimits;
 
 use crate::cli::{Cli, Output};
-use uncensored_deliver::journal::JournalLocation;
+use crate::limits::ServerFlags;
 
 use crate::context::{self, Pacing, connect, default_journal, deliverer};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
-/// Runs the service until Ctrl-C or SIGTERM.
-pub async fn serve(
-    cli: &Cli,
-    listen: std::net::SocketAddr,
-    accept_unsigned: bool,
-    output: &Output,
-    journal: Option<&JournalLocation>,
-) -> Result<(), Failure> {
+/// What `webhook serve` was told.
+pub struct Served<'a> {
+    /// `--listen`.
+    pub listen: std::net::SocketAddr,
+    /// `--accept-unsigned`.
+    pub accept_unsigned: bool,
+    /// Where images go and who hears about them.
+    pub output: &'a Output,
+    /// `--journal`.
+    pub journal: Option<&'a JournalLocation>,
+    /// The limits on its clients.
+    pub limits: &'a ServerFlags,
+}
+
+/// Runs the service until Ctrl-C or SIGTERM (then lets the callbacks in
+/// flight finish within the shutdown grace).
+pub async fn serve(cli: &Cli, served: Served<'_>) -> Result<(), Failure> {
+    let Served {
+        listen,
+        accept_unsigned,
+        output,
+        journal,
+        limits,
+    } = served;
     let settings = Settings::load(cli, Some(output))?;
     let secret = settings.callback_secret.clone();
     if secret.is_none() && !accept_unsigned {
@@ -84,13 +102,13 @@ pub async fn serve(
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::other(e.to_string()))?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-        .await
-        .map_err(|e| Failure::other(e.to_string()))
+    let limits = limits.limits(ServerLimits::default());
+    uncensored_deliver::serve::serve(listener, app, limits, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+    .await;
+    Ok(())
 }

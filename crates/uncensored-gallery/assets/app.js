@@ -207,6 +207,8 @@ function listen() {
 }
 
 function start() {
+  // A remote gallery's token comes once in the URL; the cookie its answer set keeps it.
+  if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", location.pathname);
   let typing;
   $("q").addEventListener("input", () => {
     clearTimeout(typing);

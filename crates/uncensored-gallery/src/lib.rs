@@ -19,7 +19,14 @@
 //! | `/thumbs/NAME`, `/images/NAME` | a thumbnail (JPEG, made once, cached in memory), the image |
 //!
 //! What it is not: a public web server. It listens on loopback unless told
-//! otherwise and answers only requests addressed to a loopback name; it
+//! otherwise ([`GalleryOptions::allow_remote`]) and then answers only
+//! requests addressed to a loopback name; on any other address every request
+//! must carry its access token ([`GalleryServer::access_token`]): programs as
+//! `Authorization: Bearer TOKEN`, a browser through the URL printed at start
+//! ([`GalleryServer::login_url`], `/?token=TOKEN`), whose answer sets an
+//! `HttpOnly`, `SameSite=Strict` cookie, since the page's `EventSource` can
+//! send no header. Slow and hostile clients are held to
+//! [`GalleryOptions::limits`] (uncensored-deliver's serve loop). It
 //! serves only the images it listed, by a name the storage layer checked
 //! ([`uncensored_deliver::storage::ObjectName::parse`]); the page builds its
 //! DOM with `textContent` under a Content-Security-Policy without inline
@@ -48,6 +55,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod access;
 pub mod batch;
 pub mod catalog;
 mod live;

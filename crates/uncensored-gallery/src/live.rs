@@ -7,8 +7,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::{Stream, stream};
+use futures_util::{Stream, StreamExt as _, stream};
 use tokio::sync::broadcast;
+use uncensored::CancellationToken;
 
 use crate::batch::BatchView;
 use crate::catalog::ImageRecord;
@@ -65,9 +66,11 @@ pub async fn refresh(shared: &Shared) {
     }
 }
 
-/// The event stream of one page.
+/// The event stream of one page; it ends when `closing` is cancelled (the
+/// gallery shuts down), so that shutting down waits for no page.
 pub fn events(
     receiver: broadcast::Receiver<Change>,
+    closing: CancellationToken,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = stream::unfold(receiver, |mut receiver| async move {
         let event = match receiver.recv().await {
@@ -85,6 +88,7 @@ pub fn events(
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok(event), receiver))
-    });
+    })
+    .take_until(closing.cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

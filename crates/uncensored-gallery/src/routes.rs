@@ -14,6 +14,7 @@ use axum::routing::get;
 use uncensored::ImageFormat;
 use uncensored_deliver::storage::{ObjectName, Storage as _};
 
+use crate::access::Proof;
 use crate::catalog::{self, ImageRecord};
 use crate::live;
 use crate::server::Shared;
@@ -45,8 +46,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Headers every answer carries, and the Host check: a page on another
-/// site cannot read this server through a name that resolves to loopback.
+/// Headers every answer carries, the Host check (a page on another site
+/// cannot read this server through a name that resolves to loopback), and
+/// the access token when there is one (see [`crate::access`]).
 async fn guard(
     State(shared): State<Arc<Shared>>,
     request: axum::extract::Request,
@@ -66,7 +68,23 @@ async fn guard(
                 .into_response();
         }
     }
+    let proof = match &shared.access {
+        Some(access) => match access.check(request.headers(), request.uri().query()) {
+            Ok(proof) => Some(proof),
+            Err(refused) => return with_policy(refused),
+        },
+        None => None,
+    };
     let mut response = next.run(request).await;
+    if let (Some(Proof::Query), Some(access)) = (proof, &shared.access)
+        && let Some(cookie) = access.set_cookie()
+    {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    with_policy(response)
+}
+
+fn with_policy(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -126,7 +144,7 @@ async fn batch(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn events(State(shared): State<Arc<Shared>>) -> Response {
-    live::events(shared.changes.subscribe()).into_response()
+    live::events(shared.changes.subscribe(), shared.closing.clone()).into_response()
 }
 
 /// The record of a listed image, or the answer to give instead: 400 for a

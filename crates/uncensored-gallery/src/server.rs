@@ -6,9 +6,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, oneshot};
+use uncensored::CancellationToken;
 use uncensored_deliver::journal::Journal;
+use uncensored_deliver::serve::{AccessToken, AccessTokenError, ServerLimits};
 use uncensored_deliver::storage::{ObjectStorage, StorageError, StorageUrl};
 
+use crate::access::Access;
 use crate::batch::BatchView;
 use crate::catalog::Catalog;
 use crate::live::{self, Change};
@@ -27,6 +30,13 @@ pub struct GalleryOptions {
     pub thumbnail_side: u32,
     /// The most bytes of thumbnails kept in memory.
     pub thumbnail_cache_bytes: usize,
+    /// The limits its clients are held to (timeouts, the connection cap).
+    pub limits: ServerLimits,
+    /// The token every request must carry (as a header, the page URL's
+    /// `?token=` or the cookie that sets; see the crate's documentation).
+    /// Without one, a gallery on an address that is not loopback makes one
+    /// ([`GalleryServer::access_token`]); on loopback none is asked.
+    pub token: Option<AccessToken>,
 }
 
 impl Default for GalleryOptions {
@@ -36,6 +46,8 @@ impl Default for GalleryOptions {
             poll_interval: Duration::from_secs(1),
             thumbnail_side: 256,
             thumbnail_cache_bytes: 128 * 1024 * 1024,
+            limits: ServerLimits::default(),
+            token: None,
         }
     }
 }
@@ -60,6 +72,9 @@ pub enum GalleryError {
         "{0} is not a loopback address: the gallery shows every prompt of the store; allow it explicitly to serve other machines"
     )]
     NotLoopback(SocketAddr),
+    /// No access token could be made for an address that is not loopback.
+    #[error("{0}")]
+    Token(#[from] AccessTokenError),
     /// The address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -79,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) thumbnails: Thumbnails,
     pub(crate) changes: broadcast::Sender<Change>,
     pub(crate) options: GalleryOptions,
+    /// The token asked of every request, when there is one.
+    pub(crate) access: Option<Access>,
+    /// Cancelled at shutdown: open event streams end.
+    pub(crate) closing: CancellationToken,
 }
 
 impl Shared {
@@ -134,7 +153,8 @@ impl Gallery {
     /// Checks the storage (and journal), reads what they hold, then serves on
     /// `addr` (port 0 for any free port) until [`GalleryServer::shutdown`].
     /// Refuses an address that is not loopback unless
-    /// [`GalleryOptions::allow_remote`] is set.
+    /// [`GalleryOptions::allow_remote`] is set; there, every request must
+    /// carry the access token ([`GalleryOptions::token`], else a new one).
     pub async fn serve(self, addr: SocketAddr) -> Result<GalleryServer, GalleryError> {
         if !addr.ip().is_loopback() && !self.options.allow_remote {
             return Err(GalleryError::NotLoopback(addr));
@@ -145,6 +165,15 @@ impl Gallery {
             Some(journal) => BatchView::read(journal).await?,
             None => BatchView::default(),
         };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GalleryError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| GalleryError::Bind { addr, source })?;
+        let access = AccessToken::for_address(local.ip(), self.options.token.clone())?
+            .map(|token| Access::new(token, local.port()));
+        let limits = self.options.limits.clone();
         let (changes, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             catalog: Catalog::new(self.storage),
@@ -156,30 +185,24 @@ impl Gallery {
             ),
             changes,
             options: self.options,
+            access,
+            closing: CancellationToken::new(),
         });
         shared.catalog.refresh().await?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| GalleryError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| GalleryError::Bind { addr, source })?;
         let (stop_poll, poll_stopped) = oneshot::channel::<()>();
         let poller = tokio::spawn(live::poll(shared.clone(), async move {
             let _ = poll_stopped.await;
         }));
         let (stop_http, http_stopped) = oneshot::channel::<()>();
         let app = crate::routes::router(shared.clone());
-        let http = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stopped.await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "the gallery stopped serving");
-            }
-        });
+        let http = tokio::spawn(uncensored_deliver::serve::serve(
+            listener,
+            app,
+            limits,
+            async move {
+                let _ = http_stopped.await;
+            },
+        ));
         Ok(GalleryServer {
             addr: local,
             shared,
@@ -209,6 +232,21 @@ impl GalleryServer {
         format!("http://{}/", self.addr)
     }
 
+    /// The token every request must carry, if any: the one given in
+    /// [`GalleryOptions::token`], or the one made for an address that is not
+    /// loopback. Tell it only to whoever started the gallery.
+    pub fn access_token(&self) -> Option<&AccessToken> {
+        self.shared.access.as_ref().map(|access| &access.token)
+    }
+
+    /// The page's URL with the token, `http://ADDR/?token=TOKEN`, when one is
+    /// asked: opened once in a browser, it lets the page in (a cookie keeps
+    /// the token). A secret, like the token.
+    pub fn login_url(&self) -> Option<String> {
+        let token = self.access_token()?;
+        Some(format!("{}?token={}", self.url(), token.expose()))
+    }
+
     /// How many images it shows now.
     pub fn images(&self) -> usize {
         self.shared.catalog.len()
@@ -219,24 +257,24 @@ impl GalleryServer {
         live::refresh(&self.shared).await;
     }
 
-    /// Stops polling and serving. Open event streams end; the page stays
-    /// on screen in the browser, without updates.
+    /// Stops polling and serving: open event streams end (the page stays
+    /// on screen in the browser, without updates), requests in flight
+    /// finish within [`ServerLimits::shutdown_grace`].
     pub async fn shutdown(mut self) {
+        self.shared.closing.cancel();
         if let Some((poll, http)) = self.stop.take() {
             let _ = poll.send(());
             let _ = http.send(());
         }
-        // Event streams never end on their own: the server task is stopped
-        // rather than waiting for every open page to go.
         for task in std::mem::take(&mut self.tasks) {
-            task.abort();
             let _ = task.await;
         }
     }
 }
 
 impl Drop for GalleryServer {
-    /// A gallery dropped without [`GalleryServer::shutdown`] stops too.
+    /// A gallery dropped without [`GalleryServer::shutdown`] stops too, at
+    /// once (its connections are dropped).
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();

@@ -14,6 +14,10 @@
 //!   before anything is sent, so nothing is paid for it.
 //! - A cancelled or timed-out wait stops waiting only: the delivery goes on in
 //!   the background, in the journal, and `get_job` finds it.
+//! - Over Streamable HTTP ([`McpServer::serve_http`]) slow and hostile clients
+//!   are held to [`HttpOptions::limits`] (uncensored-deliver's serve loop),
+//!   and on an address that is not loopback every request must carry the
+//!   access token as `Authorization: Bearer TOKEN`.
 //!
 //! What it is not: a client, a storage or a journal. Generation, storage and
 //! notifications are the [`Deliverer`]'s; this crate only speaks MCP. The
@@ -53,6 +57,7 @@ use std::time::Duration;
 pub use failure::ToolFailure;
 use uncensored::CancellationToken;
 use uncensored_deliver::Deliverer;
+use uncensored_deliver::serve::{AccessToken, ServerLimits};
 
 /// Limits of the server.
 #[derive(Debug, Clone)]
@@ -103,6 +108,23 @@ pub enum McpError {
     /// The transport failed (stdio closed mid-message, the listener failed...).
     #[error("MCP transport: {0}")]
     Transport(String),
+    /// Streamable HTTP on an address that is not loopback, without an access token.
+    #[error(
+        "{0} is not a loopback address: serving MCP there needs an access token (HttpOptions::token)"
+    )]
+    Unprotected(std::net::SocketAddr),
+}
+
+/// How [`McpServer::serve_http`] serves: the limits its clients are held to
+/// and the token they must send as `Authorization: Bearer TOKEN`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpOptions {
+    /// Timeouts and the connection cap ([`McpServer::http_options`] has the defaults).
+    pub limits: ServerLimits,
+    /// The token every request must carry; required on an address that is
+    /// not loopback (see [`AccessToken::for_address`]). `Debug` never shows it.
+    pub token: Option<AccessToken>,
 }
 
 /// The MCP server over one [`Deliverer`].
@@ -131,13 +153,30 @@ impl McpServer {
         protocol::serve_stdio(protocol::Handler(self.tools)).await
     }
 
+    /// The HTTP options of this server by default: the serve loop's limits,
+    /// except the request timeout, which covers the longest wait a tool may
+    /// take plus 30 s (a client of MCP 2026-07-28 gets its response's headers
+    /// with the first message, the result when there is no progress to tell),
+    /// and no token.
+    pub fn http_options(&self) -> HttpOptions {
+        let limits = ServerLimits::default()
+            .with_request_timeout(self.tools.options.max_wait + Duration::from_secs(30));
+        HttpOptions {
+            limits,
+            token: None,
+        }
+    }
+
     /// Serves MCP over Streamable HTTP at `/mcp` on `listener` until
-    /// `shutdown` is cancelled.
+    /// `shutdown` is cancelled, under `http`'s limits (uncensored-deliver's
+    /// serve loop) and token. Refuses an address that is not loopback
+    /// without a token ([`McpError::Unprotected`]).
     pub async fn serve_http(
         self,
         listener: tokio::net::TcpListener,
+        http: HttpOptions,
         shutdown: CancellationToken,
     ) -> Result<(), McpError> {
-        protocol::serve_http(protocol::Handler(self.tools), listener, shutdown).await
+        protocol::serve_http(protocol::Handler(self.tools), listener, http, shutdown).await
     }
 }

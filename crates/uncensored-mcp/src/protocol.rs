@@ -17,11 +17,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt as _};
 use serde_json::{Map, Value, json};
 use uncensored::{CancellationToken, FailureReason};
+use uncensored_deliver::serve::{require_bearer, serve};
 
 use crate::args::{GenerateArgs, GetJobArgs, ListArgs, RequestArgs, parse};
 use crate::failure::ToolFailure;
 use crate::tools::{Progress, Tools, delivery_value};
-use crate::{McpError, resources, schema};
+use crate::{HttpOptions, McpError, resources, schema};
 
 /// The handler: cheap to clone, one per session.
 #[derive(Debug, Clone)]
@@ -299,20 +300,34 @@ pub async fn serve_stdio(handler: Handler) -> Result<(), McpError> {
     Ok(())
 }
 
-/// Serves MCP over Streamable HTTP at `/mcp` on `listener` until `shutdown` fires.
+/// Serves MCP over Streamable HTTP at `/mcp` on `listener` until `shutdown`
+/// fires, under `http`'s limits and token (required on an address that is
+/// not loopback). rmcp's own check of the `Host` header stays (loopback
+/// names only).
 pub async fn serve_http(
     handler: Handler,
     listener: tokio::net::TcpListener,
+    http: HttpOptions,
     shutdown: CancellationToken,
 ) -> Result<(), McpError> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| McpError::Transport(e.to_string()))?;
+    if !local.ip().is_loopback() && http.token.is_none() {
+        return Err(McpError::Unprotected(local));
+    }
     let service: StreamableHttpService<Handler, LocalSessionManager> = StreamableHttpService::new(
         move || Ok(handler.clone()),
         Default::default(),
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
     );
-    let router = axum::Router::new().nest_service("/mcp", service);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-        .await
-        .map_err(|e| McpError::Transport(e.to_string()))
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    if let Some(token) = http.token {
+        router = require_bearer(router, token, "uncensored mcp");
+    }
+    serve(listener, router, http.limits, async move {
+        shutdown.cancelled_owned().await
+    })
+    .await;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use uncensored_deliver::journal::{Entry, Journal, SqliteJournal, Stage};
 use uncensored_deliver::storage::{
     ImageMeta, InMemory, ObjectName, ObjectStorage, Storage as _, StorageUrl,
 };
-use uncensored_gallery::{Gallery, GalleryServer};
+use uncensored_gallery::{Gallery, GalleryOptions, GalleryServer};
 
 pub const MARKUP: &str =
     r#"<script>window.__pwned=1</script><img src=x onerror="alert(1)"> a "quoted" prompt"#;
@@ -88,6 +88,11 @@ pub struct Fixture {
 }
 
 pub async fn fixture() -> Fixture {
+    fixture_with(GalleryOptions::default(), "127.0.0.1:0").await
+}
+
+/// The fixture served with `options` on `addr`.
+pub async fn fixture_with(options: GalleryOptions, addr: &str) -> Fixture {
     let dir = scratch("http");
     let store = dir.join("images");
     let storage = ObjectStorage::local(&store).unwrap();
@@ -131,10 +136,12 @@ pub async fn fixture() -> Fixture {
         .await
         .unwrap()
         .with_journal(Arc::new(journal))
-        .serve("127.0.0.1:0".parse().unwrap())
+        .with_options(options)
+        .serve(addr.parse().unwrap())
         .await
         .unwrap();
-    let base = format!("http://{}", server.local_addr());
+    // Reached through loopback whatever the address it listens on.
+    let base = format!("http://127.0.0.1:{}", server.local_addr().port());
     Fixture {
         dir,
         storage,
