@@ -32,7 +32,11 @@ pub async fn run(cli: &Cli, args: &cli::Gallery) -> Result<(), Failure> {
         name_template: None,
         notify: Vec::new(),
     };
-    let token = args.token.as_ref().map(|t| t.token("--token")).transpose()?;
+    let token = args
+        .token
+        .as_ref()
+        .map(|t| t.token("--token"))
+        .transpose()?;
     let settings = Settings::load(cli, Some(&output))?;
     let mut gallery = Gallery::open(&storage_url(&settings)?).await?;
     if let Some(journal) = batch_journal(&settings, args.journal.as_deref()).await? {

@@ -117,7 +117,7 @@ fn connections(text: &str) -> Result<usize, String> {
 fn shown(value: Duration) -> String {
     if value.subsec_nanos() != 0 {
         format!("{}ms", value.as_millis())
-    } else if value.as_secs() % 3600 == 0 && value.as_secs() > 0 {
+    } else if value.as_secs().is_multiple_of(3600) && value.as_secs() > 0 {
         format!("{}h", value.as_secs() / 3600)
     } else {
         format!("{}s", value.as_secs())
@@ -198,7 +198,10 @@ mod tests {
                 .find(|a| a.get_long() == Some(flag))
                 .unwrap();
             let help = arg.get_help().unwrap().to_string();
-            assert!(help.contains(&format!("[default: {value}")), "{flag}: {help}");
+            assert!(
+                help.contains(&format!("[default: {value}")),
+                "{flag}: {help}"
+            );
         }
         let none = ServerFlags::default();
         assert_eq!(none.limits(defaults.clone()), defaults);

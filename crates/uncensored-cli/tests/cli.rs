@@ -64,6 +64,7 @@ fn every_help_text() {
         vec!["config", "--help"],
         vec!["config", "show", "--help"],
         vec!["webhook", "--help"],
+        vec!["mcp", "--help"],
     ] {
         let output = uncensored().args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");

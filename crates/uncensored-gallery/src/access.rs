@@ -49,18 +49,22 @@ impl Access {
         }
     }
 
-    /// How the request proves the token, or the 401 to answer.
-    pub(crate) fn check(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Proof, Response> {
+    /// How the request proves the token, if it does.
+    pub(crate) fn check(&self, headers: &HeaderMap, query: Option<&str>) -> Option<Proof> {
         if bearer(headers).is_some_and(|t| self.token.verify(t)) || self.cookie_matches(headers) {
-            return Ok(Proof::Carried);
+            return Some(Proof::Carried);
         }
-        if query_token(query).is_some_and(|t| self.token.verify(t)) {
-            return Ok(Proof::Query);
-        }
-        Err(unauthorized(
+        query_token(query)
+            .is_some_and(|t| self.token.verify(t))
+            .then_some(Proof::Query)
+    }
+
+    /// The answer to a request that does not prove the token.
+    pub(crate) fn refused() -> Response {
+        unauthorized(
             "uncensored gallery",
             "this gallery needs its token: open the URL with ?token= that it printed when it started, or send Authorization: Bearer TOKEN",
-        ))
+        )
     }
 
     fn cookie_matches(&self, headers: &HeaderMap) -> bool {
@@ -102,31 +106,34 @@ mod tests {
         let access = Access::new(token.clone(), 8788);
         let text = token.expose();
         let mut headers = HeaderMap::new();
-        assert!(access.check(&headers, None).is_err());
+        assert!(access.check(&headers, None).is_none());
         assert!(matches!(
             access.check(&headers, Some(&format!("a=1&token={text}"))),
-            Ok(Proof::Query)
+            Some(Proof::Query)
         ));
-        assert!(access.check(&headers, Some("token=nope")).is_err());
+        assert!(access.check(&headers, Some("token=nope")).is_none());
         headers.insert(
             header::COOKIE,
             HeaderValue::from_str(&format!("other=1; uncensored-gallery-8788={text}")).unwrap(),
         );
-        assert!(matches!(access.check(&headers, None), Ok(Proof::Carried)));
+        assert!(matches!(access.check(&headers, None), Some(Proof::Carried)));
         // Another gallery's cookie (another port) is not this one's.
         headers.insert(
             header::COOKIE,
             HeaderValue::from_str(&format!("uncensored-gallery-9999={text}")).unwrap(),
         );
-        assert!(access.check(&headers, None).is_err());
+        assert!(access.check(&headers, None).is_none());
         headers.insert(
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {text}")).unwrap(),
         );
-        assert!(matches!(access.check(&headers, None), Ok(Proof::Carried)));
+        assert!(matches!(access.check(&headers, None), Some(Proof::Carried)));
         let cookie = access.set_cookie().unwrap();
         let cookie = cookie.to_str().unwrap();
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
         assert!(!format!("{access:?}").contains(text));
     }
 }

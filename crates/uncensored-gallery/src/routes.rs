@@ -14,7 +14,7 @@ use axum::routing::get;
 use uncensored::ImageFormat;
 use uncensored_deliver::storage::{ObjectName, Storage as _};
 
-use crate::access::Proof;
+use crate::access::{Access, Proof};
 use crate::catalog::{self, ImageRecord};
 use crate::live;
 use crate::server::Shared;
@@ -70,8 +70,8 @@ async fn guard(
     }
     let proof = match &shared.access {
         Some(access) => match access.check(request.headers(), request.uri().query()) {
-            Ok(proof) => Some(proof),
-            Err(refused) => return with_policy(refused),
+            Some(proof) => Some(proof),
+            None => return with_policy(Access::refused()),
         },
         None => None,
     };

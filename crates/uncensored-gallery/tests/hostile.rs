@@ -66,7 +66,9 @@ async fn slow_clients_are_closed_while_pages_and_their_events_go_on() {
     let f = fixture_with(options(short()), "127.0.0.1:0").await;
     let addr = f.server.local_addr();
     // An open page's event stream, from before the attack to after it.
-    let events = reqwest::get(format!("{}/api/events", f.base)).await.unwrap();
+    let events = reqwest::get(format!("{}/api/events", f.base))
+        .await
+        .unwrap();
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     let mut events = events.bytes_stream();
     let attack = Attack {
@@ -159,7 +161,10 @@ async fn a_remote_gallery_wants_its_token_from_programs_and_browsers() {
     let port = f.server.local_addr().port();
     let page = get(format!("{}/?token={secret}", f.base), vec![]).await;
     assert_eq!(page.status, 200);
-    assert!(page.text().contains("<html"), "the page itself, no redirect");
+    assert!(
+        page.text().contains("<html"),
+        "the page itself, no redirect"
+    );
     let cookie = page.header("set-cookie").expect("a cookie").to_string();
     assert_eq!(
         cookie,
@@ -171,9 +176,12 @@ async fn a_remote_gallery_wants_its_token_from_programs_and_browsers() {
     )];
     assert_eq!(get(api.clone(), jar.clone()).await.status, 200);
     assert_eq!(
-        get(format!("{}/thumbs/2026-05-09/job-a.jpg", f.base), jar.clone())
-            .await
-            .status,
+        get(
+            format!("{}/thumbs/2026-05-09/job-a.jpg", f.base),
+            jar.clone()
+        )
+        .await
+        .status,
         200
     );
     let events = reqwest::Client::new()

@@ -49,7 +49,9 @@
 //!     .secret(secret.clone())
 //!     .build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
-//! tokio::spawn(axum::serve(listener, service.router()).into_future()); // POST /callback/{signed}
+//! // POST /callback/{signed}; facing a network, serve it with the feature `serve`'s
+//! // `serve::serve` instead, as `webhook serve` does: it times out slow clients.
+//! tokio::spawn(axum::serve(listener, service.router()).into_future());
 //!
 //! // Each job gets a URL of its own, served by the router above (behind HTTPS).
 //! let url = secret.callback_url("https://hooks.example.com")?.url;
