@@ -135,14 +135,7 @@ async fn every_limit_closes_its_slow_clients_and_real_requests_are_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_real_clients_wait_for_the_slow_ones_to_go() {
     let server = start(app(), short().with_max_connections(4)).await;
-    let attack = Attack {
-        partial_headers: 4,
-        withheld_bodies: 0,
-        dribbled_bodies: 0,
-        idle_keep_alive: 0,
-        ..Attack::default()
-    };
-    let attackers = open(server.addr, attack).await;
+    let attackers = open(server.addr, only_partial_headers(4)).await;
     // The fifth connection waits in the backlog until a slot is free.
     let answer = server.get("/").await;
     let answered = Instant::now();
@@ -156,11 +149,11 @@ async fn at_the_connection_cap_real_clients_wait_for_the_slow_ones_to_go() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streaming_response_outlives_the_request_and_idle_timeouts() {
+/// A router with `/events`: one stream that says "open", then each line pushed.
+fn streaming() -> (Router, mpsc::Sender<&'static str>) {
     let (push, pushed) = mpsc::channel::<&'static str>(4);
     let pushed = Arc::new(tokio::sync::Mutex::new(Some(pushed)));
-    let app = Router::new().route(
+    let app = app().route(
         "/events",
         get(move || {
             let pushed = pushed.clone();
@@ -170,36 +163,91 @@ async fn a_streaming_response_outlives_the_request_and_idle_timeouts() {
                     let line = receiver.recv().await?;
                     Some((Ok::<_, std::io::Error>(Bytes::from(line)), receiver))
                 });
-                Body::from_stream(
-                    futures_util::stream::once(async { Ok(Bytes::from("open\n")) }).chain(stream),
-                )
+                let open = futures_util::stream::once(async { Ok(Bytes::from("open\n")) });
+                Body::from_stream(open.chain(stream))
             }
         }),
     );
-    let limits = short()
-        .with_request_timeout(Duration::from_millis(300))
-        .with_idle_timeout(Duration::from_millis(300));
-    let server = start(app, limits).await;
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    (app, push)
+}
+
+async fn open_stream(addr: SocketAddr) -> (tokio::net::TcpStream, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     let mut seen = String::new();
     read_until(&mut stream, &mut seen, "open").await;
-    // The server's own clock: a partial header is closed after 1 s, three
-    // times the request and idle timeouts.
-    let attack = Attack {
-        partial_headers: 1,
+    (stream, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_pressure_at_the_cap_slow_clients_give_way_and_streams_stay() {
+    // Limits far longer than the test's deadlines: only the pressure can evict in time.
+    let limits = ServerLimits::default()
+        .with_header_read_timeout(Duration::from_secs(120))
+        .with_idle_timeout(Duration::from_secs(120))
+        .with_max_connections(3);
+    let (app, push) = streaming();
+    let server = start(app, limits).await;
+    let (mut stream, mut seen) = open_stream(server.addr).await;
+    let mut attackers = open(server.addr, only_partial_headers(2)).await;
+    let asked = Instant::now();
+    let answer = server.get("/").await;
+    let answered = Instant::now();
+    assert_eq!(answer.status, 200);
+    assert!(
+        answered - asked < Duration::from_secs(60),
+        "the real request waited for the slow clients' own timeouts"
+    );
+    // As many give way as the waiting connections need: one here.
+    let evicted = blocking(move || {
+        let first = attackers.wait_closed(1, Duration::from_secs(30));
+        (first, attackers)
+    })
+    .await;
+    let (first, attackers) = (evicted.0.unwrap_or_else(|p| panic!("{p}")), evicted.1);
+    assert!(answered >= first[0].at, "served over the cap");
+    assert!(first[0].after >= Duration::from_millis(900), "{first:?}");
+    // The stream in flight was never cut.
+    push.send("still here\n").await.unwrap();
+    read_until(&mut stream, &mut seen, "still here").await;
+    drop(stream);
+    server.stop().await;
+    // The other slow client went with the server.
+    all_closed(attackers).await;
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.unwrap()
+}
+
+fn only_partial_headers(count: usize) -> Attack {
+    Attack {
+        partial_headers: count,
         withheld_bodies: 0,
         dribbled_bodies: 0,
         idle_keep_alive: 0,
         ..Attack::default()
-    };
-    let closed = all_closed(open(server.addr, attack).await).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_outlives_the_request_and_idle_timeouts() {
+    let (app, push) = streaming();
+    let limits = short()
+        .with_request_timeout(Duration::from_millis(300))
+        .with_idle_timeout(Duration::from_millis(300));
+    let server = start(app, limits).await;
+    let (mut stream, mut seen) = open_stream(server.addr).await;
+    // The server's own clock: a partial header is closed after 1 s, three
+    // times the request and idle timeouts.
+    let closed = all_closed(open(server.addr, only_partial_headers(1)).await).await;
     assert!(closed[0].after >= Duration::from_millis(900));
     push.send("still here\n").await.unwrap();
     read_until(&mut stream, &mut seen, "still here").await;
+    drop(stream);
     server.stop().await;
 }
 
@@ -274,6 +322,7 @@ async fn shutdown_lets_the_request_in_flight_finish_and_closes_the_rest() {
     );
     let limits = short()
         .with_shutdown_grace(Duration::from_secs(20))
+        .with_header_read_timeout(Duration::from_secs(60))
         .with_idle_timeout(Duration::from_secs(60));
     let server = start(app, limits).await;
     let addr = server.addr;
@@ -287,9 +336,15 @@ async fn shutdown_lets_the_request_in_flight_finish_and_closes_the_rest() {
         http::request("GET", &format!("http://{addr}/slow"), &[], b"")
     });
     entered.notified().await;
-    // The idle connection goes at once (long before its idle timeout); the
-    // request in flight finishes.
+    // A slow client in the middle of its headers.
+    let slow = open(addr, only_partial_headers(1)).await;
+    // The idle connection and the slow one go at once (long before their
+    // timeouts and the grace); the request in flight finishes.
     let stopping = tokio::spawn(server.stop());
+    let closed = blocking(move || slow.wait_all_closed(Duration::from_secs(10)))
+        .await
+        .expect("a slow client is closed at the stop, not after the grace");
+    assert_eq!(closed.len(), 1);
     let mut buffer = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buffer))
         .await

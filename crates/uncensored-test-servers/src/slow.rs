@@ -144,10 +144,19 @@ impl Attackers {
     /// `deadline`; the closes in the order they happened, or what went wrong
     /// (a client still open at the deadline, an idle client whose response
     /// said `Connection: close`, so that it tested nothing).
-    pub fn wait_all_closed(self, deadline: Duration) -> Result<Vec<Closed>, String> {
+    pub fn wait_all_closed(mut self, deadline: Duration) -> Result<Vec<Closed>, String> {
+        let count = self.count;
+        self.wait_closed(count, deadline)
+    }
+
+    /// Waits until the server has closed `count` more of the slow clients
+    /// (at most as many as are still open), for at most `deadline`; those
+    /// closes in order, or what went wrong (as [`Attackers::wait_all_closed`]).
+    pub fn wait_closed(&mut self, count: usize, deadline: Duration) -> Result<Vec<Closed>, String> {
+        let count = count.min(self.count);
         let until = Instant::now() + deadline;
-        let mut closed = Vec::with_capacity(self.count);
-        while closed.len() < self.count {
+        let mut closed = Vec::with_capacity(count);
+        while closed.len() < count {
             let left = until.saturating_duration_since(Instant::now());
             match self.results.recv_timeout(left) {
                 Ok(Ok(one)) => closed.push(one),
@@ -161,6 +170,7 @@ impl Attackers {
                 }
             }
         }
+        self.count -= count;
         Ok(closed)
     }
 }

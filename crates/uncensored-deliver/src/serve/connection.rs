@@ -26,6 +26,26 @@ use uncensored::CancellationToken;
 
 use super::ServerLimits;
 
+/// Whether a new connection waits for a slot at the cap: then connections
+/// that wait for a request give way after [`ServerLimits::UNDER_PRESSURE`].
+#[derive(Default)]
+pub(super) struct Pressure {
+    on: AtomicBool,
+    changed: Notify,
+}
+
+impl Pressure {
+    pub(super) fn set(&self, on: bool) {
+        if self.on.swap(on, Ordering::AcqRel) != on {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+}
+
 /// How the serve loop stops its connections.
 pub(super) struct Stop {
     /// Finish the request in flight, then close (at most the grace later).
@@ -40,6 +60,7 @@ pub(super) async fn serve_connection(
     stream: TcpStream,
     app: Router,
     limits: Arc<ServerLimits>,
+    pressure: Arc<Pressure>,
     stop: Stop,
     _slot: OwnedSemaphorePermit,
 ) {
@@ -83,12 +104,16 @@ pub(super) async fn serve_connection(
             }
             return;
         }
-        expired = activity.watchdog(&limits) => {
+        expired = activity.watchdog(&limits, &pressure) => {
             tracing::debug!("closed a connection: {expired}");
             return;
         }
         () = stop.abort.cancelled() => return,
         () = stop.graceful.cancelled() => {}
+    }
+    // Nothing to finish (idle, or the headers of a request not yet made): close now.
+    if activity.at_rest() {
+        return;
     }
     connection.as_mut().graceful_shutdown();
     tokio::select! {
@@ -121,6 +146,9 @@ struct Activity {
     /// Whether a read should tell [`Activity::first_byte`]: no request in
     /// flight and no byte of the next one yet (a read's cheap check).
     awaiting_first_byte: AtomicBool,
+    /// Whether the last write waited for the socket: bytes of a response
+    /// may still be on their way out.
+    writing: AtomicBool,
 }
 
 struct State {
@@ -145,7 +173,13 @@ impl Activity {
             }),
             changed: Notify::new(),
             awaiting_first_byte: AtomicBool::new(true),
+            writing: AtomicBool::new(false),
         }
+    }
+
+    /// No request in flight and every byte of the responses written.
+    fn at_rest(&self) -> bool {
+        self.lock().in_flight == 0 && !self.writing.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -195,32 +229,45 @@ impl Activity {
 
     /// Resolves when the connection has waited too long for a request: for
     /// its headers since their first byte, or idle since the last response
-    /// ended (or since it was accepted). Never while a request is in flight.
-    async fn watchdog(&self, limits: &ServerLimits) -> Expired {
+    /// ended (or since it was accepted); under `pressure` sooner. Never while
+    /// a request is in flight.
+    async fn watchdog(&self, limits: &ServerLimits, pressure: &Pressure) -> Expired {
         loop {
             let changed = self.changed.notified();
-            tokio::pin!(changed);
+            let pressed = pressure.changed.notified();
+            tokio::pin!(changed, pressed);
             // Registered before the state is read: no change is missed.
             changed.as_mut().enable();
+            pressed.as_mut().enable();
+            let squeezed = pressure.is_on();
+            let squeeze = |limit: Duration| match squeezed {
+                true => limit.min(ServerLimits::UNDER_PRESSURE),
+                false => limit,
+            };
             let (deadline, generation) = {
                 let state = self.lock();
                 let deadline = if state.in_flight > 0 {
                     None
                 } else if state.reading {
-                    let limit = limits.header_read_timeout;
+                    let limit = squeeze(limits.header_read_timeout);
                     Some((state.since + limit, Expired::Headers(limit)))
                 } else {
-                    let limit = limits.idle_timeout;
+                    let limit = squeeze(limits.idle_timeout);
                     Some((state.since + limit, Expired::Idle(limit)))
                 };
                 (deadline, state.generation)
             };
             match deadline {
-                None => changed.await,
+                None => tokio::select! {
+                    () = changed => {}
+                    () = pressed => {}
+                },
                 Some((at, expired)) => tokio::select! {
                     () = changed => {}
+                    () = pressed => {}
                     () = tokio::time::sleep_until(at) => {
-                        if self.lock().generation == generation {
+                        let eased = squeezed && !pressure.is_on();
+                        if self.lock().generation == generation && !eased {
                             return expired;
                         }
                     }
@@ -284,8 +331,10 @@ impl Watched {
     ) -> Poll<io::Result<T>> {
         if let Poll::Ready(written) = write(Pin::new(&mut self.stream), cx) {
             self.stall = None;
+            self.activity.writing.store(false, Ordering::Release);
             return Poll::Ready(written);
         }
+        self.activity.writing.store(true, Ordering::Release);
         let timeout = self.write_timeout;
         let stall = self
             .stall

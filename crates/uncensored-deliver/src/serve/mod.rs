@@ -38,12 +38,14 @@
 //!   response in flight is never idle. A client that stops reading such a
 //!   stream is dropped after `write_timeout`.
 //! - **The connection cap.** At `max_connections` the loop stops accepting:
-//!   further connections wait in the kernel's backlog until one of the
-//!   served ones closes, so the connections under the cap are never starved
-//!   by the ones over it, and the slow ones among them are evicted by the
-//!   limits above (at the latest after the longest of them), which makes
-//!   room. Accept-and-close would answer a burst of real clients with
-//!   refusals instead of a short wait.
+//!   the connection just accepted waits for a slot and the others wait in
+//!   the kernel's backlog, so the connections under the cap are never
+//!   starved by the ones over it. While one waits, the cap is under
+//!   pressure: a served connection that has been idle or reading headers
+//!   for [`ServerLimits::UNDER_PRESSURE`] (1 s) is closed at once, so slow
+//!   clients cannot hold the slots for their full timeouts (real requests
+//!   in flight, streams included, are never cut). Accept-and-close would
+//!   answer a burst of real clients with refusals instead of a short wait.
 //! - **HTTP/1 only.** hyper has no header-read or idle limits for HTTP/2,
 //!   and its streams multiplex many requests on one connection, so the
 //!   limits above could not be kept; the servers are plain HTTP, where
@@ -111,6 +113,9 @@ impl ServerLimits {
     pub const MAX_CONNECTIONS: usize = 65_536;
     /// The longest shutdown grace: ten minutes (zero is allowed: drop at once).
     pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
+    /// While a connection waits for a slot at the cap: the longest a served
+    /// connection may be idle or read its headers (if its own limits are longer).
+    pub const UNDER_PRESSURE: Duration = Duration::from_secs(1);
 
     fn timeout(value: Duration) -> Duration {
         value.clamp(Self::MIN_TIMEOUT, Self::MAX_TIMEOUT)
@@ -209,20 +214,13 @@ pub async fn serve(
 ) {
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let pressure = Arc::new(connection::Pressure::default());
     // `graceful`: finish and close; `abort` (also when this future is dropped): close now.
     let graceful = CancellationToken::new();
     let abort = CancellationToken::new();
     let _abort_on_drop = abort.clone().drop_guard();
     tokio::pin!(shutdown);
     loop {
-        // A slot first: at the cap nothing is accepted, the backlog waits.
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -237,12 +235,30 @@ pub async fn serve(
                 }
             },
         };
+        // At the cap this one waits, and nothing more is accepted (the
+        // backlog waits); meanwhile connections waiting for a request give way.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                pressure.set(true);
+                let slot = tokio::select! {
+                    () = &mut shutdown => break,
+                    slot = slots.clone().acquire_owned() => slot,
+                };
+                pressure.set(false);
+                match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                }
+            }
+        };
         // Small answers and event streams go out at once.
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection::serve_connection(
             stream,
             app.clone(),
             limits.clone(),
+            pressure.clone(),
             connection::Stop {
                 graceful: graceful.clone(),
                 abort: abort.clone(),
