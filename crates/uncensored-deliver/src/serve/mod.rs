@@ -62,6 +62,7 @@
 //! one, [`AccessToken::for_address`] says when one is needed.
 
 mod access;
+mod activity;
 mod connection;
 
 use std::future::Future;
@@ -214,7 +215,7 @@ pub async fn serve(
 ) {
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let pressure = Arc::new(connection::Pressure::default());
+    let pressure = Arc::new(activity::Pressure::default());
     // `graceful`: finish and close; `abort` (also when this future is dropped): close now.
     let graceful = CancellationToken::new();
     let abort = CancellationToken::new();
