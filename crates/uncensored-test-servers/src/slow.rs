@@ -85,6 +85,21 @@ pub struct Attackers {
     count: usize,
 }
 
+/// How late a slow client's thread may notice that the server closed it
+/// (scheduling on a busy machine): [`after_first_close`] allows this much.
+pub const NOTICE_SLACK: Duration = Duration::from_millis(200);
+
+/// Whether `at` (a real request's answer, say) came after the first of
+/// `closed`, give or take [`NOTICE_SLACK`]: at a full connection cap a real
+/// request answered before any slow client went was served over the cap.
+pub fn after_first_close(at: Instant, closed: &[Closed]) -> bool {
+    closed
+        .iter()
+        .map(|c| c.at)
+        .min()
+        .is_some_and(|first| at + NOTICE_SLACK >= first)
+}
+
 /// How long a slow client waits for the server to close it before it gives up.
 const GIVE_UP: Duration = Duration::from_secs(120);
 
