@@ -1,5 +1,5 @@
 //! Downloading images: through the client's timeouts and retry policy, over
-//! http(s) only with bounded redirects, with a size cap, truncation detection,
+//! https only, to public addresses (checked at every hop), with bounded redirects, with a size cap, truncation detection,
 //! format sniffing and a SHA-256 computed on the way.
 
 use bytes::{Bytes, BytesMut};
@@ -143,18 +143,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 impl Client {
     /// Starts streaming an image (one attempt; see [`Client::download`] for a
-    /// retried, buffered download). Fails before any body is handed out if the
-    /// URL is not http(s), the status is not 2xx, the announced size is over
+    /// retried, buffered download). Fails before any request if the URL is not
+    /// https or its host is not public (see [`crate::is_public`]; both relaxed
+    /// for a loopback base URL), and before any body is handed out if a
+    /// redirect breaks those rules, the status is not 2xx, the announced size is over
     /// the cap, or the first bytes are not an image.
     pub async fn download_stream(&self, url: &str) -> Result<ImageStream, DownloadError> {
         let parsed = url::Url::parse(url).map_err(|_| DownloadError::Scheme {
-            url: url.to_string(),
+            scheme: String::new(),
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(DownloadError::Scheme {
-                url: url.to_string(),
-            });
-        }
+        self.download_policy().check(&parsed)?;
         let response = self.http().get(parsed).send().await?;
         let status = response.status();
         if !status.is_success() {

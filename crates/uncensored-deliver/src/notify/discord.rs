@@ -239,8 +239,7 @@ fn discord_error(body: &str) -> (Option<String>, Option<u64>, Option<Duration>) 
     let code = value["code"].as_u64();
     let retry_after = value["retry_after"]
         .as_f64()
-        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .map(|seconds| Duration::from_secs_f64(seconds.min(86_400.0)));
+        .and_then(uncensored::wait_from_seconds);
     (message, code, retry_after)
 }
 
