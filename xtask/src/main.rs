@@ -135,6 +135,9 @@ fn test(root: &Path) -> Result<()> {
     // Under CI a missing or changed snapshot fails instead of being written.
     tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
     tests.env_remove("INSTA_FORCE_PASS");
+    // The bounded fuzz run: the property tests over every parser of network
+    // and user input (crates/*/tests/parsers.rs) draw this many cases each.
+    tests.env("UNCENSORED_FUZZ_CASES", "4000");
     // The storage, SMTP and PostgreSQL servers that crates/uncensored-test-servers starts.
     section(
         "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP), PostgreSQL, mcp (an MCP client)",
