@@ -159,7 +159,7 @@ fn payload(notification: &Notification) -> Value {
             blocks.push(json!({"type": "context", "elements": [
                 {"type": "mrkdwn", "text": format!("{place} · job `{}`", escape(job_id))}
             ]}));
-            json!({"text": clip(&format!("Image ready: {prompt}"), 2900), "blocks": blocks})
+            json!({"text": clip(&format!("Image ready: {}", escape(prompt)), 2900), "blocks": blocks})
         }
         Notification::Failed {
             job_id,
@@ -172,7 +172,7 @@ fn payload(notification: &Notification) -> Value {
                 .map(|id| format!(" · job `{}`", escape(id)))
                 .unwrap_or_default();
             json!({
-                "text": clip(&format!("Generation failed ({reason}): {prompt}"), 2900),
+                "text": clip(&format!("Generation failed ({reason}): {}", escape(prompt)), 2900),
                 "blocks": [
                     {"type": "section", "text": {"type": "mrkdwn", "text": format!(":warning: *Generation failed* · `{}`", reason.as_str())}},
                     {"type": "section", "text": {"type": "mrkdwn", "text": format!(">{}", clip(&escape(prompt), 2900))}},
@@ -250,6 +250,36 @@ mod tests {
                 Duration::from_secs(2)
             ]
         );
+    }
+
+    #[test]
+    fn the_fallback_text_cannot_ping_or_link() {
+        let prompt = "<!channel> <!here> <@U123> <https://evil.example|click> & more";
+        for notification in [
+            Notification::Failed {
+                job_id: None,
+                prompt: prompt.into(),
+                reason: uncensored::FailureReason::Moderation,
+                message: "<!everyone>".into(),
+            },
+            Notification::Stored {
+                job_id: "job-1".into(),
+                prompt: prompt.into(),
+                location: "file:///images/a.jpg".into(),
+                share_url: None,
+                sha256: "00".repeat(32),
+                model: None,
+                width: None,
+                height: None,
+                generation_time: None,
+            },
+        ] {
+            let body = payload(&notification).to_string();
+            for control in ["<!", "<@", "<https://evil"] {
+                assert!(!body.contains(control), "{control} in {body}");
+            }
+            assert!(body.contains("&lt;!channel&gt;"), "{body}");
+        }
     }
 
     #[test]
