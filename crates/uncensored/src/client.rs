@@ -522,10 +522,11 @@ impl Client {
             WireError::UnexpectedResponse(response) => {
                 self.observe(response.headers()).await;
                 let status = response.status().as_u16();
-                let detail = match response.text().await {
-                    Ok(text) => text.chars().take(200).collect(),
-                    Err(e) => format!("(body unreadable: {e})"),
-                };
+                let detail = crate::download::body_prefix(response, 800)
+                    .await
+                    .chars()
+                    .take(200)
+                    .collect();
                 Error::UnexpectedResponse { status, detail }
             }
             WireError::CommunicationError(source) | WireError::ResponseBodyError(source) => {

@@ -136,6 +136,25 @@ impl ImageStream {
     }
 }
 
+/// The start of a response body, at most `max` bytes, as text (lossy UTF-8):
+/// for error messages, so that a hostile server cannot make the client hold
+/// a body of any size. Reading stops at the cap (the rest is never read) or
+/// at the first failure. The one reader of error bodies for the client and
+/// every notifier.
+pub async fn body_prefix(mut response: reqwest::Response, max: usize) -> String {
+    let mut bytes = BytesMut::new();
+    while bytes.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Bytes as lowercase hex (SHA-256 digests, tokens).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

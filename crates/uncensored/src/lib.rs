@@ -68,7 +68,7 @@ pub use address::{MAX_DOWNLOAD_REDIRECTS, is_loopback_url, is_public};
 pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES, key_fingerprint,
 };
-pub use download::{DownloadedImage, ImageFormat, ImageStream};
+pub use download::{DownloadedImage, ImageFormat, ImageStream, body_prefix};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
 pub use failure::FailureReason;
 pub use pacer::{LocalPacer, PACE_SHARE, PROBE_PATIENCE, Pace, pace_interval};

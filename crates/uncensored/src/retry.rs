@@ -126,7 +126,12 @@ pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
     {
         return wait_from_seconds(text.parse::<f64>().ok()?);
     }
-    let when = httpdate::parse_http_date(text).ok()?;
+    // An HTTP date; leniently also RFC 2822 (`Tue, 1 Dec 2026 07:41:00 +0000`).
+    let when = httpdate::parse_http_date(text).ok().or_else(|| {
+        let date = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+        let seconds = u64::try_from(date.timestamp()).ok()?;
+        std::time::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+    })?;
     Some(
         when.duration_since(std::time::SystemTime::now())
             .unwrap_or_default()
@@ -185,6 +190,10 @@ mod tests {
         assert_eq!(
             parse_retry_after(b"Fri, 31 Dec 9999 23:59:59 GMT"),
             Some(MAX_WAIT)
+        );
+        assert_eq!(
+            parse_retry_after(b"Tue, 1 Dec 1998 07:41:00 +0000"),
+            Some(Duration::ZERO)
         );
         let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         let wait = parse_retry_after(soon.as_bytes()).expect("a date");

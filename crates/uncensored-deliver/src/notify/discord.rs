@@ -12,6 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 
+use super::ERROR_BODY_BYTES;
 use super::{Notification, Notifier, NotifierId, NotifyError, clip};
 
 /// Discord's own address, where webhooks live.
@@ -276,7 +277,7 @@ impl Notifier for DiscordNotifier {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = uncensored::body_prefix(response, ERROR_BODY_BYTES).await;
         let (message, code, body_retry_after) = discord_error(&body);
         let mut reason = format!("HTTP {status}");
         if let Some(message) = &message {

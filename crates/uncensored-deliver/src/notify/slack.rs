@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::ERROR_BODY_BYTES;
 use super::{Notification, Notifier, NotifierId, NotifyError, clip};
 
 /// Slack's documented error answers of incoming webhooks.
@@ -207,7 +208,7 @@ impl Notifier for SlackNotifier {
         if status.is_success() {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
+        let text = uncensored::body_prefix(response, ERROR_BODY_BYTES).await;
         let error = NotifyError::from_status(
             "slack",
             status,
