@@ -220,8 +220,11 @@ impl Notifier for SlackNotifier {
             },
         );
         if let NotifyError::RateLimited { retry_after, .. } = &error {
-            // Hold every later message back too.
-            let wait = retry_after.unwrap_or(self.min_interval);
+            // Hold every later message back too, for five minutes at most
+            // (the Deliverer decides whether this message waits that long).
+            let wait = retry_after
+                .unwrap_or(self.min_interval)
+                .min(Duration::from_secs(300));
             tracing::warn!(?wait, "slack: rate limited");
             *self.next_slot.lock().await = Instant::now() + wait;
         }
