@@ -102,6 +102,11 @@ pub enum JournalError {
     /// after the journal's own reconnection attempts.
     #[error("journal unreachable: {0}")]
     Unavailable(String),
+    /// The journal's location cannot be used as written (an unreadable
+    /// `postgres://` URL, an unknown `sslmode`, a root certificate file that
+    /// cannot be read); found before connecting.
+    #[error("journal location: {0}")]
+    Location(String),
     /// The journal holds another batch than the file given.
     #[error(
         "this journal holds the batch `{journal}` ({journal_lines} lines), not `{file}`: use another journal (database or schema) for another batch"
