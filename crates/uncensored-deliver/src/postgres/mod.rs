@@ -95,12 +95,24 @@ impl Failure {
             (_, Some(error)) => match (error.as_db_error(), tls::refusal(error)) {
                 (Some(db), _) => db.message().to_string(),
                 (None, Some(refusal)) => tls::describe(refusal),
-                (None, None) => error.to_string(),
+                (None, None) => with_causes(error),
             },
             (Failure::Pool(error), None) => error.to_string(),
             (Failure::Database(error), None) => error.to_string(),
         }
     }
+}
+
+/// `error: its cause: …` (tokio-postgres's own message leaves its cause out:
+/// `error connecting to server`, not why).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
 }
 
 impl Database {

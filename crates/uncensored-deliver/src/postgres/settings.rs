@@ -115,9 +115,12 @@ impl Settings {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, JournalError> {
         let (rest, mode, root) = take_tls_options(url)?;
-        let config: tokio_postgres::Config = rest
-            .parse()
-            .map_err(|e| JournalError::Location(format!("not a valid postgres:// URL ({e})")))?;
+        let config: tokio_postgres::Config = rest.parse().map_err(|e| {
+            JournalError::Location(format!(
+                "not a valid postgres:// URL ({})",
+                super::with_causes(&e)
+            ))
+        })?;
         let env = |name: &str| env(name).filter(|value| !value.is_empty());
         let (mode, mode_given) = match mode
             .map(|m| (m, "sslmode"))
@@ -127,6 +130,7 @@ impl Settings {
             None => (None, "sslmode"),
         };
         let root = root
+            .filter(|r| !r.is_empty())
             .map(|r| (r, "sslrootcert"))
             .or_else(|| env("PGSSLROOTCERT").map(|r| (r, "PGSSLROOTCERT")));
         let system = root.as_ref().is_some_and(|(r, _)| r == "system");

@@ -131,7 +131,7 @@ pub(crate) fn describe(refusal: &rustls::Error) -> String {
     use rustls::CertificateError as E;
     let meaning = match refusal {
         rustls::Error::InvalidCertificate(E::UnknownIssuer | E::BadSignature) => {
-            ": the server's certificate is not signed by the root certificates trusted"
+            ": the server's certificate is not signed by a trusted root certificate"
         }
         rustls::Error::InvalidCertificate(
             E::NotValidForName | E::NotValidForNameContext { .. },
