@@ -75,7 +75,10 @@ async fn works(url: &str) {
         .await
         .unwrap_or_else(|e| panic!("{url}: cannot connect: {e}"));
     let shown = format!("{journal:?}");
-    assert!(shown.contains("sslmode=") && !shown.contains(PASSWORD), "{shown}");
+    assert!(
+        shown.contains("sslmode=") && !shown.contains(PASSWORD),
+        "{shown}"
+    );
     let entry = Entry {
         id: id.clone(),
         request: GenerateRequest::new("a prompt over TLS").size(256, 256),

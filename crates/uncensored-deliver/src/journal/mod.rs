@@ -368,7 +368,11 @@ impl std::fmt::Display for JournalLocation {
                             )
                         })
                         .collect();
-                    if !pairs.is_empty() {
+                    // Rewritten (and so re-encoded) only when it holds a password.
+                    if url
+                        .query_pairs()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+                    {
                         url.query_pairs_mut().clear().extend_pairs(pairs);
                     }
                     write!(f, "{url}")
@@ -424,6 +428,13 @@ mod location_tests {
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("db.internal"), "{shown}");
         }
+        assert_eq!(
+            JournalLocation::new(
+                "postgres://app:pw@db/jobs?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+            )
+            .to_string(),
+            "postgres://app:***@db/jobs?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+        );
         assert_eq!(
             JournalLocation::new("images/.uncensored/journal.sqlite").to_string(),
             "images/.uncensored/journal.sqlite"
