@@ -48,6 +48,19 @@ fn worker(
     journal: &str,
     extra: &[&str],
 ) -> Child {
+    worker_command(emulator, dir, file, journal, extra)
+        .spawn()
+        .unwrap()
+}
+
+/// The command of [`worker`], to add to before it starts.
+fn worker_command(
+    emulator: &EmulatorHandle,
+    dir: &Path,
+    file: &Path,
+    journal: &str,
+    extra: &[&str],
+) -> std::process::Command {
     let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"));
     for (var, _) in std::env::vars() {
         if var.starts_with("UNCENSORED_") {
@@ -70,9 +83,8 @@ fn worker(
         .args(["--width", "256", "--height", "256"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    command
 }
 
 /// Waits for a worker; returns (success, stdout, stderr).
@@ -375,6 +387,26 @@ async fn a_journal_over_tls_is_checked_before_anything_is_paid() {
     assert!(!stderr.contains(password), "{stderr}");
     assert_eq!(images_in(&dir.join("images")), 3);
     assert_eq!(emulator.stats().charges.total, 3);
+
+    // What the URL does not say, libpq's variables do: here the system's
+    // roots (which SSL_CERT_FILE names, as for OpenSSL), then another CA.
+    for (roots, works) in [(&certificates.ca, true), (&certificates.other_ca, false)] {
+        let mut rerun = worker_command(&emulator, &dir, &file, &url, &[]);
+        rerun
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", "system")
+            .env("SSL_CERT_FILE", roots)
+            .env_remove("SSL_CERT_DIR");
+        let (ok, stdout, stderr) = finish(rerun.spawn().unwrap()).await;
+        assert_eq!(ok, works, "{stdout}\n{stderr}");
+        assert!(
+            works
+                || stderr.contains("sslmode=verify-full, the system's root certificates")
+                    && stderr.contains("not signed by a trusted root certificate"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(emulator.stats().charges.total, 3, "nothing paid twice");
     std::fs::remove_dir_all(dir).ok();
 }
 
