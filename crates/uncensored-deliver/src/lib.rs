@@ -31,7 +31,7 @@
 //!
 //! | feature | adds |
 //! |---|---|
-//! | `postgres` | [`journal::PostgresJournal`] and [`PostgresPacer`]: one journal and one rate limit shared by many workers |
+//! | `postgres` | [`journal::PostgresJournal`] and [`PostgresPacer`]: one journal and one rate limit shared by many workers, over TLS with rustls (`sslmode`, `sslrootcert` as libpq reads them) |
 //! | `fs` (default) | the local file system, fsynced |
 //! | `s3` | Amazon S3 and S3-compatible servers, presigned URLs |
 //! | `gcs` | Google Cloud Storage, signed URLs |

@@ -10,7 +10,8 @@
 //! - [`postgres()`]: a PostgreSQL cluster of its own (`initdb`, `pg_ctl`) in a
 //!   temporary folder; see [`Postgres`]. Its programs are found through
 //!   `UNCENSORED_POSTGRES_BIN` (their `bin` folder), else in Debian's
-//!   `/usr/lib/postgresql/<version>/bin`.
+//!   `/usr/lib/postgresql/<version>/bin`. [`postgres_tls()`]: the same with
+//!   TLS only, its certificates made with `openssl`; see [`TestCertificates`].
 //! - [`browser()`]: not a server, the headless browser of the page tests:
 //!   Debian's `chromium` driven by Playwright (npm `playwright-core`) under
 //!   node; see [`Browser`].
@@ -38,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod browser;
+mod certificates;
 mod gcs_shim;
 pub mod http;
 mod postgres;
@@ -45,7 +47,8 @@ mod shared_key;
 mod smtp;
 
 pub use browser::{Browser, browser};
-pub use postgres::{Postgres, postgres};
+pub use certificates::TestCertificates;
+pub use postgres::{Postgres, postgres, postgres_tls};
 pub use smtp::{
     MimePart, SMTP_PASSWORD, SMTP_PERMANENT_FAILURE, SMTP_TRANSIENT_FAILURE, SMTP_USER,
     SmtpMessage, SmtpServer, smtp,
