@@ -317,10 +317,10 @@ pub fn ensure_postgres() -> Result<PathBuf> {
              to the folder that holds initdb, pg_ctl and psql"
         );
     }
-    eprintln!("xtask: installing PostgreSQL (apt-get install postgresql)");
+    eprintln!("xtask: installing PostgreSQL and openssl (for the TLS tests' certificates)");
     run(Command::new("apt-get").arg("update")).context("cannot update apt's package lists")?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "postgresql"])
+        .args(["install", "-y", "--no-install-recommends", "postgresql", "openssl"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("cannot install the postgresql package")?;
     newest_postgres(Path::new(POSTGRES_VERSIONS)).with_context(|| {
