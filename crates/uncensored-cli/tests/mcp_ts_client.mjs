@@ -75,12 +75,15 @@ async function checks(client) {
     check(error && error.reason === reason, `${name}: reason ${JSON.stringify(error)}`);
     check(typeof error.message === "string" && error.message.length > 0, `${name}: message ${JSON.stringify(error)}`);
     check(typeof error.advice === "string" && error.advice.length > 0, `${name}: advice ${JSON.stringify(error)}`);
+    check("field" in error, `${name}: no field key ${JSON.stringify(error)}`);
     if (field !== undefined) check(error.field === field, `${name}: field ${JSON.stringify(error)}`);
     check(result.content.some((c) => c.type === "text" && c.text.includes("hint:")), `${name}: the text names the advice`);
     summary.tool_errors += 1;
   };
   await toolError("generate_image", { prompt: "a harbour", image_width: 1001 }, "invalid_request", "image_width");
-  await toolError("generate_image", { prompt: "a forbidden-term at dusk" }, "moderation", "prompt");
+  // Refused by the API, then recorded as the delivery's final stage, which
+  // keeps the reason and the message but not the field.
+  await toolError("generate_image", { prompt: "a forbidden-term at dusk" }, "moderation");
   await toolError("submit_generation", { prompt: "a harbour", image_height: 1001 }, "invalid_request", "image_height");
   await toolError("get_job", { id: "no-such-job" }, "not_found");
   await toolError("list_images", { limit: "many" }, "invalid_request");

@@ -8,11 +8,13 @@ use uncensored_deliver::DeliveryError;
 use uncensored_deliver::storage::StorageError;
 
 /// Why a tool call failed. Sent as `isError: true` with this as structured
-/// content (`{"error": …}`) and as text.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+/// content (`{"error": …}`) and as text. Its JSON Schema (derived here) is
+/// the error shape of every tool's output schema.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, thiserror::Error)]
 #[error("{message}")]
 pub struct ToolFailure {
     /// The class of failure (`invalid_request`, `moderation`, ...).
+    #[schemars(with = "String")]
     pub reason: FailureReason,
     /// What happened.
     pub message: String,
