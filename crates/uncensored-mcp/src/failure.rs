@@ -6,6 +6,7 @@ use serde::Serialize;
 use uncensored::{FailureReason, ValidationError};
 use uncensored_deliver::DeliveryError;
 use uncensored_deliver::storage::StorageError;
+use uncensored_deliver::thumbnail::ThumbnailError;
 
 /// Why a tool call failed. Sent as `isError: true` with this as structured
 /// content (`{"error": …}`) and as text. Its JSON Schema (derived here) is
@@ -73,5 +74,11 @@ impl From<DeliveryError> for ToolFailure {
 impl From<StorageError> for ToolFailure {
     fn from(error: StorageError) -> Self {
         Self::new(error.reason(), error.to_string())
+    }
+}
+
+impl From<ThumbnailError> for ToolFailure {
+    fn from(error: ThumbnailError) -> Self {
+        Self::new(FailureReason::Other, format!("no thumbnail: {error}"))
     }
 }

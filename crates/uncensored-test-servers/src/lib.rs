@@ -14,6 +14,8 @@
 //! - [`browser()`]: not a server, the headless browser of the page tests:
 //!   Debian's `chromium` driven by Playwright (npm `playwright-core`) under
 //!   node; see [`Browser`].
+//! - [`images`]: not a server either, hostile images for the decoders' tests
+//!   (a valid PNG that declares far more pixels than it weighs).
 //!
 //! `cargo xtask test` installs them into the git-ignored `.tools/` folder and
 //! names them in `UNCENSORED_MOTO_SERVER`, `UNCENSORED_AZURITE`,
@@ -41,6 +43,7 @@ use std::time::{Duration, Instant};
 mod browser;
 mod gcs_shim;
 pub mod http;
+pub mod images;
 mod postgres;
 mod shared_key;
 mod smtp;
