@@ -25,6 +25,10 @@
     feature = "testing",
     doc = "- [`testing`]: the conformance suites every storage and notifier passes; run them on your own backend."
 )]
+#![cfg_attr(
+    feature = "thumbnail",
+    doc = "- [`thumbnail`]: JPEG thumbnails of untrusted images, decoded under explicit limits, a few at a time, failures remembered."
+)]
 //!
 //! What it is not: an API client. Requests, retries, waiting and downloads
 //! are the [`uncensored`] crate's; this crate uses them.
@@ -43,6 +47,7 @@
 //! | `email` | [`notify::EmailNotifier`]: SMTP with lettre (STARTTLS, implicit TLS) |
 //! | `callbacks` | `callbacks`: the callback service (signed URLs, one read per job) |
 //! | `testing` | `testing`: the conformance suites |
+//! | `thumbnail` | `thumbnail`: thumbnails of untrusted images under explicit decoding limits |
 //!
 //! # Example
 //!
@@ -76,6 +81,8 @@ mod postgres;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "thumbnail")]
+pub mod thumbnail;
 pub mod worker;
 
 pub use deliverer::{Deliverer, DeliveryError, StepPolicies};

@@ -6,13 +6,16 @@ use serde::Serialize;
 use uncensored::{FailureReason, ValidationError};
 use uncensored_deliver::DeliveryError;
 use uncensored_deliver::storage::StorageError;
+use uncensored_deliver::thumbnail::ThumbnailError;
 
 /// Why a tool call failed. Sent as `isError: true` with this as structured
-/// content (`{"error": …}`) and as text.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+/// content (`{"error": …}`) and as text. Its JSON Schema (derived here) is
+/// the error shape of every tool's output schema.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, thiserror::Error)]
 #[error("{message}")]
 pub struct ToolFailure {
     /// The class of failure (`invalid_request`, `moderation`, ...).
+    #[schemars(with = "String")]
     pub reason: FailureReason,
     /// What happened.
     pub message: String,
@@ -71,5 +74,11 @@ impl From<DeliveryError> for ToolFailure {
 impl From<StorageError> for ToolFailure {
     fn from(error: StorageError) -> Self {
         Self::new(error.reason(), error.to_string())
+    }
+}
+
+impl From<ThumbnailError> for ToolFailure {
+    fn from(error: ThumbnailError) -> Self {
+        Self::new(FailureReason::Other, format!("no thumbnail: {error}"))
     }
 }
