@@ -81,9 +81,8 @@ async function checks(client) {
     summary.tool_errors += 1;
   };
   await toolError("generate_image", { prompt: "a harbour", image_width: 1001 }, "invalid_request", "image_width");
-  // Refused by the API, then recorded as the delivery's final stage, which
-  // keeps the reason and the message but not the field.
-  await toolError("generate_image", { prompt: "a forbidden-term at dusk" }, "moderation");
+  // Refused by the API's moderation, which always concerns the prompt.
+  await toolError("generate_image", { prompt: "a forbidden-term at dusk" }, "moderation", "prompt");
   await toolError("submit_generation", { prompt: "a harbour", image_height: 1001 }, "invalid_request", "image_height");
   await toolError("get_job", { id: "no-such-job" }, "not_found");
   await toolError("list_images", { limit: "many" }, "invalid_request");

@@ -26,13 +26,15 @@ pub struct ToolFailure {
 }
 
 impl ToolFailure {
-    /// A failure of `reason`, with its advice.
+    /// A failure of `reason`, with its advice. Moderation names the
+    /// `prompt`: it is the field the API's moderation judges, and the
+    /// journal's record of a refused line keeps the reason, not the field.
     pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
             advice: reason.advice(),
-            field: None,
+            field: (reason == FailureReason::Moderation).then(|| "prompt".to_string()),
         }
     }
 
