@@ -135,9 +135,12 @@ fn test(root: &Path) -> Result<()> {
     // Under CI a missing or changed snapshot fails instead of being written.
     tests.env("INSTA_UPDATE", if ci { "no" } else { "new" });
     tests.env_remove("INSTA_FORCE_PASS");
+    // The bounded fuzz run: the property tests over every parser of network
+    // and user input (crates/*/tests/parsers.rs) draw this many cases each.
+    tests.env("UNCENSORED_FUZZ_CASES", "4000");
     // The storage, SMTP and PostgreSQL servers that crates/uncensored-test-servers starts.
     section(
-        "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP), PostgreSQL, mcp (an MCP client)",
+        "tools for the tests: moto (S3), Azurite (Azure Blob), gcp-storage-emulator (GCS), aiosmtpd (SMTP), PostgreSQL, mcp and @modelcontextprotocol/sdk (MCP clients)",
     );
     let moto = tools::python_venv(root, "moto", &[tools::MOTO])?;
     tests.env("UNCENSORED_MOTO_SERVER", moto.join("bin/moto_server"));
@@ -152,6 +155,7 @@ fn test(root: &Path) -> Result<()> {
     tests.env("UNCENSORED_POSTGRES_BIN", tools::ensure_postgres()?);
     let mcp = tools::python_venv(root, "mcp", &[tools::MCP])?;
     tests.env("UNCENSORED_MCP_PYTHON", mcp.join("bin/python"));
+    tests.env("UNCENSORED_MCP_TS_SDK", tools::ensure_mcp_ts(root)?);
     section("tools for the browser tests: Chromium (Debian) and playwright-core (npm)");
     tests.env("UNCENSORED_CHROMIUM", tools::ensure_chromium()?);
     tests.env("UNCENSORED_PLAYWRIGHT", tools::ensure_playwright(root)?);

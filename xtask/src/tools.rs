@@ -317,10 +317,16 @@ pub fn ensure_postgres() -> Result<PathBuf> {
              to the folder that holds initdb, pg_ctl and psql"
         );
     }
-    eprintln!("xtask: installing PostgreSQL (apt-get install postgresql)");
+    eprintln!("xtask: installing PostgreSQL and openssl (for the TLS tests' certificates)");
     run(Command::new("apt-get").arg("update")).context("cannot update apt's package lists")?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "postgresql"])
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "postgresql",
+            "openssl",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("cannot install the postgresql package")?;
     newest_postgres(Path::new(POSTGRES_VERSIONS)).with_context(|| {
@@ -351,12 +357,41 @@ fn newest_postgres(versions: &Path) -> Option<PathBuf> {
 /// `uncensored mcp` is tested with over stdio and Streamable HTTP.
 pub const MCP: &str = "mcp==2.3.0";
 
+/// Pinned official MCP TypeScript SDK (npm), the client inside most MCP
+/// hosts, which `uncensored mcp` is tested with too: it validates every tool
+/// result against the tool's output schema.
+pub const MCP_TS: &str = "@modelcontextprotocol/sdk@1.32.2";
+
+/// The `@modelcontextprotocol/sdk` package folder under `.tools/mcp-ts` (what
+/// a test script loads), installed from npm when missing or when the pin changes.
+pub fn ensure_mcp_ts(root: &Path) -> Result<PathBuf> {
+    npm_package(
+        root,
+        "mcp-ts",
+        MCP_TS,
+        Path::new("node_modules/@modelcontextprotocol/sdk"),
+    )
+}
+
 /// The npm `package` (pinned as `name@version`) under `.tools/<name>`, and the
 /// path of its executable `bin`. It is (re)installed when missing or when the
 /// pin changes; the pin is recorded beside it.
 pub fn npm_tool(root: &Path, name: &str, package: &str, bin: &str) -> Result<PathBuf> {
+    npm_package(
+        root,
+        name,
+        package,
+        &Path::new("node_modules/.bin").join(bin),
+    )
+}
+
+/// The npm `package` (pinned as `name@version`) under `.tools/<name>`, and
+/// the path `installs` (relative to that folder) it must have put there.
+/// It is (re)installed when that is missing or when the pin changes; the pin
+/// is recorded beside it.
+fn npm_package(root: &Path, name: &str, package: &str, installs: &Path) -> Result<PathBuf> {
     let prefix = root.join(".tools").join(name);
-    let bin = prefix.join("node_modules/.bin").join(bin);
+    let bin = prefix.join(installs);
     let stamp = prefix.join("xtask-package.txt");
     if bin.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(package) {
         return Ok(bin);

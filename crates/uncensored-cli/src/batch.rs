@@ -186,6 +186,7 @@ impl Tally {
                 (false, format!("line {number}: {error}"))
             }
         };
+        let line = crate::terminal::safe(&line).into_owned();
         self.bar.inc(1);
         self.bar.set_message(format!("{} failed", self.failed));
         if self.terminal {
@@ -284,7 +285,10 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         // Entries of earlier runs, including lines since removed from the file.
         for result in deliverer.resume().await.map_err(Failure::from)? {
             if let Err(error) = result {
-                eprintln!("an earlier line is still unfinished: {error}");
+                eprintln!(
+                    "an earlier line is still unfinished: {}",
+                    crate::terminal::safe(&error.to_string())
+                );
             }
         }
     }

@@ -17,7 +17,9 @@ pub struct Cli {
     /// Run against an in-process emulator of the API (no account, no network).
     #[arg(long, global = true)]
     pub emulator: bool,
-    /// The API key [default: from the config file].
+    /// The API key [default: from the config file]. A key given here is
+    /// visible to every user of this machine (`ps`) and lands in shell
+    /// history: prefer UNCENSORED_API_KEY or api_key in the config file.
     #[arg(
         long,
         env = "UNCENSORED_API_KEY",
@@ -37,6 +39,15 @@ pub struct Cli {
     /// Log what happens (tracing) on stderr.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Allow plain http: a base URL that is not loopback, and image
+    /// downloads (the key and the images then cross the network in the clear).
+    #[arg(long, global = true)]
+    pub allow_insecure_http: bool,
+    /// A host, address or CIDR block (10.0.0.0/8) that image downloads may
+    /// reach although it is not public: storage private on purpose
+    /// (repeatable; default: public addresses only).
+    #[arg(long = "download-allow", value_name = "HOST", global = true)]
+    pub download_allow: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -13,6 +13,7 @@ use crate::cli::{Cli, Generate, Output};
 use crate::context::{Pacing, apply, connect};
 use crate::failure::Failure;
 use crate::settings::Settings;
+use crate::terminal::safe;
 
 /// A pipeline for one command: single jobs need no journal on disk.
 async fn deliverer(settings: &Settings, client: uncensored::Client) -> Result<Deliverer, Failure> {
@@ -38,7 +39,7 @@ fn print_entry(entry: &Entry, json: bool) -> Result<(), Failure> {
                     json!({"job_id": job_id, "location": location, "sha256": sha256, "share_url": share_url, "model": model, "generation_time": generation_time})
                 );
             } else {
-                println!("{location}");
+                println!("{}", safe(location));
             }
             Ok(())
         }
@@ -82,7 +83,7 @@ pub async fn generate(cli: &Cli, args: &Generate) -> Result<(), Failure> {
                 json!({"job_id": job.job_id, "status": job.status.as_str(), "status_url": job.status_url})
             );
         } else {
-            println!("{}", job.job_id);
+            println!("{}", safe(&job.job_id));
         }
         return Ok(());
     }
@@ -114,7 +115,7 @@ pub async fn status(cli: &Cli, job: &str) -> Result<(), Failure> {
                    "generation_time": job.generation_time, "error": job.error_message})
         );
     } else {
-        println!("{}", job.status);
+        println!("{}", safe(&job.status.to_string()));
     }
     Ok(())
 }
@@ -132,7 +133,9 @@ pub async fn wait(cli: &Cli, job: &str, timeout: u64) -> Result<(), Failure> {
         if event.changed && !cli.json {
             eprintln!(
                 "{}: {} after {:.0?}",
-                event.job.job_id, event.job.status, event.elapsed
+                safe(&event.job.job_id),
+                safe(&event.job.status.to_string()),
+                event.elapsed
             );
         }
         last = Some(event);
@@ -145,7 +148,7 @@ pub async fn wait(cli: &Cli, job: &str, timeout: u64) -> Result<(), Failure> {
             json!({"job_id": image.job_id, "status": "completed", "image_url": image.url})
         );
     } else {
-        println!("{}", image.url);
+        println!("{}", safe(&image.url));
     }
     Ok(())
 }
@@ -177,7 +180,7 @@ pub fn config_show(cli: &Cli) -> Result<(), Failure> {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            println!("{key:<14} {text}");
+            println!("{key:<14} {}", safe(&text));
         }
     }
     Ok(())

@@ -70,7 +70,10 @@ pub async fn connect(
         }
         Pacing::Shared(JournalLocation::File(_)) => builder = builder.pace_requests(true),
     }
-    let mut builder = builder.api_key(key);
+    let mut builder = builder
+        .api_key(key)
+        .allow_insecure_http(settings.allow_insecure_http)
+        .download_allow(settings.download_allow.iter().cloned());
     if let Some(url) = base_url {
         builder = builder.base_url(url);
     }

@@ -62,7 +62,7 @@ impl Failure {
             let value = serde_json::json!({"error": {"kind": self.kind, "message": self.message, "hint": self.hint, "exit_code": self.code}});
             println!("{value}");
         } else {
-            eprintln!("error: {}", self.message);
+            eprintln!("error: {}", crate::terminal::safe(&self.message));
             if let Some(hint) = self.hint {
                 eprintln!("hint: {hint}");
             }

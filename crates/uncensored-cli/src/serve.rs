@@ -8,6 +8,8 @@ use uncensored_deliver::callbacks::CallbackService;
 use uncensored_deliver::journal::JournalLocation;
 use uncensored_deliver::serve::ServerLimits;
 
+use crate::terminal::safe;
+
 use crate::cli::{Cli, Output};
 use crate::limits::ServerFlags;
 
@@ -63,12 +65,14 @@ pub async fn serve(cli: &Cli, served: Served<'_>) -> Result<(), Failure> {
         .accept_unsigned(accept_unsigned)
         .reporter(|job_id, outcome| match outcome {
             Ok(entry) => match entry.location() {
-                Some(location) => println!("{job_id} stored at {location}"),
-                None => eprintln!("{job_id}: ended without an image"),
+                Some(location) => println!("{} stored at {}", safe(job_id), safe(location)),
+                None => eprintln!("{}: ended without an image", safe(job_id)),
             },
-            Err(error) => {
-                eprintln!("{job_id}: {error} (it will be retried when the service restarts)")
-            }
+            Err(error) => eprintln!(
+                "{}: {} (it will be retried when the service restarts)",
+                safe(job_id),
+                safe(&error.to_string())
+            ),
         });
     if let Some(secret) = secret.clone() {
         builder = builder.secret(secret);

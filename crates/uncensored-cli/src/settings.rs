@@ -9,8 +9,8 @@ use uncensored::callback::CallbackSecret;
 use crate::cli::{Cli, Output};
 use crate::failure::Failure;
 
-/// The configuration file's fields.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// The configuration file's fields. `Debug` masks the secrets.
+#[derive(Default, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
     /// The API key.
@@ -31,10 +31,35 @@ pub struct FileConfig {
     pub callback_secret: Option<String>,
     /// Batch concurrency.
     pub concurrency: Option<u16>,
+    /// Plain http allowed for a base URL that is not loopback, and for
+    /// image downloads.
+    pub allow_insecure_http: Option<bool>,
+    /// Hosts, addresses or CIDR blocks that downloads may reach although they
+    /// are not public (storage private on purpose).
+    pub download_allow: Vec<String>,
 }
 
-/// Everything a command needs to know, merged.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |secret: &Option<String>| secret.as_deref().map(mask);
+        f.debug_struct("FileConfig")
+            .field("api_key", &masked(&self.api_key))
+            .field("base_url", &self.base_url)
+            .field("out", &self.out)
+            .field("store", &self.store.as_deref().map(redacted_store))
+            .field("name_template", &self.name_template)
+            .field("notify", &redacted_targets(&self.notify))
+            .field("webhook_secret", &masked(&self.webhook_secret))
+            .field("callback_secret", &masked(&self.callback_secret))
+            .field("concurrency", &self.concurrency)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("download_allow", &self.download_allow)
+            .finish()
+    }
+}
+
+/// Everything a command needs to know, merged. `Debug` masks the secrets.
+#[derive(Clone)]
 pub struct Settings {
     /// The API key, if any.
     pub api_key: Option<String>,
@@ -56,6 +81,49 @@ pub struct Settings {
     pub callback_secret: Option<CallbackSecret>,
     /// Batch concurrency.
     pub concurrency: u16,
+    /// Plain http allowed (`--allow-insecure-http`).
+    pub allow_insecure_http: bool,
+    /// The download allow-list (`--download-allow`, or the file's).
+    pub download_allow: Vec<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("api_key", &self.api_key.as_deref().map(mask))
+            .field("base_url", &self.base_url)
+            .field("config_file", &self.config_file)
+            .field("out", &self.out)
+            .field("store", &self.store.as_deref().map(redacted_store))
+            .field("name_template", &self.name_template)
+            .field("notify", &redacted_targets(&self.notify))
+            .field("webhook_secret", &self.webhook_secret.as_deref().map(mask))
+            .field("callback_secret", &self.callback_secret)
+            .field("concurrency", &self.concurrency)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("download_allow", &self.download_allow)
+            .finish()
+    }
+}
+
+fn redacted_targets(targets: &[String]) -> Vec<String> {
+    targets
+        .iter()
+        .map(|target| uncensored_deliver::notify::NotifierUrl::redacted(target))
+        .collect()
+}
+
+/// A storage URL as it may be shown (credentials in it, if any, removed).
+fn redacted_store(store: &str) -> String {
+    match url::Url::parse(store) {
+        Ok(mut url) if url.password().is_some() || !url.username().is_empty() => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => store.to_string(),
+    }
 }
 
 /// The default configuration file: `$XDG_CONFIG_HOME/uncensored/config.toml`,
@@ -99,6 +167,13 @@ impl Settings {
                 .or(file.webhook_secret),
             callback_secret: callback_secret(file.callback_secret)?,
             concurrency: file.concurrency.unwrap_or(4),
+            allow_insecure_http: cli.allow_insecure_http
+                || file.allow_insecure_http.unwrap_or(false),
+            download_allow: if cli.download_allow.is_empty() {
+                file.download_allow
+            } else {
+                cli.download_allow.clone()
+            },
         })
     }
 
@@ -146,14 +221,119 @@ fn read(path: &Path) -> Result<FileConfig, Failure> {
     })?;
     toml::from_str(&text).map_err(|e| {
         Failure::input(format!(
-            "{} is not a valid configuration: {e}",
-            path.display()
+            "{} is not a valid configuration: {}",
+            path.display(),
+            toml_error(&text, &e)
         ))
     })
+}
+
+/// A TOML error as it may be printed: where it is and what is wrong, never
+/// the offending line (toml's own message quotes it, and with it the API key
+/// when the error is on the `api_key` line), nor any value of that line.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return scrub(error.message(), "");
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line_number = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let line = &text[line_start..line_end];
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim().trim_matches('"'))
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= 40
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+    let place = match key {
+        Some(key) => format!("line {line_number}, in `{key}`"),
+        None => format!("line {line_number}"),
+    };
+    format!("{place}: {}", scrub(error.message(), line))
+}
+
+/// `message` with every word of `line` that could be a value removed.
+fn scrub(message: &str, line: &str) -> String {
+    let value = line.split_once('=').map_or(line, |(_, value)| value);
+    let mut scrubbed = message.lines().next().unwrap_or("").to_string();
+    for word in value
+        .split(|c: char| c.is_whitespace() || "\"'`[]{},=".contains(c))
+        .filter(|word| word.len() >= 3)
+    {
+        scrubbed = scrubbed.replace(word, "…");
+    }
+    scrubbed.chars().take(200).collect()
 }
 
 /// `sk-live-1234abcd` → `sk-l…(16 characters)`: enough to tell keys apart, not to use one.
 pub fn mask(secret: &str) -> String {
     let shown: String = secret.chars().take(4).collect();
     format!("{shown}…({} characters)", secret.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sk-live-abcdef0123456789SECRET";
+
+    #[test]
+    fn a_toml_error_on_the_key_line_does_not_print_the_key() {
+        for text in [
+            format!("api_key = \"{KEY}\nbase_url = \"https://x\"\n"),
+            format!("api_key = {KEY}\n"),
+            format!("api_key = [\"{KEY}\"]\n"),
+            format!("api_key = \"{KEY}\" extra\n"),
+            format!("concurrency = 4\napi_key = 12{KEY}\n"),
+        ] {
+            let error = toml::from_str::<FileConfig>(&text).unwrap_err();
+            let shown = toml_error(&text, &error);
+            assert!(
+                !shown.contains("SECRET") && !shown.contains("abcdef"),
+                "{shown}"
+            );
+            assert!(shown.starts_with("line "), "{shown}");
+        }
+        let text = "concurrency = \"many\"\n";
+        let error = toml::from_str::<FileConfig>(text).unwrap_err();
+        assert!(toml_error(text, &error).starts_with("line 1, in `concurrency`"));
+    }
+
+    #[test]
+    fn debug_masks_every_secret() {
+        let file = FileConfig {
+            api_key: Some(KEY.into()),
+            webhook_secret: Some("whsec_SECRETSECRETSECRET".into()),
+            callback_secret: Some("SECRET-callback-0123456789012345678901".into()),
+            notify: vec!["slack:https://hooks.slack.com/services/T0/B0/SECRETTOKEN".into()],
+            store: Some("s3://AKIDEXAMPLE:SECRETKEY@bucket/prefix".into()),
+            ..FileConfig::default()
+        };
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        let settings = Settings {
+            api_key: file.api_key.clone(),
+            base_url: None,
+            config_file: None,
+            out: PathBuf::from("images"),
+            store: file.store.clone(),
+            name_template: None,
+            notify: file.notify.clone(),
+            webhook_secret: file.webhook_secret.clone(),
+            callback_secret: Some(
+                CallbackSecret::new("SECRET-callback-0123456789012345678901").unwrap(),
+            ),
+            concurrency: 4,
+            allow_insecure_http: false,
+            download_allow: Vec::new(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
 }

@@ -1,6 +1,9 @@
-//! `uncensored mcp` driven by an MCP client nobody here wrote: the official
-//! Python SDK (`mcp` from PyPI, installed by `cargo xtask test`), one client
-//! process per transport running every check of `mcp_client.py`.
+//! `uncensored mcp` driven by MCP clients nobody here wrote, installed by
+//! `cargo xtask test`: the official Python SDK (`mcp` from PyPI), one client
+//! process per transport running every check of `mcp_client.py`, and the
+//! official TypeScript SDK (`@modelcontextprotocol/sdk` from npm, the client
+//! of most MCP hosts), which validates every tool result against the tool's
+//! output schema, errors included (`mcp_ts_client.mjs`).
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
@@ -9,6 +12,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_client.py");
+const TS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_ts_client.mjs");
 /// Recognisable secrets that must never appear in a message or a log line.
 const API_KEY: &str = "sk-mcp-test-3f9a7c1e5b2d4a6f8e0c";
 const WEBHOOK_SECRET: &str = "whsec-mcp-test-9d8c7b6a5f4e3d2c1b0a";
@@ -145,5 +149,85 @@ async fn streamable_http_against_an_emulator_with_its_own_key() {
     let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
     assert!(!log.is_empty(), "--verbose logs something to check");
     assert_no_secret("the server's stderr", &log, &[API_KEY, WEBHOOK_SECRET]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the TypeScript client script; its last stdout line is the JSON summary.
+fn ts_client(sdk: &Path, args: &[String]) -> Value {
+    let output = Command::new("node")
+        .arg(TS_SCRIPT)
+        .args(args)
+        .env("UNCENSORED_MCP_TS_SDK", sdk)
+        .stdin(Stdio::null())
+        .output()
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the TypeScript MCP client failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("a JSON summary")
+}
+
+/// The arguments that start `uncensored --emulator mcp` on a scratch folder.
+fn emulator_mcp(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--emulator".to_string(),
+        "--config".to_string(),
+        dir.join("config.toml").display().to_string(),
+        "mcp".to_string(),
+        "--out".to_string(),
+        dir.join("images").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args
+}
+
+/// Every tool error reaches the TypeScript SDK as a tool result with its
+/// structured failure, never as the protocol error its output-schema check
+/// raises for content that does not match.
+#[test]
+fn typescript_sdk_over_stdio() {
+    let Some(sdk) = uncensored_test_servers::mcp_ts_sdk() else {
+        return;
+    };
+    let dir = temp_dir("ts-stdio");
+    let mut args = vec![
+        "stdio".to_string(),
+        env!("CARGO_BIN_EXE_uncensored").to_string(),
+    ];
+    args.extend(emulator_mcp(&dir, &[]));
+    let summary = ts_client(&sdk, &args);
+    assert_eq!(summary["tool_errors"], 5, "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same checks over Streamable HTTP.
+#[test]
+fn typescript_sdk_over_streamable_http() {
+    let Some(sdk) = uncensored_test_servers::mcp_ts_sdk() else {
+        return;
+    };
+    let dir = temp_dir("ts-http");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_uncensored"))
+        .args(emulator_mcp(&dir, &["--http", "127.0.0.1:0"]))
+        .env("XDG_CONFIG_HOME", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let outcome = std::panic::catch_unwind(|| {
+        assert!(url.starts_with("http://127.0.0.1:"), "first line: {url:?}");
+        ts_client(&sdk, &["http".to_string(), url.trim().to_string()])
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let summary = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    assert_eq!(summary["tool_errors"], 5, "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }

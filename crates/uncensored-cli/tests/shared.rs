@@ -1,6 +1,7 @@
 //! Batches shared by several worker processes through a real PostgreSQL:
 //! a worker SIGKILLed mid-batch, the database restarted mid-batch, one rate
-//! limit for all, and mistakes refused before anything is paid.
+//! limit for all, mistakes refused before anything is paid, and a journal
+//! over TLS whose certificate is checked first.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,19 @@ fn worker(
     journal: &str,
     extra: &[&str],
 ) -> Child {
+    worker_command(emulator, dir, file, journal, extra)
+        .spawn()
+        .unwrap()
+}
+
+/// The command of [`worker`], to add to before it starts.
+fn worker_command(
+    emulator: &EmulatorHandle,
+    dir: &Path,
+    file: &Path,
+    journal: &str,
+    extra: &[&str],
+) -> std::process::Command {
     let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"));
     for (var, _) in std::env::vars() {
         if var.starts_with("UNCENSORED_") {
@@ -69,9 +83,8 @@ fn worker(
         .args(["--width", "256", "--height", "256"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    command
 }
 
 /// Waits for a worker; returns (success, stdout, stderr).
@@ -331,6 +344,69 @@ async fn bad_journals_are_refused_before_anything_is_paid() {
         );
     }
     assert_eq!(emulator.stats().charges.total, 5, "nothing more paid");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_over_tls_is_checked_before_anything_is_paid() {
+    let Some(pg) = uncensored_test_servers::postgres_tls() else {
+        return;
+    };
+    let certificates = pg.certificates().unwrap();
+    let emulator = emulator(0.0, 1_000_000).await;
+    let dir = temp_dir("tls");
+    let file = batch_file(&dir, "prompts.txt", 3);
+    pg.create_database("tls_batch");
+    let password = "tls-Batch-Pa55word";
+    let url = pg
+        .with_password("tls_worker", password)
+        .replace("/postgres", "/tls_batch");
+    pg.execute("postgres", "ALTER DATABASE tls_batch OWNER TO tls_worker");
+    let journal = |ca: &Path| format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+
+    // The server's certificate is not of the CA trusted: refused, nothing paid.
+    let other = journal(&certificates.other_ca);
+    let (ok, stdout, stderr) = finish(worker(&emulator, &dir, &file, &other, &[])).await;
+    assert!(!ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("--journal")
+            && stderr.contains("sslmode=verify-full")
+            && stderr.contains("not signed by a trusted root certificate"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(password) && !stdout.contains(password),
+        "{stderr}"
+    );
+    assert_eq!(emulator.stats().charges.total, 0, "nothing paid");
+
+    // The right CA: the journal and the shared pacer over TLS.
+    let right = journal(&certificates.ca);
+    let (ok, stdout, stderr) = finish(worker(&emulator, &dir, &file, &right, &[])).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(!stderr.contains(password), "{stderr}");
+    assert_eq!(images_in(&dir.join("images")), 3);
+    assert_eq!(emulator.stats().charges.total, 3);
+
+    // What the URL does not say, libpq's variables do: here the system's
+    // roots (which SSL_CERT_FILE names, as for OpenSSL), then another CA.
+    for (roots, works) in [(&certificates.ca, true), (&certificates.other_ca, false)] {
+        let mut rerun = worker_command(&emulator, &dir, &file, &url, &[]);
+        rerun
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", "system")
+            .env("SSL_CERT_FILE", roots)
+            .env_remove("SSL_CERT_DIR");
+        let (ok, stdout, stderr) = finish(rerun.spawn().unwrap()).await;
+        assert_eq!(ok, works, "{stdout}\n{stderr}");
+        assert!(
+            works
+                || stderr.contains("sslmode=verify-full, the system's root certificates")
+                    && stderr.contains("not signed by a trusted root certificate"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(emulator.stats().charges.total, 3, "nothing paid twice");
     std::fs::remove_dir_all(dir).ok();
 }
 

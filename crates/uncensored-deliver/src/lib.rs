@@ -29,13 +29,17 @@
     feature = "testing",
     doc = "- [`testing`]: the conformance suites every storage and notifier passes; run them on your own backend."
 )]
+#![cfg_attr(
+    feature = "thumbnail",
+    doc = "- [`thumbnail`]: JPEG thumbnails of untrusted images, decoded under explicit limits, a few at a time, failures remembered."
+)]
 //!
 //! What it is not: an API client. Requests, retries, waiting and downloads
 //! are the [`uncensored`] crate's; this crate uses them.
 //!
 //! | feature | adds |
 //! |---|---|
-//! | `postgres` | [`journal::PostgresJournal`] and [`PostgresPacer`]: one journal and one rate limit shared by many workers |
+//! | `postgres` | [`journal::PostgresJournal`] and [`PostgresPacer`]: one journal and one rate limit shared by many workers, over TLS with rustls (`sslmode`, `sslrootcert` as libpq reads them) |
 //! | `fs` (default) | the local file system, fsynced |
 //! | `s3` | Amazon S3 and S3-compatible servers, presigned URLs |
 //! | `gcs` | Google Cloud Storage, signed URLs |
@@ -48,6 +52,7 @@
 //! | `callbacks` | `callbacks`: the callback service (signed URLs, one read per job) |
 //! | `serve` | `serve`: the hardened HTTP serve loop and access tokens |
 //! | `testing` | `testing`: the conformance suites |
+//! | `thumbnail` | `thumbnail`: thumbnails of untrusted images under explicit decoding limits |
 //!
 //! # Example
 //!
@@ -83,6 +88,8 @@ pub mod serve;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "thumbnail")]
+pub mod thumbnail;
 pub mod worker;
 
 pub use deliverer::{Deliverer, DeliveryError, StepPolicies};

@@ -16,7 +16,7 @@
 //! | `/api/image/NAME` | one image's record: every sidecar field and its SHA-256 |
 //! | `/api/batch` | the batch as its journal tells it ([`batch::BatchView`]) |
 //! | `/api/events` | server-sent events: `image`, `batch`, `reload` |
-//! | `/thumbs/NAME`, `/images/NAME` | a thumbnail (JPEG, made once, cached in memory), the image |
+//! | `/thumbs/NAME`, `/images/NAME` | a thumbnail (JPEG, made once under decoding limits, cached in memory; 422 for an image it cannot be made of), the image |
 //!
 //! What it is not: a public web server. It listens on loopback unless told
 //! otherwise ([`GalleryOptions::allow_remote`]) and then answers only

@@ -18,6 +18,7 @@ use crate::access::{Access, Proof};
 use crate::catalog::{self, ImageRecord};
 use crate::live;
 use crate::server::Shared;
+use crate::thumbs::NoThumbnail;
 
 const INDEX: &str = include_str!("../assets/index.html");
 const SCRIPT: &str = include_str!("../assets/app.js");
@@ -216,14 +217,14 @@ async fn thumbnail(State(shared): State<Arc<Shared>>, Path(name): Path<String>) 
         .get_or_make(&record.sha256, storage.read(&object, MAX_IMAGE_BYTES))
         .await;
     match made {
-        Ok(Some(thumb)) => image_response(thumb, "private, max-age=86400"),
-        // A format this build cannot decode: the image itself.
-        Ok(None) => match storage.read(&object, MAX_IMAGE_BYTES).await {
-            Ok(Some(bytes)) => image_response(bytes, "private, max-age=3600"),
-            Ok(None) => (StatusCode::NOT_FOUND, "no such image").into_response(),
-            Err(error) => storage_failure(error),
-        },
-        Err(error) => storage_failure(error),
+        Ok(thumb) => image_response(thumb, "private, max-age=86400"),
+        Err(NoThumbnail::Missing) => (StatusCode::NOT_FOUND, "no such image").into_response(),
+        Err(NoThumbnail::Storage(error)) => storage_failure(error),
+        // Over the decoding limits, or not an image: the page shows the
+        // prompt instead, and nothing is decoded for this image again.
+        Err(refused @ NoThumbnail::Thumbnail(_)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, refused.to_string()).into_response()
+        }
     }
 }
 

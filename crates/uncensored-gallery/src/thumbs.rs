@@ -1,22 +1,36 @@
-//! Thumbnails: made once on the server (decoded, scaled, encoded as JPEG on
-//! a blocking thread, a few at a time), then kept in memory under a bound in
+//! Thumbnails: made once on the server by `uncensored_deliver`'s
+//! [`Thumbnailer`] (decoded under explicit limits on a blocking thread, a few
+//! at a time, failures remembered), then kept in memory under a bound in
 //! bytes, the least recently used dropped first. Nothing is written to the
 //! user's storage.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use uncensored_deliver::storage::StorageError;
+use uncensored_deliver::thumbnail::{ThumbnailError, Thumbnailer};
 
-/// Thumbnails made at once (each decodes a whole image).
-const MAKERS: usize = 2;
+/// Why a listed image has no thumbnail to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum NoThumbnail {
+    /// The image is gone from the storage.
+    #[error("no such image")]
+    Missing,
+    /// The storage could not be read.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// The image could not be made into a thumbnail (over the decoding
+    /// limits, not an image): remembered, not tried again.
+    #[error("no thumbnail: {0}")]
+    Thumbnail(#[from] ThumbnailError),
+}
 
 /// A thumbnail cache bounded by the bytes it holds.
 #[derive(Debug)]
 pub struct Thumbnails {
-    side: u32,
-    makers: Semaphore,
+    thumbnailer: Thumbnailer,
     lru: Mutex<Lru>,
 }
 
@@ -68,8 +82,7 @@ impl Thumbnails {
     /// bytes of them kept.
     pub fn new(side: u32, capacity: usize) -> Self {
         Self {
-            side: side.max(16),
-            makers: Semaphore::new(MAKERS),
+            thumbnailer: Thumbnailer::new(side),
             lru: Mutex::new(Lru {
                 capacity,
                 bytes: 0,
@@ -89,49 +102,33 @@ impl Thumbnails {
         self.lru().get(key)
     }
 
-    /// The JPEG thumbnail of `image`, cached under `key`; made from `read()`
-    /// when not cached. `Ok(None)` when the image cannot be decoded (a format
-    /// this build does not read): show the image itself instead.
-    pub async fn get_or_make<F, E>(&self, key: &str, read: F) -> Result<Option<Bytes>, E>
+    /// The JPEG thumbnail of the image under `key` (its SHA-256), made from
+    /// `read()` when not cached. An image that failed before is refused at
+    /// once, without reading it again.
+    pub async fn get_or_make<F>(&self, key: &str, read: F) -> Result<Bytes, NoThumbnail>
     where
-        F: std::future::Future<Output = Result<Option<Bytes>, E>>,
+        F: Future<Output = Result<Option<Bytes>, StorageError>>,
     {
         if let Some(hit) = self.cached(key) {
-            return Ok(Some(hit));
+            return Ok(hit);
         }
-        let _permit = self.makers.acquire().await.expect("never closed");
-        // Another request may have made it while this one waited.
-        if let Some(hit) = self.cached(key) {
-            return Ok(Some(hit));
-        }
-        let Some(original) = read.await? else {
-            return Ok(None);
+        let read = async {
+            match read.await {
+                Ok(Some(original)) => Ok(original),
+                Ok(None) => Err(NoThumbnail::Missing),
+                Err(error) => Err(NoThumbnail::Storage(error)),
+            }
         };
-        let side = self.side;
-        let made = tokio::task::spawn_blocking(move || make(&original, side))
-            .await
-            .ok()
-            .flatten();
-        if let Some(thumb) = &made {
-            self.lru().insert(key.to_string(), thumb.clone());
-        }
+        let made = self.thumbnailer.make(key, read).await?;
+        self.lru().insert(key.to_string(), made.clone());
         Ok(made)
     }
 }
 
-/// Decodes, scales to fit `side` x `side`, encodes as JPEG.
-fn make(original: &[u8], side: u32) -> Option<Bytes> {
-    let image = image::load_from_memory(original).ok()?;
-    let small = image.thumbnail(side, side).into_rgb8();
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-        .encode_image(&small)
-        .ok()?;
-    Some(Bytes::from(out))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -153,24 +150,54 @@ mod tests {
     async fn a_thumbnail_is_made_once_and_fits_its_side() {
         let jpeg = uncensored_emulator::render_jpeg("a lighthouse", 1, 512, 256);
         let cache = Thumbnails::new(64, 1 << 20);
-        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let reads = AtomicUsize::new(0);
         for _ in 0..2 {
             let read = async {
-                reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok::<_, ()>(Some(Bytes::from(jpeg.clone())))
+                reads.fetch_add(1, Ordering::SeqCst);
+                Ok(Some(Bytes::from(jpeg.clone())))
             };
-            let thumb = cache.get_or_make("k", read).await.unwrap().unwrap();
+            let thumb = cache.get_or_make("k", read).await.unwrap();
             let decoded = image::load_from_memory(&thumb).unwrap();
             assert_eq!((decoded.width(), decoded.height()), (64, 32));
         }
-        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
-        let not_an_image = async { Ok::<_, ()>(Some(Bytes::from_static(b"not an image"))) };
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.thumbnailer.decodes(), 1);
+        let missing = cache.get_or_make("gone", async { Ok(None) }).await;
+        assert!(matches!(missing, Err(NoThumbnail::Missing)), "{missing:?}");
+    }
+
+    #[tokio::test]
+    async fn an_image_over_the_limits_is_refused_once_and_never_read_again() {
+        let bomb = Bytes::from(uncensored_test_servers::images::blank_png(11_000, 11_000));
+        let cache = Thumbnails::new(64, 1 << 20);
+        let reads = AtomicUsize::new(0);
+        for _ in 0..2 {
+            let read = async {
+                reads.fetch_add(1, Ordering::SeqCst);
+                Ok(Some(bomb.clone()))
+            };
+            let refused = cache.get_or_make("sha-of-the-bomb", read).await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(NoThumbnail::Thumbnail(ThumbnailError::OverLimits(_)))
+                ),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "read once");
+        assert_eq!(cache.thumbnailer.decodes(), 1, "decoded once");
+        let text = cache
+            .get_or_make("notes", async {
+                Ok(Some(Bytes::from_static(b"not an image")))
+            })
+            .await;
         assert!(
-            cache
-                .get_or_make("x", not_an_image)
-                .await
-                .unwrap()
-                .is_none()
+            matches!(
+                text,
+                Err(NoThumbnail::Thumbnail(ThumbnailError::Unsupported(_)))
+            ),
+            "{text:?}"
         );
     }
 }

@@ -7,11 +7,11 @@ mod support;
 use std::path::Path;
 
 use futures_util::StreamExt as _;
-use uncensored::FailureReason;
-use uncensored_deliver::storage::StorageUrl;
+use uncensored::{FailureReason, ImageFormat};
+use uncensored_deliver::storage::{ImageMeta, StorageUrl};
 use uncensored_gallery::{Gallery, GalleryError};
 
-use support::{MARKUP, fixture, put, raw_get, scratch};
+use support::{MARKUP, fixture, put, put_image, raw_get, scratch};
 
 #[tokio::test]
 async fn no_request_leaves_the_store() {
@@ -189,6 +189,64 @@ async fn pages_filter_sort_and_thumbnails() {
         .unwrap();
     assert_eq!(detail["job_id"], "job-a");
     assert_eq!(detail["sha256"].as_str().unwrap().len(), 64);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn an_image_that_declares_too_many_pixels_gets_no_thumbnail() {
+    let f = fixture().await;
+    // 3 MB of PNG that decodes to 11,000 x 11,000 pixels (461 MiB).
+    let bomb = uncensored_test_servers::images::blank_png(11_000, 11_000);
+    let meta = ImageMeta {
+        job_id: "job-bomb".into(),
+        prompt: "a very large nothing".into(),
+        model: None,
+        width: Some(11_000),
+        height: Some(11_000),
+        generation_time: None,
+        sha256: None,
+        created_at: chrono::Utc::now(),
+    };
+    let name = put_image(
+        &f.storage,
+        "2026-05-09/job-bomb.png",
+        bomb,
+        ImageFormat::Png,
+        meta,
+    )
+    .await;
+    f.server.refresh().await;
+    let client = reqwest::Client::new();
+    // Refused from its header, and again (remembered, not decoded again).
+    for _ in 0..2 {
+        let thumb = client
+            .get(format!("{}/thumbs/{name}", f.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(thumb.status(), 422);
+        let text = thumb.text().await.unwrap();
+        assert!(text.contains("over the decoding limits"), "{text}");
+    }
+    // The other thumbnails and the image itself are served as before.
+    let other = client
+        .get(format!("{}/thumbs/2026-05-09/job-a.jpg", f.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.headers()["content-type"], "image/jpeg");
+    let image = client
+        .get(format!("{}/images/{name}", f.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            image.status().as_u16(),
+            image.headers()["content-type"].to_str().unwrap()
+        ),
+        (200, "image/png")
+    );
     f.finish().await;
 }
 

@@ -6,13 +6,16 @@ use serde::Serialize;
 use uncensored::{FailureReason, ValidationError};
 use uncensored_deliver::DeliveryError;
 use uncensored_deliver::storage::StorageError;
+use uncensored_deliver::thumbnail::ThumbnailError;
 
 /// Why a tool call failed. Sent as `isError: true` with this as structured
-/// content (`{"error": …}`) and as text.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+/// content (`{"error": …}`) and as text. Its JSON Schema (derived here) is
+/// the error shape of every tool's output schema.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, thiserror::Error)]
 #[error("{message}")]
 pub struct ToolFailure {
     /// The class of failure (`invalid_request`, `moderation`, ...).
+    #[schemars(with = "String")]
     pub reason: FailureReason,
     /// What happened.
     pub message: String,
@@ -23,13 +26,15 @@ pub struct ToolFailure {
 }
 
 impl ToolFailure {
-    /// A failure of `reason`, with its advice.
+    /// A failure of `reason`, with its advice. Moderation names the
+    /// `prompt`: it is the field the API's moderation judges, and the
+    /// journal's record of a refused line keeps the reason, not the field.
     pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
             advice: reason.advice(),
-            field: None,
+            field: (reason == FailureReason::Moderation).then(|| "prompt".to_string()),
         }
     }
 
@@ -71,5 +76,11 @@ impl From<DeliveryError> for ToolFailure {
 impl From<StorageError> for ToolFailure {
     fn from(error: StorageError) -> Self {
         Self::new(error.reason(), error.to_string())
+    }
+}
+
+impl From<ThumbnailError> for ToolFailure {
+    fn from(error: ThumbnailError) -> Self {
+        Self::new(FailureReason::Other, format!("no thumbnail: {error}"))
     }
 }

@@ -10,7 +10,10 @@
 //! - Resources: each stored image at `uncensored://images/{id}`, with its MIME
 //!   type, refused above [`McpOptions::max_resource_bytes`].
 //! - Errors are tool errors (`isError: true`) with the reason and advice of
-//!   [`uncensored::FailureReason`] and the field at fault; bad input is refused
+//!   [`uncensored::FailureReason`] and the field at fault, in structured
+//!   content (`{"error": ToolFailure}`) that every tool's output schema
+//!   admits beside its success shape: clients that validate error results
+//!   too (the TypeScript SDK does) pass the failure on. Bad input is refused
 //!   before anything is sent, so nothing is paid for it.
 //! - A cancelled or timed-out wait stops waiting only: the delivery goes on in
 //!   the background, in the journal, and `get_job` finds it.

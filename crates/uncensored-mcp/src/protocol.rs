@@ -137,11 +137,8 @@ impl Handler {
             Resource::new(uri.clone(), name).with_mime_type(mime),
         )];
         if args.thumbnail {
-            match resources::read(&self.0, &uri, options.max_resource_bytes).await {
-                Ok(image) => match resources::thumbnail(&image, options.thumbnail_side) {
-                    Ok(data) => extra.push(ContentBlock::image(data, "image/jpeg")),
-                    Err(failure) => extra.push(ContentBlock::text(failure.message)),
-                },
+            match resources::thumbnail(&self.0, &uri).await {
+                Ok(data) => extra.push(ContentBlock::image(data, "image/jpeg")),
                 Err(failure) => extra.push(ContentBlock::text(failure.message)),
             }
         }

@@ -21,8 +21,6 @@ pub fn uri(id: &str) -> String {
 /// A stored image, read back.
 #[derive(Debug)]
 pub struct Image {
-    /// Its object name.
-    pub name: String,
     /// Its MIME type.
     pub mime: &'static str,
     /// The bytes.
@@ -68,24 +66,107 @@ pub async fn read(tools: &Tools, uri: &str, max_bytes: u64) -> Result<Image, Too
         .await?
         .ok_or_else(not_found)?;
     Ok(Image {
-        name: name.clone(),
         mime: mime_of(name),
         bytes,
     })
 }
 
-/// A small JPEG of `image` (at most `side` pixels a side), base64-encoded.
-pub fn thumbnail(image: &Image, side: u32) -> Result<String, ToolFailure> {
-    let decoded = image::load_from_memory(&image.bytes).map_err(|e| {
-        ToolFailure::new(
-            FailureReason::Other,
-            format!("no thumbnail of {}: {e}", image.name),
-        )
-    })?;
-    let small = decoded.thumbnail(side, side).into_rgb8();
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 75)
-        .encode_image(&small)
-        .map_err(|e| ToolFailure::new(FailureReason::Other, format!("no thumbnail: {e}")))?;
+/// A small JPEG of the image behind `uri` (at most
+/// [`McpOptions::thumbnail_side`](crate::McpOptions) pixels a side),
+/// base64-encoded: made by the server's one
+/// [`Thumbnailer`](uncensored_deliver::thumbnail::Thumbnailer), under its
+/// decoding limits, and not tried again for an image that failed.
+pub async fn thumbnail(tools: &Tools, uri: &str) -> Result<String, ToolFailure> {
+    let read = async {
+        read(tools, uri, tools.options.max_resource_bytes)
+            .await
+            .map(|image| image.bytes)
+    };
+    let jpeg = tools.thumbnailer.make(uri, read).await?;
     Ok(base64::engine::general_purpose::STANDARD.encode(jpeg))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use uncensored::{Client, DownloadedImage, GenerateRequest, ImageFormat};
+    use uncensored_deliver::Deliverer;
+    use uncensored_deliver::journal::{Journal as _, SqliteJournal, Stage};
+    use uncensored_deliver::storage::{ImageMeta, InMemory, ObjectName, Storage, StorageUrl};
+
+    use super::*;
+    use crate::McpOptions;
+
+    /// A server whose journal has delivery `id` stored as `bytes`.
+    async fn tools_with(id: &str, bytes: Vec<u8>, format: ImageFormat) -> Tools {
+        let storage: Arc<dyn Storage> =
+            Arc::new(StorageUrl::parse("memory://").unwrap().open().unwrap());
+        let journal = Arc::new(SqliteJournal::in_memory().unwrap());
+        let name = ObjectName::parse(&format!("{id}.{}", format.extension())).unwrap();
+        let meta = ImageMeta {
+            job_id: format!("job-{id}"),
+            prompt: "a prompt".into(),
+            model: None,
+            width: None,
+            height: None,
+            generation_time: None,
+            sha256: None,
+            created_at: chrono::Utc::now(),
+        };
+        let image = DownloadedImage {
+            bytes: bytes.into(),
+            format,
+            sha256: String::new(),
+        };
+        let stored = storage
+            .put(&name, &mut InMemory::from(image), &meta)
+            .await
+            .unwrap();
+        let mut entry = Deliverer::new_entry(id, &GenerateRequest::new("a prompt"));
+        entry.stage = Stage::Stored {
+            job_id: meta.job_id.clone(),
+            generation_time: None,
+            model: None,
+            name: name.as_str().to_string(),
+            location: stored.location.clone(),
+            sha256: stored.sha256.clone(),
+            share_url: None,
+        };
+        entry.done = true;
+        journal.put(&entry).await.unwrap();
+        let client = Client::builder()
+            .base_url("http://127.0.0.1:9")
+            .api_key("unused")
+            .build()
+            .unwrap();
+        Tools::new(
+            Deliverer::new(client, storage, journal),
+            McpOptions::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_thumbnail_fits_its_side_and_an_oversized_image_is_refused_once() {
+        let jpeg = uncensored_emulator::render_jpeg("a lighthouse", 1, 512, 256);
+        let tools = tools_with("fine", jpeg, ImageFormat::Jpeg).await;
+        let data = thumbnail(&tools, &uri("fine")).await.unwrap();
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        assert_eq!(&jpeg[..2], b"\xff\xd8");
+
+        let bomb = uncensored_test_servers::images::blank_png(11_000, 11_000);
+        let tools = tools_with("bomb", bomb, ImageFormat::Png).await;
+        for _ in 0..2 {
+            let refused = thumbnail(&tools, &uri("bomb")).await.unwrap_err();
+            assert!(
+                refused.message.contains("over the decoding limits"),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(tools.thumbnailer.decodes(), 1, "decoded once");
+        let missing = thumbnail(&tools, &uri("nothing")).await.unwrap_err();
+        assert_eq!(missing.reason, FailureReason::NotFound);
+    }
 }

@@ -1,9 +1,12 @@
 //! The tools' JSON Schemas. The request's fields and constraints (prompt 1 to
 //! 2,000 characters, sides 256 to 2,048 and multiples of 8, ...) come from the
 //! schema the generated `uncensored_api::types::GenerateImageRequest` derives
-//! from `openapi.yaml`: nothing here restates them.
+//! from `openapi.yaml`: nothing here restates them. Every output schema
+//! also describes the tool's error result, from [`ToolFailure`]'s own schema.
 
 use serde_json::{Map, Value, json};
+
+use crate::failure::ToolFailure;
 
 /// The properties of the API's request body, with every `$ref` inlined and
 /// without `callback_url` (the server waits, or runs the job itself).
@@ -127,59 +130,104 @@ fn nullable(kind: &str, description: &str) -> Value {
     json!({"type": [kind, "null"], "description": description})
 }
 
-/// What `generate_image` answers (and `get_job` once stored).
+/// What `generate_image`, `submit_generation` and `get_job` answer: a
+/// delivery (with its `error` when it failed or stopped), or a failure.
 pub fn delivery_output() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "description": "This delivery's id (for get_job)."},
-            "status": {"type": "string", "description": "pending, accepted, generated, stored, failed or stopped for a delivery; the API's status for a bare job."},
-            "job_id": nullable("string", "The API's job id, once known."),
-            "uri": nullable("string", "The stored image as an MCP resource."),
-            "location": nullable("string", "Where the image is stored (a path or a bucket URL)."),
-            "sha256": nullable("string", "SHA-256 of the stored image."),
-            "model": nullable("string", "The model that made it."),
-            "width": nullable("integer", "Width in pixels."),
-            "height": nullable("integer", "Height in pixels."),
-            "generation_time": nullable("number", "Seconds the generation took."),
-            "share_url": nullable("string", "A URL that shows the image for a while, when the storage makes one."),
-            "error": {
-                "type": ["object", "null"],
-                "description": "Why the delivery failed or stopped.",
-                "properties": {
-                    "reason": {"type": "string"},
-                    "message": {"type": "string"},
-                    "advice": {"type": "string"},
-                    "field": {"type": ["string", "null"]}
-                }
-            }
-        },
-        "required": ["id", "status"]
-    })
+    with_failure(
+        json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "description": "This delivery's id (for get_job)."},
+                "status": {"type": "string", "description": "pending, accepted, generated, stored, failed or stopped for a delivery; the API's status for a bare job."},
+                "job_id": nullable("string", "The API's job id, once known."),
+                "uri": nullable("string", "The stored image as an MCP resource."),
+                "location": nullable("string", "Where the image is stored (a path or a bucket URL)."),
+                "sha256": nullable("string", "SHA-256 of the stored image."),
+                "model": nullable("string", "The model that made it."),
+                "width": nullable("integer", "Width in pixels."),
+                "height": nullable("integer", "Height in pixels."),
+                "generation_time": nullable("number", "Seconds the generation took."),
+                "share_url": nullable("string", "A URL that shows the image for a while, when the storage makes one."),
+            },
+            "required": ["id", "status"]
+        }),
+        "Why the call failed (a result with isError), or why the delivery failed or stopped.",
+    )
 }
 
-/// What `list_images` answers.
+/// What `list_images` answers, or a failure.
 pub fn list_output() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "images": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "model": nullable("string", "The model, as reported or requested."),
-                        "status": {"type": "string"},
-                        "location": nullable("string", "Where it is stored, once stored."),
-                        "uri": nullable("string", "The stored image as an MCP resource."),
-                        "updated_at": {"type": "string", "format": "date-time"}
-                    },
-                    "required": ["id", "prompt", "status", "updated_at"]
+    with_failure(
+        json!({
+            "type": "object",
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "prompt": {"type": "string"},
+                            "model": nullable("string", "The model, as reported or requested."),
+                            "status": {"type": "string"},
+                            "location": nullable("string", "Where it is stored, once stored."),
+                            "uri": nullable("string", "The stored image as an MCP resource."),
+                            "updated_at": {"type": "string", "format": "date-time"}
+                        },
+                        "required": ["id", "prompt", "status", "updated_at"]
+                    }
                 }
-            }
-        },
-        "required": ["images"]
-    })
+            },
+            "required": ["images"]
+        }),
+        "Why the call failed (a result with isError).",
+    )
+}
+
+/// The JSON Schema of [`ToolFailure`], derived from the type, inlined and
+/// without a `$schema` of its own.
+fn failure() -> Value {
+    let generator = schemars::r#gen::SchemaSettings::draft07()
+        .with(|settings| {
+            settings.inline_subschemas = true;
+            settings.meta_schema = None;
+        })
+        .into_generator();
+    let schema = generator.into_root_schema_for::<ToolFailure>();
+    let mut schema = serde_json::to_value(schema).expect("a schema serializes");
+    // A Rust type's name means nothing to a client.
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("title");
+    }
+    schema
+}
+
+/// A tool's output schema: `success` (an object schema, what the tool
+/// answers) widened to its error result too, `{"error": ToolFailure}` sent
+/// with `isError: true`. MCP clients validate every result against the output
+/// schema, error results included (the TypeScript SDK does, and turns a
+/// mismatch into a protocol error that hides the failure), and require
+/// `type: object` at the top. So: one object whose properties hold both
+/// shapes, and whose `anyOf` requires either the success's fields or `error`
+/// (described as `error_description`).
+fn with_failure(success: Value, error_description: &str) -> Value {
+    let Value::Object(mut schema) = success else {
+        unreachable!("output schemas are objects")
+    };
+    let required = schema
+        .remove("required")
+        .filter(|required| required.as_array().is_some_and(|r| !r.is_empty()))
+        .expect("a success shape requires a field, or anything would match it");
+    let mut error = failure();
+    error["description"] = json!(error_description);
+    schema
+        .get_mut("properties")
+        .and_then(Value::as_object_mut)
+        .expect("output schemas have properties")
+        .insert("error".into(), error);
+    schema.insert(
+        "anyOf".into(),
+        json!([{"required": required}, {"required": ["error"]}]),
+    );
+    Value::Object(schema)
 }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use uncensored::{CancellationToken, FailureReason, GenerateRequest};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{Entry, Stage};
+use uncensored_deliver::thumbnail::Thumbnailer;
 
 use crate::failure::ToolFailure;
 use crate::{McpOptions, resources};
@@ -41,6 +42,8 @@ pub type ProgressSink<'a> =
 pub struct Tools {
     pub(crate) deliverer: Deliverer,
     pub(crate) options: McpOptions,
+    /// The thumbnails of `generate_image`, a few at a time for all sessions.
+    pub(crate) thumbnailer: Thumbnailer,
     running: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
 }
 
@@ -48,6 +51,7 @@ impl Tools {
     pub(crate) fn new(deliverer: Deliverer, options: McpOptions) -> Self {
         Self {
             deliverer,
+            thumbnailer: Thumbnailer::new(options.thumbnail_side),
             options,
             running: Mutex::new(HashMap::new()),
         }

@@ -10,15 +10,19 @@
 //! - [`postgres()`]: a PostgreSQL cluster of its own (`initdb`, `pg_ctl`) in a
 //!   temporary folder; see [`Postgres`]. Its programs are found through
 //!   `UNCENSORED_POSTGRES_BIN` (their `bin` folder), else in Debian's
-//!   `/usr/lib/postgresql/<version>/bin`.
+//!   `/usr/lib/postgresql/<version>/bin`. [`postgres_tls()`]: the same with
+//!   TLS only, its certificates made with `openssl`; see [`TestCertificates`].
 //! - [`browser()`]: not a server, the headless browser of the page tests:
 //!   Debian's `chromium` driven by Playwright (npm `playwright-core`) under
 //!   node; see [`Browser`].
+//! - [`images`]: not a server either, hostile images for the decoders' tests
+//!   (a valid PNG that declares far more pixels than it weighs).
 //!
 //! `cargo xtask test` installs them into the git-ignored `.tools/` folder and
 //! names them in `UNCENSORED_MOTO_SERVER`, `UNCENSORED_AZURITE`,
 //! `UNCENSORED_GCS_EMULATOR`, `UNCENSORED_AIOSMTPD` (a Python that has
-//! aiosmtpd), `UNCENSORED_MCP_PYTHON` (a Python that has mcp), and the browser
+//! aiosmtpd), `UNCENSORED_MCP_PYTHON` (a Python that has mcp),
+//! `UNCENSORED_MCP_TS_SDK` (the `@modelcontextprotocol/sdk` package folder), and the browser
 //! in `UNCENSORED_PLAYWRIGHT` (the `playwright-core` package folder) and
 //! `UNCENSORED_CHROMIUM`; without those variables the default `.tools/` locations are used. When a server is not installed, a test that asks for it
 //! is skipped (it prints `SKIPPED` and gets `None`), except under CI (`CI` set),
@@ -41,15 +45,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod browser;
+mod certificates;
 mod gcs_shim;
 pub mod http;
+pub mod images;
 mod postgres;
 mod shared_key;
 pub mod slow;
 mod smtp;
 
 pub use browser::{Browser, browser};
-pub use postgres::{Postgres, postgres};
+pub use certificates::TestCertificates;
+pub use postgres::{Postgres, postgres, postgres_tls};
 pub use smtp::{
     MimePart, SMTP_PASSWORD, SMTP_PERMANENT_FAILURE, SMTP_TRANSIENT_FAILURE, SMTP_USER,
     SmtpMessage, SmtpServer, smtp,
@@ -126,6 +133,36 @@ const MCP_CLIENT: Tool = Tool {
 /// it is not installed, a panic under CI.
 pub fn mcp_python() -> Option<PathBuf> {
     MCP_CLIENT.find()
+}
+
+const MCP_TS_SDK: Tool = Tool {
+    what: "MCP client (TypeScript)",
+    program: "@modelcontextprotocol/sdk",
+    env: "UNCENSORED_MCP_TS_SDK",
+    default: ".tools/mcp-ts/node_modules/@modelcontextprotocol/sdk",
+    package: "@modelcontextprotocol/sdk (npm)",
+};
+
+/// The package folder of the official MCP TypeScript SDK
+/// (`@modelcontextprotocol/sdk` from npm, the client inside most MCP hosts),
+/// for a node script to load; `None` (after saying SKIPPED) when it or
+/// `node` is not installed, a panic under CI.
+pub fn mcp_ts_sdk() -> Option<PathBuf> {
+    let sdk = MCP_TS_SDK.find()?;
+    let node = Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    if !node.is_ok_and(|output| output.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the {} tests: node is not installed (Debian's `nodejs`)",
+            MCP_TS_SDK.what
+        );
+        eprintln!("SKIPPED: no node to run the {} with", MCP_TS_SDK.program);
+        return None;
+    }
+    Some(sdk)
 }
 
 const GCS: Tool = Tool {

@@ -1,10 +1,12 @@
 //! PostgreSQL: a throw-away cluster (`initdb` into a temporary folder, then
-//! `pg_ctl start`) on a free loopback port, for the shared journal's tests.
+//! `pg_ctl start`) on a free loopback port, for the shared journal's tests;
+//! with TLS only, when asked ([`postgres_tls`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use super::certificates::{self, TestCertificates};
 use super::{START_DEADLINE, free_port, scratch_paths};
 
 /// The variable `cargo xtask test` sets to PostgreSQL's `bin` folder.
@@ -42,6 +44,8 @@ pub struct Postgres {
     port: u16,
     /// The system user to run the server's programs as, when not ourselves.
     run_as: Option<&'static str>,
+    /// With TLS only: its certificates.
+    tls: Option<TestCertificates>,
 }
 
 /// Starts a PostgreSQL server, or explains why not: under CI that is a
@@ -53,7 +57,24 @@ pub struct Postgres {
 /// package). A start that loses its port to another process is retried on a
 /// new one; any other failure panics with the server's log.
 pub fn postgres() -> Option<Postgres> {
+    start(false)
+}
+
+/// [`postgres`] with TLS only (`ssl = on`; `pg_hba.conf` has only
+/// `hostssl` lines for TCP, so a plaintext connection is refused): its
+/// certificates, made with `openssl` into its temporary folder, are
+/// [`Postgres::certificates`]. The server's certificate names `localhost`
+/// and `127.0.0.1`. Without `openssl` the test is skipped, except under CI,
+/// where that is a failure.
+pub fn postgres_tls() -> Option<Postgres> {
+    start(true)
+}
+
+fn start(tls: bool) -> Option<Postgres> {
     let bin = find()?;
+    if tls && !certificates::openssl_found() {
+        return None;
+    }
     let run_as = is_root().then_some(SYSTEM_USER);
     let mut attempt = 0;
     loop {
@@ -62,6 +83,7 @@ pub fn postgres() -> Option<Postgres> {
         let server = Postgres {
             data: scratch.join("data"),
             log: scratch.join("server.log"),
+            tls: tls.then(|| certificates::make(&scratch.join("tls"))),
             scratch,
             bin: bin.clone(),
             port: free_port(),
@@ -90,6 +112,11 @@ impl Postgres {
     /// Its port on `127.0.0.1`.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its certificates, when it was started with TLS ([`postgres_tls`]).
+    pub fn certificates(&self) -> Option<&TestCertificates> {
+        self.tls.as_ref()
     }
 
     /// The superuser's URL for the database `postgres`:
@@ -234,14 +261,20 @@ impl Postgres {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        // Rewritten in place, so that the files keep their owner.
+        // Rewritten in place, so that the files keep their owner. With TLS,
+        // TCP connections must use it (`hostssl`).
+        let host = if self.tls.is_some() {
+            "hostssl"
+        } else {
+            "host"
+        };
         write(
             &self.data.join("pg_hba.conf"),
             &[
                 "# TYPE DATABASE USER ADDRESS METHOD",
                 "local all all trust",
-                &format!("host all {SUPERUSER} 127.0.0.1/32 trust"),
-                "host all all 127.0.0.1/32 scram-sha-256",
+                &format!("{host} all {SUPERUSER} 127.0.0.1/32 trust"),
+                &format!("{host} all all 127.0.0.1/32 scram-sha-256"),
                 "",
             ]
             .join("\n"),
@@ -259,6 +292,29 @@ impl Postgres {
              synchronous_commit = off\n",
             self.scratch.display()
         ));
+        if let Some(tls) = &self.tls {
+            // The server's key must be its user's alone.
+            for file in [&tls.server_key, &tls.server_certificate] {
+                if let Some(user) = self.run_as {
+                    std::os::unix::fs::chown(file, Some(id(user, "-u")), Some(id(user, "-g")))
+                        .unwrap_or_else(|e| {
+                            panic!("cannot give {} to {user}: {e}", file.display())
+                        });
+                }
+            }
+            std::fs::set_permissions(
+                &tls.server_key,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap_or_else(|e| panic!("cannot protect {}: {e}", tls.server_key.display()));
+            settings.push_str(&format!(
+                "ssl = on\n\
+                 ssl_cert_file = '{}'\n\
+                 ssl_key_file = '{}'\n",
+                tls.server_certificate.display(),
+                tls.server_key.display()
+            ));
+        }
         write(&conf, &settings);
     }
 

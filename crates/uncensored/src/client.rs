@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use tracing::Instrument as _;
 use uncensored_api::types::{self, ErrorEnvelope};
 
+use crate::address::{DownloadPolicy, same_origin_redirects};
 use crate::error::{ApiError, ApiErrorKind, Error, Result};
 use crate::pacer::{LocalPacer, Pace};
 use crate::request::GenerateRequest;
@@ -50,6 +51,7 @@ struct Inner {
     retry: RetryPolicy,
     wait: WaitOptions,
     max_download_bytes: u64,
+    downloads: DownloadPolicy,
     pacer: Option<Arc<dyn Pace>>,
     last_rate_limit: Mutex<Option<RateLimit>>,
     /// A fingerprint of the API key (never the key).
@@ -81,6 +83,8 @@ pub struct ClientBuilder {
     wait: WaitOptions,
     max_download_bytes: u64,
     pacer: Option<Arc<dyn Pace>>,
+    allow_insecure_http: bool,
+    download_allow: Vec<String>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -106,6 +110,8 @@ impl Default for ClientBuilder {
             wait: WaitOptions::default(),
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
             pacer: None,
+            allow_insecure_http: false,
+            download_allow: Vec::new(),
         }
     }
 }
@@ -171,6 +177,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Allows a plain-http base URL that is not loopback, and plain-http
+    /// image downloads (default: refused; the key and the images would cross
+    /// the network in the clear). A loopback base URL (the emulator) needs
+    /// no permission.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// Hosts (names, addresses or CIDR blocks such as `10.0.0.0/8`) that
+    /// image downloads may reach although they are not public: storage that
+    /// is private on purpose. Everything else must resolve to a public
+    /// address (see [`is_public`](crate::is_public)).
+    pub fn download_allow(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.download_allow = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Paces requests to stay under the key's requests-per-minute ceiling, as
     /// the rate-limit headers report it, instead of running into 429s.
     /// The pacer is this process's own ([`LocalPacer`]); for several
@@ -200,12 +224,27 @@ impl ClientBuilder {
                 self.base_url
             ))
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::Config(format!(
-                "the base URL {:?} must be http or https",
-                self.base_url
-            )));
+        match parsed.scheme() {
+            "https" => {}
+            "http" if self.allow_insecure_http || crate::address::is_loopback_url(&parsed) => {}
+            "http" => {
+                return Err(Error::Config(format!(
+                    "the base URL {:?} is plain http: the API key would cross the network in the \
+                     clear; use https, or allow it with --allow-insecure-http \
+                     (ClientBuilder::allow_insecure_http)",
+                    self.base_url
+                )));
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "the base URL {:?} must be https (or http on loopback)",
+                    self.base_url
+                )));
+            }
         }
+        let downloads =
+            DownloadPolicy::new(&parsed, self.allow_insecure_http, &self.download_allow)
+                .map_err(Error::Config)?;
         let configure = |builder: reqwest::ClientBuilder| {
             let mut builder = builder
                 .connect_timeout(self.connect_timeout)
@@ -221,11 +260,14 @@ impl ClientBuilder {
         let api = uncensored_api::Client::with_api_key_and_builder(
             &self.base_url,
             key.expose_secret(),
-            configure(reqwest::Client::builder()),
+            configure(reqwest::Client::builder()).redirect(same_origin_redirects(&parsed)),
         )
         .map_err(|e| Error::Config(e.to_string()))?;
-        let http = configure(reqwest::Client::builder())
-            .redirect(download_redirects())
+        let mut http = configure(reqwest::Client::builder()).redirect(downloads.redirects());
+        if let Some(resolver) = downloads.resolver() {
+            http = http.dns_resolver(resolver);
+        }
+        let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
@@ -236,25 +278,13 @@ impl ClientBuilder {
                 retry: self.retry,
                 wait: self.wait,
                 max_download_bytes: self.max_download_bytes,
+                downloads,
                 key_id: key_fingerprint(key.expose_secret()),
                 pacer: self.pacer,
                 last_rate_limit: Mutex::new(None),
             }),
         })
     }
-}
-
-/// At most 5 redirects, and only to http or https.
-fn download_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        if attempt.previous().len() >= 5 {
-            attempt.error("more than 5 redirects")
-        } else if !matches!(attempt.url().scheme(), "http" | "https") {
-            attempt.error("redirect to a non-http(s) URL")
-        } else {
-            attempt.follow()
-        }
-    })
 }
 
 /// What one attempt of an operation produced.
@@ -302,6 +332,10 @@ impl Client {
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    pub(crate) fn download_policy(&self) -> &DownloadPolicy {
+        &self.inner.downloads
     }
 
     pub(crate) fn max_download_bytes(&self) -> u64 {
@@ -417,9 +451,12 @@ impl Client {
             let retry_after = error.api().and_then(|api| api.retry_after);
             if let (Some(pacer), Some(429)) = (&self.inner.pacer, error.api().map(|api| api.status))
             {
-                pacer
-                    .refused(retry_after.unwrap_or(Duration::from_secs(1)))
-                    .await;
+                // Every request on the key pauses, for at most as long as
+                // this client would wait itself.
+                let pause = retry_after
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(policy.max_retry_after);
+                pacer.refused(pause).await;
             }
             let delay = backoffs
                 .next()
@@ -469,13 +506,27 @@ impl Client {
                     retry_after,
                 })
             }
+            WireError::UnexpectedResponse(response) if response.status().is_redirection() => {
+                let status = response.status().as_u16();
+                let origin = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|location| location.to_str().ok())
+                    .and_then(|location| response.url().join(location).ok())
+                    .map_or_else(
+                        || "(none)".to_string(),
+                        |url| url.origin().ascii_serialization(),
+                    );
+                Error::Redirected { status, origin }
+            }
             WireError::UnexpectedResponse(response) => {
                 self.observe(response.headers()).await;
                 let status = response.status().as_u16();
-                let detail = match response.text().await {
-                    Ok(text) => text.chars().take(200).collect(),
-                    Err(e) => format!("(body unreadable: {e})"),
-                };
+                let detail = crate::download::body_prefix(response, 800)
+                    .await
+                    .chars()
+                    .take(200)
+                    .collect();
                 Error::UnexpectedResponse { status, detail }
             }
             WireError::CommunicationError(source) | WireError::ResponseBodyError(source) => {

@@ -1,5 +1,5 @@
 //! Downloading images: through the client's timeouts and retry policy, over
-//! http(s) only with bounded redirects, with a size cap, truncation detection,
+//! https only, to public addresses (checked at every hop), with bounded redirects, with a size cap, truncation detection,
 //! format sniffing and a SHA-256 computed on the way.
 
 use bytes::{Bytes, BytesMut};
@@ -136,6 +136,25 @@ impl ImageStream {
     }
 }
 
+/// The start of a response body, at most `max` bytes, as text (lossy UTF-8):
+/// for error messages, so that a hostile server cannot make the client hold
+/// a body of any size. Reading stops at the cap (the rest is never read) or
+/// at the first failure. The one reader of error bodies for the client and
+/// every notifier.
+pub async fn body_prefix(mut response: reqwest::Response, max: usize) -> String {
+    let mut bytes = BytesMut::new();
+    while bytes.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Bytes as lowercase hex (SHA-256 digests, tokens).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -143,18 +162,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 impl Client {
     /// Starts streaming an image (one attempt; see [`Client::download`] for a
-    /// retried, buffered download). Fails before any body is handed out if the
-    /// URL is not http(s), the status is not 2xx, the announced size is over
+    /// retried, buffered download). Fails before any request if the URL is not
+    /// https or its host is not public (see [`crate::is_public`]; both relaxed
+    /// for a loopback base URL), and before any body is handed out if a
+    /// redirect breaks those rules, the status is not 2xx, the announced size is over
     /// the cap, or the first bytes are not an image.
     pub async fn download_stream(&self, url: &str) -> Result<ImageStream, DownloadError> {
         let parsed = url::Url::parse(url).map_err(|_| DownloadError::Scheme {
-            url: url.to_string(),
+            scheme: String::new(),
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(DownloadError::Scheme {
-                url: url.to_string(),
-            });
-        }
+        self.download_policy().check(&parsed)?;
         let response = self.http().get(parsed).send().await?;
         let status = response.status();
         if !status.is_success() {

@@ -25,6 +25,17 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The API answered with a redirect to another origin, which the client
+    /// does not follow: the API key goes to the base URL's origin only.
+    #[error(
+        "the API redirected (HTTP {status}) to {origin}, another origin than the base URL's; not followed, so that the API key stays with the API (check --base-url)"
+    )]
+    Redirected {
+        /// The HTTP status (301, 302, 303, 307, 308).
+        status: u16,
+        /// The origin (scheme, host, port) of the `Location`, or `(none)`.
+        origin: String,
+    },
     /// The API answered something that is not in its documentation.
     #[error("unexpected answer from the API (HTTP {status}): {detail}")]
     UnexpectedResponse {
@@ -100,6 +111,7 @@ impl Error {
             Error::Invalid(_) => R::InvalidRequest,
             Error::Api(api) => api.reason(),
             Error::Transport { .. } | Error::UnexpectedResponse { .. } => R::GaveUp,
+            Error::Redirected { .. } => R::Configuration,
             Error::JobFailed { .. } => R::JobFailed,
             Error::WaitTimeout { .. } => R::TimedOut,
             Error::Cancelled { .. } => R::Cancelled,
@@ -270,11 +282,31 @@ impl ApiError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DownloadError {
-    /// The URL is not http or https.
-    #[error("refusing to download from {url}: only http and https URLs are allowed")]
+    /// The URL is not a URL, or its scheme is not allowed: https only, plain
+    /// http too when the base URL is loopback or insecure http was allowed.
+    /// The URL itself is not shown: an image URL is often signed.
+    #[error(
+        "refusing to download from a `{scheme}` URL: images are fetched over https only (plain http only from a loopback API or with --allow-insecure-http)"
+    )]
     Scheme {
-        /// The URL.
-        url: String,
+        /// The URL's scheme (empty when it is not a URL).
+        scheme: String,
+    },
+    /// The host is, or resolves only to, an address that is not public
+    /// (loopback, private, link-local, ...), and is not on the download
+    /// allow-list.
+    #[error(
+        "refusing to download from {host}: not a public address (add it to the download allow-list if this storage is private on purpose)"
+    )]
+    NotPublic {
+        /// The host or address.
+        host: String,
+    },
+    /// A redirect was refused: too many, or to a URL the rules above refuse.
+    #[error("refusing a redirect of the download: {reason}")]
+    Redirect {
+        /// Why.
+        reason: String,
     },
     /// The server answered with an error status.
     #[error("downloading the image failed with HTTP {status}")]
@@ -299,9 +331,41 @@ pub enum DownloadError {
     /// The bytes are not an image format the client knows (JPEG, PNG, WebP).
     #[error("the downloaded bytes are not a JPEG, PNG or WebP image")]
     NotAnImage,
-    /// The connection failed.
+    /// The connection failed. The error carries no URL (image URLs are
+    /// often signed).
     #[error("the download failed: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
+}
+
+impl From<reqwest::Error> for DownloadError {
+    /// Sorts a reqwest failure: a refused address or redirect (found in its
+    /// cause chain) is not retried; anything else is a transport failure,
+    /// kept without its URL.
+    fn from(error: reqwest::Error) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(current) = cause {
+            if let Some(blocked) = current.downcast_ref::<crate::address::Blocked>() {
+                return DownloadError::NotPublic {
+                    host: blocked.host.clone(),
+                };
+            }
+            if let Some(refused) = current.downcast_ref::<DownloadError>() {
+                return DownloadError::Redirect {
+                    reason: refused.to_string(),
+                };
+            }
+            if current
+                .downcast_ref::<crate::address::TooManyRedirects>()
+                .is_some()
+            {
+                return DownloadError::Redirect {
+                    reason: current.to_string(),
+                };
+            }
+            cause = current.source();
+        }
+        DownloadError::Transport(error.without_url())
+    }
 }
 
 impl DownloadError {

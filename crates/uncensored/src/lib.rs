@@ -52,6 +52,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod address;
 pub mod callback;
 mod client;
 mod download;
@@ -63,10 +64,11 @@ mod response;
 mod retry;
 mod wait;
 
+pub use address::{MAX_DOWNLOAD_REDIRECTS, is_loopback_url, is_public};
 pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES, key_fingerprint,
 };
-pub use download::{DownloadedImage, ImageFormat, ImageStream};
+pub use download::{DownloadedImage, ImageFormat, ImageStream, body_prefix};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
 pub use failure::FailureReason;
 pub use pacer::{LocalPacer, PACE_SHARE, PROBE_PATIENCE, Pace, pace_interval};
@@ -75,9 +77,9 @@ pub use request::{
     validate_side,
 };
 pub use response::{
-    CompletedImage, Generation, Job, JobStatus, QueuedJob, RateLimit, ResponseMeta,
+    CompletedImage, Generation, Job, JobStatus, MAX_RESET_AHEAD, QueuedJob, RateLimit, ResponseMeta,
 };
-pub use retry::{RetryPolicy, retry_after};
+pub use retry::{MAX_WAIT, RetryPolicy, parse_retry_after, retry_after, wait_from_seconds};
 pub use tokio_util::sync::CancellationToken;
 pub use wait::{JobEvent, WaitOptions};
 

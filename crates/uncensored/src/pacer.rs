@@ -149,7 +149,7 @@ impl Pace for LocalPacer {
     }
 
     async fn refused(&self, retry_after: Duration) {
-        let until = Instant::now() + retry_after;
+        let until = Instant::now() + retry_after.min(crate::MAX_WAIT);
         let mut state = self.lock();
         state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
     }

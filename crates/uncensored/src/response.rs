@@ -17,21 +17,41 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// Reads `x-ratelimit-*`; `None` when any of them is missing or malformed.
+    /// Reads `x-ratelimit-*`; `None` when any of them is missing or malformed,
+    /// the limit is 0, the remainder exceeds the limit, or the reset is
+    /// further than [`MAX_RESET_AHEAD`] away (an API's window is a minute: a
+    /// reset in the year 9999 is not a reading to pause on).
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let text = |name: &str| headers.get(name)?.to_str().ok();
-        Some(Self {
-            limit: text("x-ratelimit-limit-requests")?.trim().parse().ok()?,
-            remaining: text("x-ratelimit-remaining-requests")?
-                .trim()
-                .parse()
-                .ok()?,
-            reset: DateTime::parse_from_rfc3339(text("x-ratelimit-reset-requests")?.trim())
-                .ok()?
-                .with_timezone(&Utc),
+        Self::parse_at(headers, Utc::now())
+    }
+
+    /// [`RateLimit::from_headers`] as read at `now`.
+    pub fn parse_at(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Self> {
+        let text = |name: &str| {
+            let value = headers.get(name)?.to_str().ok()?.trim();
+            (value.len() <= 64).then_some(value)
+        };
+        let limit: u32 = text("x-ratelimit-limit-requests")?.parse().ok()?;
+        let remaining: u32 = text("x-ratelimit-remaining-requests")?.parse().ok()?;
+        let reset = DateTime::parse_from_rfc3339(text("x-ratelimit-reset-requests")?)
+            .ok()?
+            .with_timezone(&Utc);
+        let ahead = reset.signed_duration_since(now);
+        let sane = limit > 0
+            && remaining <= limit
+            && ahead <= chrono::Duration::from_std(MAX_RESET_AHEAD).ok()?
+            && ahead >= -chrono::Duration::from_std(MAX_RESET_AHEAD).ok()?;
+        sane.then_some(Self {
+            limit,
+            remaining,
+            reset,
         })
     }
 }
+
+/// The furthest a rate-limit window's reset may lie from now to be believed:
+/// an hour.
+pub const MAX_RESET_AHEAD: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A job's status. Unknown values are kept, never a parse error.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -66,9 +66,38 @@ impl RetryPolicy {
     }
 }
 
-/// A `Retry-After` header as a wait: seconds (`120`, `1.5`) or an HTTP date
-/// (`Wed, 21 Oct 2026 07:28:00 GMT`, a past date being no wait). The one
-/// parser of this header for the client and every notifier.
+/// The longest wait any header or body of the network can ask for: a day.
+/// A longer one (or an absurd one: `1e20`, a date in the year 9999) is read
+/// as this, so that arithmetic on it can never overflow, and the retry
+/// policy's [`RetryPolicy::max_retry_after`] then declines to wait that long.
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// A number of seconds from the network (a `Retry-After` value, a JSON
+/// `retry_after`) as a wait: `None` when negative or not a number, clamped to
+/// [`MAX_WAIT`]. Never panics, whatever the number.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(uncensored::wait_from_seconds(1.5), Some(Duration::from_millis(1500)));
+/// assert_eq!(uncensored::wait_from_seconds(1e20), Some(uncensored::MAX_WAIT));
+/// assert_eq!(uncensored::wait_from_seconds(f64::NAN), None);
+/// ```
+pub fn wait_from_seconds(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Some(
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT),
+    )
+}
+
+/// A `Retry-After` header as a wait: delta-seconds (`120`, leniently also
+/// `1.5`) or an HTTP date in any of its three forms (IMF-fixdate
+/// `Wed, 21 Oct 2026 07:28:00 GMT`, RFC 850, asctime), a past date being no
+/// wait. Clamped to [`MAX_WAIT`]; a value that is none of these is `None`.
+/// The one parser of this header for the client and every notifier.
 ///
 /// ```
 /// let mut headers = reqwest::header::HeaderMap::new();
@@ -76,19 +105,37 @@ impl RetryPolicy {
 /// assert_eq!(uncensored::retry_after(&headers), Some(std::time::Duration::from_secs(2)));
 /// ```
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.as_bytes())
+}
+
+/// [`retry_after`] on the header's raw bytes (any bytes: never panics).
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if text.is_empty() || text.len() > 64 {
+        return None;
     }
-    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        // Delta-seconds of any length: 99999999999999999999 is a (long) wait.
+        return Some(text.parse::<u64>().map_or(MAX_WAIT, |seconds| {
+            Duration::from_secs(seconds).min(MAX_WAIT)
+        }));
+    }
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return wait_from_seconds(text.parse::<f64>().ok()?);
+    }
+    // An HTTP date; leniently also RFC 2822 (`Tue, 1 Dec 2026 07:41:00 +0000`).
+    let when = httpdate::parse_http_date(text).ok().or_else(|| {
+        let date = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+        let seconds = u64::try_from(date.timestamp()).ok()?;
+        std::time::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+    })?;
     Some(
-        (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default(),
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .min(MAX_WAIT),
     )
 }
 
@@ -114,6 +161,46 @@ mod tests {
             "full jitter reaches low"
         );
         assert!(steps.windows(2).any(|w| w[0] != w[1]), "jitter varies");
+    }
+
+    #[test]
+    fn retry_after_reads_every_form_and_clamps() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_retry_after(b"120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(b" 1.5 "), Some(ms(1500)));
+        assert_eq!(parse_retry_after(b"1e20"), Some(MAX_WAIT));
+        assert_eq!(parse_retry_after(b"99999999999999999999"), Some(MAX_WAIT));
+        assert_eq!(parse_retry_after(b"-1"), None);
+        assert_eq!(parse_retry_after(b"inf"), None);
+        assert_eq!(parse_retry_after(b"NaN"), None);
+        assert_eq!(parse_retry_after(b""), None);
+        assert_eq!(parse_retry_after(b"\xff\xfe"), None);
+        // The three HTTP-date forms, all in the past: no wait.
+        for past in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                parse_retry_after(past.as_bytes()),
+                Some(Duration::ZERO),
+                "{past}"
+            );
+        }
+        assert_eq!(
+            parse_retry_after(b"Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_WAIT)
+        );
+        assert_eq!(
+            parse_retry_after(b"Tue, 1 Dec 1998 07:41:00 +0000"),
+            Some(Duration::ZERO)
+        );
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let wait = parse_retry_after(soon.as_bytes()).expect("a date");
+        assert!(
+            wait <= Duration::from_secs(30) && wait >= Duration::from_secs(28),
+            "{wait:?}"
+        );
     }
 
     #[test]

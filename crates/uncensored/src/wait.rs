@@ -51,7 +51,9 @@ impl WaitOptions {
             return self.first_poll;
         }
         let grown = self.min_interval.as_secs_f64() * self.growth.max(1.0).powi(poll as i32 - 2);
-        Duration::from_secs_f64(grown.min(self.max_interval.as_secs_f64()))
+        Duration::try_from_secs_f64(grown)
+            .unwrap_or(self.max_interval)
+            .min(self.max_interval)
     }
 
     /// With a cancellation token.

@@ -422,7 +422,7 @@ async fn downloads_check_scheme_size_format_and_keep_the_key_away() {
             .download(&format!("{}/loop", server.uri()))
             .await
             .unwrap_err()),
-        DownloadError::Transport(_)
+        DownloadError::Redirect { .. }
     ));
     let capped = Client::builder()
         .base_url(server.uri())

@@ -102,6 +102,11 @@ pub enum JournalError {
     /// after the journal's own reconnection attempts.
     #[error("journal unreachable: {0}")]
     Unavailable(String),
+    /// The journal's location cannot be used as written (an unreadable
+    /// `postgres://` URL, an unknown `sslmode`, a root certificate file that
+    /// cannot be read); found before connecting.
+    #[error("journal location: {0}")]
+    Location(String),
     /// The journal holds another batch than the file given.
     #[error(
         "this journal holds the batch `{journal}` ({journal_lines} lines), not `{file}`: use another journal (database or schema) for another batch"
@@ -363,7 +368,11 @@ impl std::fmt::Display for JournalLocation {
                             )
                         })
                         .collect();
-                    if !pairs.is_empty() {
+                    // Rewritten (and so re-encoded) only when it holds a password.
+                    if url
+                        .query_pairs()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+                    {
                         url.query_pairs_mut().clear().extend_pairs(pairs);
                     }
                     write!(f, "{url}")
@@ -419,6 +428,13 @@ mod location_tests {
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("db.internal"), "{shown}");
         }
+        assert_eq!(
+            JournalLocation::new(
+                "postgres://app:pw@db/jobs?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+            )
+            .to_string(),
+            "postgres://app:***@db/jobs?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+        );
         assert_eq!(
             JournalLocation::new("images/.uncensored/journal.sqlite").to_string(),
             "images/.uncensored/journal.sqlite"

@@ -41,9 +41,14 @@ fn seconds(duration: Duration) -> f64 {
 
 impl PostgresJournal {
     /// Connects to `url` (`postgres://user:password@host:port/dbname`) and
-    /// migrates the schema. An unreachable server, refused credentials or a
-    /// missing database are reported here, before anything else happens; the
-    /// error never holds the password.
+    /// migrates the schema. TLS follows libpq's `sslmode` and `sslrootcert`
+    /// (`?sslmode=verify-full&sslrootcert=/path/ca.pem`; else `PGSSLMODE`,
+    /// `PGSSLROOTCERT`, `~/.postgresql/root.crt`), with rustls. A mistake in
+    /// the URL or an unreadable root certificate file is reported
+    /// ([`JournalError::Location`]) before connecting; an unreachable server,
+    /// a refused certificate or credentials, or a missing database are
+    /// reported here, before anything else happens; the error never holds
+    /// the password.
     pub async fn connect(url: &str) -> Result<Self, JournalError> {
         Ok(Self {
             database: Database::connect(url).await?,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 
+use super::ERROR_BODY_BYTES;
 use super::{Notification, Notifier, NotifierId, NotifyError, clip};
 
 /// Discord's own address, where webhooks live.
@@ -239,8 +240,7 @@ fn discord_error(body: &str) -> (Option<String>, Option<u64>, Option<Duration>) 
     let code = value["code"].as_u64();
     let retry_after = value["retry_after"]
         .as_f64()
-        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .map(|seconds| Duration::from_secs_f64(seconds.min(86_400.0)));
+        .and_then(uncensored::wait_from_seconds);
     (message, code, retry_after)
 }
 
@@ -277,7 +277,7 @@ impl Notifier for DiscordNotifier {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = uncensored::body_prefix(response, ERROR_BODY_BYTES).await;
         let (message, code, body_retry_after) = discord_error(&body);
         let mut reason = format!("HTTP {status}");
         if let Some(message) = &message {

@@ -257,9 +257,17 @@ pub trait Notifier: Send + Sync + Debug {
     feature = "discord",
     feature = "email"
 ))]
+/// The most of a receiver's error body a notifier reads: 16 KiB.
+#[cfg(any(feature = "slack", feature = "discord"))]
+pub(crate) const ERROR_BODY_BYTES: usize = 16 * 1024;
+
+/// The HTTP client of the notifiers: a timeout, and no redirects (chat
+/// webhooks never redirect; a receiver that does could send the request to
+/// an address inside the machine's network).
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a plain reqwest client builds")
 }

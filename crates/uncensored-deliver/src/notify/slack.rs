@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::ERROR_BODY_BYTES;
 use super::{Notification, Notifier, NotifierId, NotifyError, clip};
 
 /// Slack's documented error answers of incoming webhooks.
@@ -159,7 +160,7 @@ fn payload(notification: &Notification) -> Value {
             blocks.push(json!({"type": "context", "elements": [
                 {"type": "mrkdwn", "text": format!("{place} · job `{}`", escape(job_id))}
             ]}));
-            json!({"text": clip(&format!("Image ready: {prompt}"), 2900), "blocks": blocks})
+            json!({"text": clip(&format!("Image ready: {}", escape(prompt)), 2900), "blocks": blocks})
         }
         Notification::Failed {
             job_id,
@@ -172,7 +173,7 @@ fn payload(notification: &Notification) -> Value {
                 .map(|id| format!(" · job `{}`", escape(id)))
                 .unwrap_or_default();
             json!({
-                "text": clip(&format!("Generation failed ({reason}): {prompt}"), 2900),
+                "text": clip(&format!("Generation failed ({reason}): {}", escape(prompt)), 2900),
                 "blocks": [
                     {"type": "section", "text": {"type": "mrkdwn", "text": format!(":warning: *Generation failed* · `{}`", reason.as_str())}},
                     {"type": "section", "text": {"type": "mrkdwn", "text": format!(">{}", clip(&escape(prompt), 2900))}},
@@ -207,7 +208,7 @@ impl Notifier for SlackNotifier {
         if status.is_success() {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
+        let text = uncensored::body_prefix(response, ERROR_BODY_BYTES).await;
         let error = NotifyError::from_status(
             "slack",
             status,
@@ -219,8 +220,11 @@ impl Notifier for SlackNotifier {
             },
         );
         if let NotifyError::RateLimited { retry_after, .. } = &error {
-            // Hold every later message back too.
-            let wait = retry_after.unwrap_or(self.min_interval);
+            // Hold every later message back too, for five minutes at most
+            // (the Deliverer decides whether this message waits that long).
+            let wait = retry_after
+                .unwrap_or(self.min_interval)
+                .min(Duration::from_secs(300));
             tracing::warn!(?wait, "slack: rate limited");
             *self.next_slot.lock().await = Instant::now() + wait;
         }
@@ -250,6 +254,36 @@ mod tests {
                 Duration::from_secs(2)
             ]
         );
+    }
+
+    #[test]
+    fn the_fallback_text_cannot_ping_or_link() {
+        let prompt = "<!channel> <!here> <@U123> <https://evil.example|click> & more";
+        for notification in [
+            Notification::Failed {
+                job_id: None,
+                prompt: prompt.into(),
+                reason: uncensored::FailureReason::Moderation,
+                message: "<!everyone>".into(),
+            },
+            Notification::Stored {
+                job_id: "job-1".into(),
+                prompt: prompt.into(),
+                location: "file:///images/a.jpg".into(),
+                share_url: None,
+                sha256: "00".repeat(32),
+                model: None,
+                width: None,
+                height: None,
+                generation_time: None,
+            },
+        ] {
+            let body = payload(&notification).to_string();
+            for control in ["<!", "<@", "<https://evil"] {
+                assert!(!body.contains(control), "{control} in {body}");
+            }
+            assert!(body.contains("&lt;!channel&gt;"), "{body}");
+        }
     }
 
     #[test]

@@ -19,8 +19,13 @@ pub struct SignedWebhookNotifier {
 
 impl std::fmt::Debug for SignedWebhookNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL's path and query often carry a token of their own: only
+        // its origin is shown.
+        let origin = url::Url::parse(&self.url)
+            .map(|url| format!("{}/…", url.origin().ascii_serialization()))
+            .unwrap_or_else(|_| "…".into());
         f.debug_struct("SignedWebhookNotifier")
-            .field("url", &self.url)
+            .field("url", &origin)
             .field("secret", &"[redacted]")
             .finish()
     }
@@ -101,5 +106,28 @@ impl Notifier for SignedWebhookNotifier {
                 format!("HTTP {status}"),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_neither_the_secret_nor_the_url_token() {
+        let notifier = SignedWebhookNotifier::new(
+            "https://hooks.example.com/in/T0KEN-IN-PATH?key=T0KEN-IN-QUERY",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .unwrap();
+        let shown = format!("{notifier:?}");
+        for secret in [
+            "T0KEN-IN-PATH",
+            "T0KEN-IN-QUERY",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("https://hooks.example.com"), "{shown}");
     }
 }

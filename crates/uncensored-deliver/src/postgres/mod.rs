@@ -1,9 +1,12 @@
-//! PostgreSQL: one connection pool shared by the journal and the pacer, the
+//! PostgreSQL: one connection pool shared by the journal and the pacer (its
+//! URL read as libpq reads it, TLS included: [`settings`], [`tls`]), the
 //! schema's versioned migrations, and the one retry loop of a database call
 //! (a lost connection is retried on a new one; nothing else is).
 
 mod migrations;
 mod pacer;
+mod settings;
+mod tls;
 
 pub use pacer::PostgresPacer;
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use settings::Settings;
 use tokio_postgres::error::SqlState;
 
 use crate::journal::JournalError;
@@ -28,6 +32,8 @@ pub(crate) struct Database {
     pool: Pool,
     /// `user@host:port/dbname`, for messages.
     pub(crate) target: String,
+    /// `sslmode=…` and what it trusts, for messages.
+    tls: String,
     reconnect_for: Duration,
 }
 
@@ -35,6 +41,7 @@ impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Database")
             .field("target", &self.target)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -57,10 +64,11 @@ impl Failure {
 
     /// Whether a new connection may succeed where this one failed: not when
     /// the server answered that the password is wrong or the database is
-    /// missing.
+    /// missing, nor when the TLS handshake was refused.
     fn is_connection(&self) -> bool {
         match self.database_error() {
             None => true,
+            Some(error) if tls::refusal(error).is_some() => false,
             Some(error) => {
                 error.is_closed()
                     || error.as_db_error().is_none() && error.code().is_none()
@@ -84,9 +92,10 @@ impl Failure {
             // The server's own message (never the connection string):
             // `database "x" does not exist`, `password authentication failed
             // for user "u"`.
-            (_, Some(error)) => match error.as_db_error() {
-                Some(db) => db.message().to_string(),
-                None => error.to_string(),
+            (_, Some(error)) => match (error.as_db_error(), tls::refusal(error)) {
+                (Some(db), _) => db.message().to_string(),
+                (None, Some(refusal)) => tls::describe(refusal),
+                (None, None) => with_causes(error),
             },
             (Failure::Pool(error), None) => error.to_string(),
             (Failure::Database(error), None) => error.to_string(),
@@ -94,14 +103,31 @@ impl Failure {
     }
 }
 
+/// `error: its cause: …` (tokio-postgres's own message leaves its cause out:
+/// `error connecting to server`, not why).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
+}
+
 impl Database {
-    /// A pool for `url` (`postgres://user:password@host:port/dbname?options`),
-    /// checked by running the migrations: an unreachable server, refused
-    /// credentials or a missing database are reported here.
+    /// A pool for `url` (`postgres://user:password@host:port/dbname?options`,
+    /// with libpq's `sslmode` and `sslrootcert`, else `PGSSLMODE` and
+    /// `PGSSLROOTCERT`), checked by running the migrations. A mistake in the
+    /// URL or an unreadable root certificate file is reported
+    /// ([`JournalError::Location`]) before connecting; an unreachable
+    /// server, a refused certificate or credentials, a missing database
+    /// when connecting.
     pub(crate) async fn connect(url: &str) -> Result<Self, JournalError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|_| JournalError::new("not a valid postgres:// URL"))?;
+        let settings = Settings::read(url, &|name| std::env::var(name).ok())?;
+        let connector = tls::Connector::new(&settings)?;
+        let tls = settings.describe();
+        let config = settings.config;
         let host = config
             .get_hosts()
             .first()
@@ -116,9 +142,9 @@ impl Database {
             config.get_user().unwrap_or("(default user)"),
             config.get_dbname().unwrap_or("(default database)")
         );
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            tokio_postgres::NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -133,14 +159,16 @@ impl Database {
         let database = Self {
             pool,
             target,
+            tls,
             reconnect_for: RECONNECT_FOR,
         };
         // At start a refused connection is a mistake to report, not to wait for.
         let mut client = database.pool.get().await.map_err(|e| {
             let failure = Failure::Pool(e);
             let message = format!(
-                "cannot connect to PostgreSQL at {}: {}",
+                "cannot connect to PostgreSQL at {} ({}): {}",
                 database.target,
+                database.tls,
                 failure.describe()
             );
             if failure.is_connection() {

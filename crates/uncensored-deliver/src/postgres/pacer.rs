@@ -42,7 +42,8 @@ impl PostgresPacer {
         Self::on(journal.database().clone(), key_id)
     }
 
-    /// A pacer on the database at `url` (its own small pool), for the key
+    /// A pacer on the database at `url` (its own small pool, connected as
+    /// [`PostgresJournal::connect`] connects, TLS included), for the key
     /// with fingerprint `key_id` (`uncensored::key_fingerprint`).
     pub async fn connect(url: &str, key_id: &str) -> Result<Self, JournalError> {
         Ok(Self::on(Database::connect(url).await?, key_id))

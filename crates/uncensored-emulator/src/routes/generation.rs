@@ -185,7 +185,13 @@ async fn process(
         status: JobState::Processing,
     };
     state.insert_job(job.clone());
-    let real_time = Duration::from_secs_f64(generation_time * state.config.time_scale);
+    // A time scale of any size (a flag) gives a wait, never a panic.
+    let seconds = generation_time * state.config.time_scale;
+    let real_time = if seconds.is_nan() {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(seconds.clamp(0.0, 3600.0)).unwrap_or_default()
+    };
     let price = valid.price;
 
     match valid.callback_url {

@@ -41,7 +41,6 @@ pub async fn put(
     time: f64,
 ) -> String {
     let jpeg = uncensored_emulator::render_jpeg(prompt, 7, 320, 240);
-    let name = ObjectName::parse(&format!("2026-05-09/{job}.jpg")).unwrap();
     let meta = ImageMeta {
         job_id: job.into(),
         prompt: prompt.into(),
@@ -52,9 +51,28 @@ pub async fn put(
         sha256: None,
         created_at: chrono::Utc::now(),
     };
+    put_image(
+        storage,
+        &format!("2026-05-09/{job}.jpg"),
+        jpeg,
+        ImageFormat::Jpeg,
+        meta,
+    )
+    .await
+}
+
+/// Stores `bytes` as `name` with the sidecar `meta`; returns the name.
+pub async fn put_image(
+    storage: &ObjectStorage,
+    name: &str,
+    bytes: Vec<u8>,
+    format: ImageFormat,
+    meta: ImageMeta,
+) -> String {
+    let name = ObjectName::parse(name).unwrap();
     let image = DownloadedImage {
-        bytes: jpeg.into(),
-        format: ImageFormat::Jpeg,
+        bytes: bytes.into(),
+        format,
         sha256: String::new(),
     };
     storage
