@@ -1,7 +1,7 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
-//! - `generate [--check]`: regenerate the low-level client from openapi.yaml,
-//!   or fail with a diff when the committed code has drifted from it.
+//! - `generate [--check]`: regenerate the low-level client and its limits module from
+//!   openapi.yaml, or fail with a diff when the committed code has drifted from it.
 //! - `lint-spec`: validate openapi.yaml with an independent validator and
 //!   against the code generator's rules.
 //! - `test`: every check CI runs, in order. This is THE test command.
@@ -13,6 +13,7 @@ mod codegen;
 mod conformance;
 mod constraints;
 mod docs;
+mod limits;
 mod prism_check;
 mod tools;
 
@@ -26,7 +27,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  generate [--check]   regenerate crates/uncensored-api/src/generated.rs from openapi.yaml
+  generate [--check]   regenerate crates/uncensored-api/src/{generated,limits}.rs from openapi.yaml
                        (--check: fail with a diff if the committed file is out of date)
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md

@@ -320,7 +320,13 @@ pub fn ensure_postgres() -> Result<PathBuf> {
     eprintln!("xtask: installing PostgreSQL and openssl (for the TLS tests' certificates)");
     run(Command::new("apt-get").arg("update")).context("cannot update apt's package lists")?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "postgresql", "openssl"])
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "postgresql",
+            "openssl",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("cannot install the postgresql package")?;
     newest_postgres(Path::new(POSTGRES_VERSIONS)).with_context(|| {
