@@ -240,8 +240,11 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
             }
             println!("{file} matches openapi.yaml");
         } else {
-            std::fs::write(&target, fresh)
-                .with_context(|| format!("cannot write {}", target.display()))?;
+            // Unchanged files keep their modification time (and cargo its build).
+            if std::fs::read_to_string(&target).ok().as_deref() != Some(fresh.as_str()) {
+                std::fs::write(&target, &fresh)
+                    .with_context(|| format!("cannot write {}", target.display()))?;
+            }
             println!("wrote {file}");
         }
     }

@@ -15,6 +15,7 @@ mod constraints;
 mod docs;
 mod limits;
 mod prism_check;
+mod scratch_spec;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ commands:
   bench shared         only the shared-batch rows (workers on PostgreSQL, journal cost, SDK CPU)
   conformance          run schemathesis against the emulator (part of `test`)
   prism-check          run the SDK through Prism's validating proxy (part of `test`)
+  scratch-spec         raise limits in a scratch copy of openapi.yaml, regenerate, check that the
+                       SDK and the emulator follow (part of `test`)
   test                 run every check: spec, generated code, fmt, clippy, docs, tests, conformance
 ";
 
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         ["bench", "shared"] => bench_shared::run(&root),
         ["conformance"] => conformance::run(&root, &mut cargo(&[])),
         ["prism-check"] => prism_check::run(&root, || cargo(&[])),
+        ["scratch-spec"] => scratch_spec::run(&root, cargo),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
@@ -129,6 +133,8 @@ fn test(root: &Path) -> Result<()> {
     lint_spec(root)?;
     section("generated code matches openapi.yaml");
     codegen::run(root, true)?;
+    section("a limit changed in a scratch copy of openapi.yaml reaches the SDK and the emulator");
+    scratch_spec::run(root, cargo)?;
 
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
