@@ -2,7 +2,6 @@
 //! and output schemas (the request's constraints come from the generated type).
 
 use std::sync::Arc;
-use uncensored_api::limits::generate_image_request as spec;
 
 use uncensored::Client;
 use uncensored_api::limits::generate_image_request as spec;
