@@ -376,3 +376,60 @@ fn absurd_rate_limit_headers_are_no_reading() {
         );
     }
 }
+
+/// A storage server that answers every request with `head` and then holds
+/// the connection open.
+async fn raw_server(head: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(head.as_bytes()).await;
+                // Hold the connection: the client must decide on the head alone.
+                let _ = socket.read(&mut request).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_absurd_content_length_is_refused_before_any_body() {
+    // 100 GB announced: over the cap, refused on the head. u64::MAX: not a
+    // length hyper accepts, a transport failure. Neither allocates or waits.
+    for (head, too_large) in [
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: image/jpeg\r\ncontent-length: 100000000000\r\n\r\n\u{ff}",
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: image/jpeg\r\ncontent-length: 18446744073709551615\r\n\r\n\u{ff}",
+            false,
+        ),
+    ] {
+        let addr = raw_server(head).await;
+        let client = Client::builder()
+            .base_url(format!("http://{addr}"))
+            .api_key(KEY)
+            .retry_policy(quick())
+            .build()
+            .unwrap();
+        let error = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.download(&format!("http://{addr}/a.jpg")),
+        )
+        .await
+        .expect("decided on the head, not after waiting for the body")
+        .unwrap_err();
+        let error = download_error(error);
+        if too_large {
+            assert!(matches!(error, DownloadError::TooLarge { .. }), "{error:?}");
+        } else {
+            assert!(matches!(error, DownloadError::Transport(_)), "{error:?}");
+        }
+    }
+}
