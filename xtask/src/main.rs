@@ -1,7 +1,7 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
-//! - `generate [--check]`: regenerate the low-level client from openapi.yaml,
-//!   or fail with a diff when the committed code has drifted from it.
+//! - `generate [--check]`: regenerate the low-level client and its limits module from
+//!   openapi.yaml, or fail with a diff when the committed code has drifted from it.
 //! - `lint-spec`: validate openapi.yaml with an independent validator and
 //!   against the code generator's rules.
 //! - `test`: every check CI runs, in order. This is THE test command.
@@ -13,7 +13,9 @@ mod codegen;
 mod conformance;
 mod constraints;
 mod docs;
+mod limits;
 mod prism_check;
+mod scratch_spec;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  generate [--check]   regenerate crates/uncensored-api/src/generated.rs from openapi.yaml
+  generate [--check]   regenerate crates/uncensored-api/src/{generated,limits}.rs from openapi.yaml
                        (--check: fail with a diff if the committed file is out of date)
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
@@ -34,6 +36,8 @@ commands:
   bench shared         only the shared-batch rows (workers on PostgreSQL, journal cost, SDK CPU)
   conformance          run schemathesis against the emulator (part of `test`)
   prism-check          run the SDK through Prism's validating proxy (part of `test`)
+  scratch-spec         raise limits in a scratch copy of openapi.yaml, regenerate, check that the
+                       SDK and the emulator follow (part of `test`)
   test                 run every check: spec, generated code, fmt, clippy, docs, tests, conformance
 ";
 
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         ["bench", "shared"] => bench_shared::run(&root),
         ["conformance"] => conformance::run(&root, &mut cargo(&[])),
         ["prism-check"] => prism_check::run(&root, || cargo(&[])),
+        ["scratch-spec"] => scratch_spec::run(&root, cargo),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
@@ -128,6 +133,8 @@ fn test(root: &Path) -> Result<()> {
     lint_spec(root)?;
     section("generated code matches openapi.yaml");
     codegen::run(root, true)?;
+    section("a limit changed in a scratch copy of openapi.yaml reaches the SDK and the emulator");
+    scratch_spec::run(root, cargo)?;
 
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");

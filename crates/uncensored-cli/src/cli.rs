@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use uncensored::Side;
+use uncensored::api::limits::generate_image_request as spec;
 use uncensored_deliver::journal::JournalLocation;
 
 use crate::limits::{GivenToken, ServerFlags, given_token};
@@ -162,14 +164,14 @@ pub struct Output {
 /// The request fields.
 #[derive(Debug, Clone, Args)]
 pub struct RequestFields {
-    /// The model [default: model-dev].
-    #[arg(long)]
+    /// The model [default: from openapi.yaml].
+    #[arg(long, help = model_help())]
     pub model: Option<String>,
-    /// Width in pixels: 256 to 2048, a multiple of 8 [default: 1024].
-    #[arg(long, value_parser = side)]
+    /// Width in pixels [limits and default: from openapi.yaml].
+    #[arg(long, value_parser = width, help = side_help("Width", Side::Width))]
     pub width: Option<u32>,
-    /// Height in pixels: 256 to 2048, a multiple of 8 [default: 1024].
-    #[arg(long, value_parser = side)]
+    /// Height in pixels [limits and default: from openapi.yaml].
+    #[arg(long, value_parser = height, help = side_help("Height", Side::Height))]
     pub height: Option<u32>,
     /// Resolution hint for variable-pricing models (1k, 2k, 4k, 8k).
     #[arg(long)]
@@ -185,7 +187,8 @@ pub struct RequestFields {
 /// `generate`.
 #[derive(Debug, Args)]
 pub struct Generate {
-    /// The prompt (1 to 2,000 characters).
+    /// The prompt [length: from openapi.yaml].
+    #[arg(help = prompt_help())]
     pub prompt: String,
     #[command(flatten)]
     pub fields: RequestFields,
@@ -280,14 +283,60 @@ pub enum BatchAction {
     },
 }
 
-fn side(text: &str) -> Result<u32, String> {
+fn width(text: &str) -> Result<u32, String> {
+    side(text, Side::Width)
+}
+
+fn height(text: &str) -> Result<u32, String> {
+    side(text, Side::Height)
+}
+
+fn side(text: &str, side: Side) -> Result<u32, String> {
     let value: u32 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number"))?;
     // The SDK owns the rule; the flag names itself, so drop the API's field name.
-    uncensored::validate_side("side", value)
+    uncensored::validate_side(side, value)
         .map(|()| value)
         .map_err(|e| e.problem)
+}
+
+/// `--width`/`--height`'s help, with the spec's limits and default.
+fn side_help(name: &str, side: Side) -> String {
+    format!(
+        "{name} in pixels: {} to {}, a multiple of {} [default: {}]",
+        side.minimum(),
+        side.maximum(),
+        side.multiple_of(),
+        side.default_pixels()
+    )
+}
+
+/// `--model`'s help, with the spec's default.
+fn model_help() -> String {
+    format!("The model [default: {}]", spec::MODEL_DEFAULT)
+}
+
+/// The prompt's help, with the spec's length limits.
+fn prompt_help() -> String {
+    format!(
+        "The prompt ({} to {} characters)",
+        grouped(spec::PROMPT_MIN_LENGTH),
+        grouped(spec::PROMPT_MAX_LENGTH)
+    )
+}
+
+/// `2000` as `2,000`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 fn setting(text: &str) -> Result<(String, serde_json::Value), String> {

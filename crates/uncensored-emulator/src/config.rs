@@ -189,7 +189,7 @@ impl Default for Config {
                 },
                 flex,
             ],
-            default_model: "model-dev".into(),
+            default_model: uncensored_api::limits::generate_image_request::MODEL_DEFAULT.into(),
             faults: Faults::default(),
             webhooks: WebhookConfig::default(),
         }

@@ -77,10 +77,10 @@ impl RequestArgs {
             request = request.model(model);
         }
         if let Some(width) = self.image_width {
-            request = request.width(side("image_width", width)?);
+            request = request.width(side(uncensored::Side::Width, width)?);
         }
         if let Some(height) = self.image_height {
-            request = request.height(side("image_height", height)?);
+            request = request.height(side(uncensored::Side::Height, height)?);
         }
         if let Some(resolution) = self.resolution {
             request = request.resolution(resolution);
@@ -98,8 +98,8 @@ impl RequestArgs {
 
 /// A side given as any integer: one that does not fit is refused by the
 /// SDK's own rule, with the field's name.
-fn side(field: &'static str, value: i64) -> Result<u32, ToolFailure> {
-    let side = u32::try_from(value).unwrap_or(0);
-    uncensored::validate_side(field, side)?;
-    Ok(side)
+fn side(side: uncensored::Side, value: i64) -> Result<u32, ToolFailure> {
+    let pixels = u32::try_from(value).unwrap_or(0);
+    uncensored::validate_side(side, pixels)?;
+    Ok(pixels)
 }

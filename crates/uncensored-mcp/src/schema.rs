@@ -1,5 +1,5 @@
-//! The tools' JSON Schemas. The request's fields and constraints (prompt 1 to
-//! 2,000 characters, sides 256 to 2,048 and multiples of 8, ...) come from the
+//! The tools' JSON Schemas. The request's fields and constraints (the
+//! prompt's length, the sides' range and step, ...) come from the
 //! schema the generated `uncensored_api::types::GenerateImageRequest` derives
 //! from `openapi.yaml`: nothing here restates them. Every output schema
 //! also describes the tool's error result, from [`ToolFailure`]'s own schema.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use uncensored::Client;
+use uncensored_api::limits::generate_image_request as spec;
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::SqliteJournal;
 use uncensored_deliver::storage::StorageUrl;
@@ -27,7 +28,11 @@ fn tool_list() {
     let number = |key: &str| width[key].as_f64();
     assert_eq!(
         (number("minimum"), number("maximum"), number("multipleOf")),
-        (Some(256.0), Some(2048.0), Some(8.0)),
+        (
+            Some(f64::from(spec::IMAGE_WIDTH_MINIMUM)),
+            Some(f64::from(spec::IMAGE_WIDTH_MAXIMUM)),
+            Some(f64::from(spec::IMAGE_WIDTH_MULTIPLE_OF))
+        ),
         "the API's side constraints reach the schema"
     );
     insta::assert_json_snapshot!(tools);

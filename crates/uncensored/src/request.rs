@@ -1,39 +1,110 @@
 //! A generation request, checked against every documented constraint before
 //! anything is sent.
 
+use std::sync::LazyLock;
+
 use serde_json::{Map, Value};
+use uncensored_api::limits::{generate_image_request as spec, idempotency_key};
 use uncensored_api::types;
 
 use crate::error::ValidationError;
 
-/// Smallest and largest image side, in pixels.
-pub const SIDE_RANGE: std::ops::RangeInclusive<u32> = 256..=2048;
-/// Checks one image side (`image_width` or `image_height`): 256 to 2048
-/// pixels, a multiple of 8.
+/// An image side, with the limits openapi.yaml gives it (through the
+/// generated [`uncensored_api::limits`]).
 ///
 /// ```
-/// assert!(uncensored::validate_side("image_width", 1024).is_ok());
-/// assert!(uncensored::validate_side("image_width", 1001).is_err());
+/// use uncensored::Side;
+///
+/// assert_eq!(Side::Width.field(), "image_width");
+/// assert!(Side::Width.validate(1024).is_ok());
+/// assert!(Side::Width.validate(1001).is_err());
+/// assert!(Side::Height.validate(Side::Height.maximum() + Side::Height.multiple_of()).is_err());
 /// ```
-pub fn validate_side(field: &'static str, side: u32) -> Result<(), ValidationError> {
-    if SIDE_RANGE.contains(&side) && side.is_multiple_of(8) {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            field,
-            format!(
-                "is {side}; it must be {} to {} and a multiple of 8",
-                SIDE_RANGE.start(),
-                SIDE_RANGE.end()
-            ),
-        ))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `image_width`.
+    Width,
+    /// `image_height`.
+    Height,
+}
+
+impl Side {
+    /// The request field: `image_width` or `image_height`.
+    pub const fn field(self) -> &'static str {
+        match self {
+            Side::Width => "image_width",
+            Side::Height => "image_height",
+        }
+    }
+
+    /// The smallest side allowed, in pixels.
+    pub const fn minimum(self) -> u32 {
+        match self {
+            Side::Width => spec::IMAGE_WIDTH_MINIMUM,
+            Side::Height => spec::IMAGE_HEIGHT_MINIMUM,
+        }
+    }
+
+    /// The largest side allowed, in pixels.
+    pub const fn maximum(self) -> u32 {
+        match self {
+            Side::Width => spec::IMAGE_WIDTH_MAXIMUM,
+            Side::Height => spec::IMAGE_HEIGHT_MAXIMUM,
+        }
+    }
+
+    /// The side must be a multiple of this.
+    pub const fn multiple_of(self) -> u32 {
+        match self {
+            Side::Width => spec::IMAGE_WIDTH_MULTIPLE_OF,
+            Side::Height => spec::IMAGE_HEIGHT_MULTIPLE_OF,
+        }
+    }
+
+    /// The API's default for this side, in pixels.
+    pub const fn default_pixels(self) -> u32 {
+        match self {
+            Side::Width => spec::IMAGE_WIDTH_DEFAULT,
+            Side::Height => spec::IMAGE_HEIGHT_DEFAULT,
+        }
+    }
+
+    /// The rule in words, such as `256 to 2048 and a multiple of 8`.
+    pub fn rule(self) -> String {
+        format!(
+            "{} to {} and a multiple of {}",
+            self.minimum(),
+            self.maximum(),
+            self.multiple_of()
+        )
+    }
+
+    /// Checks `pixels` against this side's limits.
+    pub fn validate(self, pixels: u32) -> Result<(), ValidationError> {
+        if (self.minimum()..=self.maximum()).contains(&pixels)
+            && pixels.is_multiple_of(self.multiple_of())
+        {
+            Ok(())
+        } else {
+            Err(ValidationError::new(
+                self.field(),
+                format!("is {pixels}; it must be {}", self.rule()),
+            ))
+        }
     }
 }
 
-/// The API's default image side, in pixels.
-pub const DEFAULT_SIDE: u32 = 1024;
-/// Longest prompt, in characters.
-pub const MAX_PROMPT_CHARS: usize = 2000;
+/// Checks one image side: [`Side::validate`].
+///
+/// ```
+/// use uncensored::Side;
+///
+/// assert!(uncensored::validate_side(Side::Width, 1024).is_ok());
+/// assert!(uncensored::validate_side(Side::Width, 1001).is_err());
+/// ```
+pub fn validate_side(side: Side, pixels: u32) -> Result<(), ValidationError> {
+    side.validate(pixels)
+}
 
 /// What to generate. Setters never fail; [`GenerateRequest::validate`] (called
 /// by the client before any network I/O) reports the first broken constraint.
@@ -63,7 +134,8 @@ pub struct GenerateRequest {
 }
 
 impl GenerateRequest {
-    /// A request for `prompt` with the API's defaults (model `model-dev`, 1024×1024).
+    /// A request for `prompt` with the API's defaults (model and size: see
+    /// [`uncensored_api::limits::generate_image_request`]).
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
             prompt: prompt.into(),
@@ -78,13 +150,13 @@ impl GenerateRequest {
         }
     }
 
-    /// The model (default `model-dev`).
+    /// The model (default [`uncensored_api::limits::generate_image_request::MODEL_DEFAULT`]).
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
         self
     }
 
-    /// Width and height in pixels: 256 to 2,048, multiples of 8 (default 1024×1024).
+    /// Width and height in pixels, within the limits of [`Side`].
     pub fn size(mut self, width: u32, height: u32) -> Self {
         self.width = Some(width);
         self.height = Some(height);
@@ -129,8 +201,8 @@ impl GenerateRequest {
         self
     }
 
-    /// Your own Idempotency-Key (1 to 255 characters from letters, digits and
-    /// `_ - . / :`). Without one, the client makes a random key per request.
+    /// Your own Idempotency-Key (it must match
+    /// [`uncensored_api::limits::idempotency_key::PATTERN`]). Without one, the client makes a random key per request.
     /// Reuse a key only to repeat the same request: the API refuses it with a
     /// different body.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
@@ -149,11 +221,11 @@ impl GenerateRequest {
     }
 
     /// The image size this request asks for: the given one, or the API's
-    /// default of 1024×1024.
+    /// default ([`Side::default_pixels`]).
     pub fn dimensions(&self) -> (u32, u32) {
         (
-            self.width.unwrap_or(DEFAULT_SIDE),
-            self.height.unwrap_or(DEFAULT_SIDE),
+            self.width.unwrap_or(Side::Width.default_pixels()),
+            self.height.unwrap_or(Side::Height.default_pixels()),
         )
     }
 
@@ -170,27 +242,48 @@ impl GenerateRequest {
     /// Checks every documented constraint, naming the first field that breaks one.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let chars = self.prompt.chars().count();
-        if chars == 0 {
+        if chars == 0 && spec::PROMPT_MIN_LENGTH > 0 {
             return Err(ValidationError::new("prompt", "must not be empty"));
         }
-        if chars > MAX_PROMPT_CHARS {
+        if chars < spec::PROMPT_MIN_LENGTH {
             return Err(ValidationError::new(
                 "prompt",
-                format!("is {chars} characters; at most {MAX_PROMPT_CHARS} are allowed"),
+                format!(
+                    "is {chars} characters; at least {} are required",
+                    spec::PROMPT_MIN_LENGTH
+                ),
             ));
         }
-        for (field, value) in [("image_width", self.width), ("image_height", self.height)] {
-            if let Some(side) = value {
-                validate_side(field, side)?;
+        if chars > spec::PROMPT_MAX_LENGTH {
+            return Err(ValidationError::new(
+                "prompt",
+                format!(
+                    "is {chars} characters; at most {} are allowed",
+                    spec::PROMPT_MAX_LENGTH
+                ),
+            ));
+        }
+        for (side, value) in [(Side::Width, self.width), (Side::Height, self.height)] {
+            if let Some(pixels) = value {
+                side.validate(pixels)?;
             }
         }
-        for (field, value) in [
-            ("model", &self.model),
-            ("resolution", &self.resolution),
-            ("quality", &self.quality),
+        // Blank counts as empty: a name of spaces is no more a model than "".
+        for (field, value, min) in [
+            ("model", &self.model, spec::MODEL_MIN_LENGTH),
+            ("resolution", &self.resolution, spec::RESOLUTION_MIN_LENGTH),
+            ("quality", &self.quality, spec::QUALITY_MIN_LENGTH),
         ] {
-            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(ValidationError::new(field, "must not be empty"));
+            if let Some(value) = value.as_deref() {
+                if min > 0 && value.trim().is_empty() {
+                    return Err(ValidationError::new(field, "must not be empty"));
+                }
+                if value.chars().count() < min {
+                    return Err(ValidationError::new(
+                        field,
+                        format!("must be at least {min} characters"),
+                    ));
+                }
             }
         }
         if let Some(url) = &self.callback_url {
@@ -244,8 +337,17 @@ impl GenerateRequest {
 
 fn validate_callback_url(text: &str) -> Result<(), ValidationError> {
     let problem = |p: &str| Err(ValidationError::new("callback_url", p.to_string()));
-    if text.len() > 2048 {
-        return problem("is longer than 2048 characters");
+    if text.chars().count() > spec::CALLBACK_URL_MAX_LENGTH {
+        return problem(&format!(
+            "is longer than {} characters",
+            spec::CALLBACK_URL_MAX_LENGTH
+        ));
+    }
+    if !matches(&CALLBACK_URL_PATTERN, text) {
+        return problem(&format!(
+            "must be an absolute http(s) URL (matching {})",
+            spec::CALLBACK_URL_PATTERN
+        ));
     }
     let Ok(url) = url::Url::parse(text) else {
         return problem("is not an absolute URL");
@@ -266,22 +368,48 @@ fn validate_callback_url(text: &str) -> Result<(), ValidationError> {
     }
 }
 
-/// Checks the documented Idempotency-Key rules.
+/// The spec's `callback_url` pattern, compiled once.
+static CALLBACK_URL_PATTERN: LazyLock<Option<regress::Regex>> =
+    LazyLock::new(|| regress::Regex::new(spec::CALLBACK_URL_PATTERN).ok());
+/// The spec's Idempotency-Key pattern, compiled once.
+static IDEMPOTENCY_KEY_PATTERN: LazyLock<Option<regress::Regex>> =
+    LazyLock::new(|| regress::Regex::new(idempotency_key::PATTERN).ok());
+
+/// Whether `text` matches a pattern of the spec (ECMAScript syntax, unanchored
+/// unless the pattern says so, as JSON Schema has it). A pattern that does
+/// not compile matches nothing: the generated client refuses it too.
+fn matches(pattern: &LazyLock<Option<regress::Regex>>, text: &str) -> bool {
+    pattern
+        .as_ref()
+        .is_some_and(|regex| regex.find(text).is_some())
+}
+
+/// Checks the documented Idempotency-Key rules: the length and the pattern
+/// of [`uncensored_api::limits::idempotency_key`].
 pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
-    if !(1..=255).contains(&key.len()) {
+    let (min, max) = (idempotency_key::MIN_LENGTH, idempotency_key::MAX_LENGTH);
+    let length = key.chars().count();
+    if !(min..=max).contains(&length) {
         return Err(ValidationError::new(
             "Idempotency-Key",
-            format!("is {} characters; 1 to 255 are allowed", key.len()),
+            format!("is {length} characters; {min} to {max} are allowed"),
         ));
     }
-    if let Some(bad) = key
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-./:".contains(*c)))
-    {
-        return Err(ValidationError::new(
-            "Idempotency-Key",
-            format!("contains {bad:?}; only letters, digits and _ - . / : are allowed"),
-        ));
+    if !matches(&IDEMPOTENCY_KEY_PATTERN, key) {
+        // Name the first character the pattern does not take, where one alone
+        // tells (the pattern is a character class with a length).
+        let bad = key.chars().find(|c| {
+            let one = c.to_string();
+            !matches(&IDEMPOTENCY_KEY_PATTERN, &one.repeat(min.max(1)))
+        });
+        let problem = match bad {
+            Some(bad) => format!(
+                "contains {bad:?}; it must match {}",
+                idempotency_key::PATTERN
+            ),
+            None => format!("must match {}", idempotency_key::PATTERN),
+        };
+        return Err(ValidationError::new("Idempotency-Key", problem));
     }
     Ok(())
 }
@@ -297,13 +425,21 @@ mod tests {
     #[test]
     fn every_constraint_names_its_field() {
         assert_eq!(field(GenerateRequest::new("")), "prompt");
-        assert_eq!(field(GenerateRequest::new("é".repeat(2001))), "prompt");
+        let max = spec::PROMPT_MAX_LENGTH;
+        assert_eq!(field(GenerateRequest::new("é".repeat(max + 1))), "prompt");
         assert!(
-            GenerateRequest::new("é".repeat(2000)).validate().is_ok(),
+            GenerateRequest::new("é".repeat(max)).validate().is_ok(),
             "characters, not bytes"
         );
-        assert_eq!(field(GenerateRequest::new("p").width(255)), "image_width");
-        assert_eq!(field(GenerateRequest::new("p").width(2056)), "image_width");
+        let (low, high) = (Side::Width.minimum(), Side::Width.maximum());
+        assert_eq!(
+            field(GenerateRequest::new("p").width(low - 1)),
+            "image_width"
+        );
+        assert_eq!(
+            field(GenerateRequest::new("p").width(high + Side::Width.multiple_of())),
+            "image_width"
+        );
         assert_eq!(
             field(GenerateRequest::new("p").height(1001)),
             "image_height"
@@ -331,14 +467,50 @@ mod tests {
             "Idempotency-Key"
         );
         assert_eq!(
-            field(GenerateRequest::new("p").idempotency_key("k".repeat(256))),
+            field(
+                GenerateRequest::new("p")
+                    .idempotency_key("k".repeat(idempotency_key::MAX_LENGTH + 1))
+            ),
             "Idempotency-Key"
         );
         let fine = GenerateRequest::new("p")
-            .size(256, 2048)
+            .size(Side::Width.minimum(), Side::Height.maximum())
             .callback_url("http://127.0.0.1:9/cb")
             .idempotency_key("batch-1:line/7.v2_x");
         fine.validate().unwrap();
         fine.to_api().unwrap();
+    }
+
+    #[test]
+    fn messages_state_the_spec_range() {
+        let error = GenerateRequest::new("p")
+            .width(1001)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            error.problem,
+            format!(
+                "is 1001; it must be {} to {} and a multiple of {}",
+                spec::IMAGE_WIDTH_MINIMUM,
+                spec::IMAGE_WIDTH_MAXIMUM,
+                spec::IMAGE_WIDTH_MULTIPLE_OF
+            )
+        );
+        let error = validate_idempotency_key("a b").unwrap_err();
+        assert!(
+            error.problem.starts_with("contains ' '"),
+            "{}",
+            error.problem
+        );
+        assert!(error.problem.contains(idempotency_key::PATTERN));
+        let long = "x".repeat(spec::PROMPT_MAX_LENGTH + 1);
+        let error = GenerateRequest::new(long).validate().unwrap_err();
+        assert!(
+            error
+                .problem
+                .ends_with(&format!("{} are allowed", spec::PROMPT_MAX_LENGTH)),
+            "{}",
+            error.problem
+        );
     }
 }

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use uncensored_api::limits::idempotency_key;
 
 use super::middleware::{Account, has_scope};
 use super::validation::validate;
@@ -31,7 +32,12 @@ pub async fn generate_image(
             None => {
                 return ApiError::invalid(
                     Some("Idempotency-Key"),
-                    "Idempotency-Key must be 1 to 255 characters from letters, digits and _ - . / :",
+                    format!(
+                        "Idempotency-Key must be {} to {} characters matching {}",
+                        idempotency_key::MIN_LENGTH,
+                        idempotency_key::MAX_LENGTH,
+                        idempotency_key::PATTERN
+                    ),
                 )
                 .into_response();
             }
@@ -65,12 +71,18 @@ pub async fn generate_image(
     }
 }
 
-/// Whether `key` follows the documented Idempotency-Key rules.
+/// The spec's Idempotency-Key pattern, compiled once (`None` if it does not
+/// compile: then no key is valid, as the generated client has it).
+static IDEMPOTENCY_KEY_PATTERN: std::sync::LazyLock<Option<regress::Regex>> =
+    std::sync::LazyLock::new(|| regress::Regex::new(idempotency_key::PATTERN).ok());
+
+/// Whether `key` follows the Idempotency-Key rules of openapi.yaml: its
+/// `minLength`, `maxLength` and `pattern`.
 fn valid_idempotency_key(key: &str) -> bool {
-    (1..=255).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':'))
+    (idempotency_key::MIN_LENGTH..=idempotency_key::MAX_LENGTH).contains(&key.chars().count())
+        && IDEMPOTENCY_KEY_PATTERN
+            .as_ref()
+            .is_some_and(|pattern| pattern.find(key).is_some())
 }
 
 /// Processes a generation in a task of its own, as the service does: a client

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
 
+use uncensored_api::limits::generate_image_request as spec;
+
 use crate::config::ModelConfig;
 use crate::error::ApiError;
 use crate::state::Shared;
@@ -51,10 +53,6 @@ const FIELDS: &[&str] = &[
     "additional_settings",
 ];
 
-/// `prompt`'s `maxLength`, in characters.
-const PROMPT_MAX: usize = 2000;
-/// `callback_url`'s `maxLength`, in characters.
-const CALLBACK_URL_MAX: usize = 2048;
 /// Emulator-only: the largest `additional_settings.emulator_image_bytes` honoured.
 const IMAGE_BYTES_MAX: u64 = 1 << 30;
 
@@ -96,31 +94,52 @@ pub fn validate<'a>(
     let prompt = string(&fields, "prompt")?
         .ok_or_else(|| ApiError::invalid(Some("prompt"), "prompt is required"))?;
     let length = prompt.chars().count();
-    if !(1..=PROMPT_MAX).contains(&length) {
+    let (min, max) = (spec::PROMPT_MIN_LENGTH, spec::PROMPT_MAX_LENGTH);
+    if !(min..=max).contains(&length) {
         return Err(ApiError::invalid(
             Some("prompt"),
-            format!("prompt must be 1 to {PROMPT_MAX} characters, not {length}"),
+            format!("prompt must be {min} to {max} characters, not {length}"),
         ));
     }
-    let model_name = non_empty(&fields, "model")?.unwrap_or(&state.config.default_model);
+    let model_name = min_length(&fields, "model", spec::MODEL_MIN_LENGTH)?
+        .unwrap_or(&state.config.default_model);
     let model = state
         .model(model_name)
         .ok_or_else(|| ApiError::invalid(Some("model"), format!("Unknown model: {model_name}")))?;
-    let width = dimension(&fields, "image_width")?;
-    let height = dimension(&fields, "image_height")?;
+    let width = dimension(
+        &fields,
+        "image_width",
+        Side {
+            minimum: spec::IMAGE_WIDTH_MINIMUM,
+            maximum: spec::IMAGE_WIDTH_MAXIMUM,
+            multiple_of: spec::IMAGE_WIDTH_MULTIPLE_OF,
+            default: spec::IMAGE_WIDTH_DEFAULT,
+        },
+    )?;
+    let height = dimension(
+        &fields,
+        "image_height",
+        Side {
+            minimum: spec::IMAGE_HEIGHT_MINIMUM,
+            maximum: spec::IMAGE_HEIGHT_MAXIMUM,
+            multiple_of: spec::IMAGE_HEIGHT_MULTIPLE_OF,
+            default: spec::IMAGE_HEIGHT_DEFAULT,
+        },
+    )?;
     let callback_url = match string(&fields, "callback_url")? {
         None => None,
         Some(text) => Some(callback_url(text).ok_or_else(|| {
             ApiError::invalid(
                 Some("callback_url"),
                 format!(
-                    "callback_url must be an absolute http(s) URL of at most {CALLBACK_URL_MAX} characters"
+                    "callback_url must be an absolute http(s) URL of at most {} characters",
+                    spec::CALLBACK_URL_MAX_LENGTH
                 ),
             )
         })?),
     };
-    let resolution = non_empty(&fields, "resolution")?;
-    let quality = non_empty(&fields, "quality")?;
+    let resolution = min_length(&fields, "resolution", spec::RESOLUTION_MIN_LENGTH)?;
+    let quality = min_length(&fields, "quality", spec::QUALITY_MIN_LENGTH)?;
     let price = model.price
         * multiplier(model, "resolution", resolution, &model.resolutions)?
         * multiplier(model, "quality", quality, &model.qualities)?;
@@ -175,23 +194,40 @@ fn string<'f>(fields: &'f Map<String, Value>, name: &str) -> Result<Option<&'f s
     }
 }
 
-/// The string field `name`, if present, which must not be empty (`minLength: 1`).
-fn non_empty<'f>(fields: &'f Map<String, Value>, name: &str) -> Result<Option<&'f str>, ApiError> {
+/// The string field `name`, if present, of at least `min` characters (its `minLength`).
+fn min_length<'f>(
+    fields: &'f Map<String, Value>,
+    name: &str,
+    min: usize,
+) -> Result<Option<&'f str>, ApiError> {
     match string(fields, name)? {
-        Some("") => Err(ApiError::invalid(
+        Some("") if min > 0 => Err(ApiError::invalid(
             Some(name),
             format!("{name} must not be empty"),
+        )),
+        Some(text) if text.chars().count() < min => Err(ApiError::invalid(
+            Some(name),
+            format!("{name} must be at least {min} characters"),
         )),
         other => Ok(other),
     }
 }
 
-/// `image_width` or `image_height`: an integer from 256 to 2048, a multiple
-/// of 8, 1024 when absent. An integer is a JSON number without a fraction or
-/// exponent (`type: integer` in the JSON Schema of OpenAPI 3.0): not `1024.0`.
-fn dimension(fields: &Map<String, Value>, name: &str) -> Result<u32, ApiError> {
+/// The spec's limits of one image side.
+struct Side {
+    minimum: u32,
+    maximum: u32,
+    multiple_of: u32,
+    default: u32,
+}
+
+/// `image_width` or `image_height`: an integer within `side`'s `minimum`,
+/// `maximum` and `multipleOf`, its `default` when absent. An integer is a
+/// JSON number without a fraction or exponent (`type: integer` in the JSON
+/// Schema of OpenAPI 3.0): not `1024.0`.
+fn dimension(fields: &Map<String, Value>, name: &str, side: Side) -> Result<u32, ApiError> {
     let Some(value) = fields.get(name) else {
-        return Ok(1024);
+        return Ok(side.default);
     };
     if !(value.is_i64() || value.is_u64()) {
         return Err(ApiError::invalid(
@@ -199,26 +235,43 @@ fn dimension(fields: &Map<String, Value>, name: &str) -> Result<u32, ApiError> {
             format!("{name} must be an integer"),
         ));
     }
-    match value.as_u64() {
-        Some(n) if (256..=2048).contains(&n) && n % 8 == 0 => Ok(n as u32),
+    match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+        Some(n)
+            if (side.minimum..=side.maximum).contains(&n) && n.is_multiple_of(side.multiple_of) =>
+        {
+            Ok(n)
+        }
         _ => Err(ApiError::invalid(
             Some(name),
-            format!("{name} must be 256 to 2048 and a multiple of 8"),
+            format!(
+                "{name} must be {} to {} and a multiple of {}",
+                side.minimum, side.maximum, side.multiple_of
+            ),
         )),
     }
 }
 
-/// `callback_url` as openapi.yaml has it: at most 2048 characters, matching
-/// `^https?://[^/?#]+` (a lower-case scheme and a non-empty authority), and a
-/// URI (RFC 3986), which also has a host to send to. `url::Url::parse` alone
-/// is more forgiving (it takes `HTTP:`, `http:host`, spaces, backslashes).
+/// The spec's `callback_url` pattern, compiled once (`None` if it does not
+/// compile: then nothing matches, as the generated client refuses everything).
+static CALLBACK_URL_PATTERN: std::sync::LazyLock<Option<regress::Regex>> =
+    std::sync::LazyLock::new(|| regress::Regex::new(spec::CALLBACK_URL_PATTERN).ok());
+
+/// `callback_url` as openapi.yaml has it: at most its `maxLength` characters,
+/// matching its `pattern` (today a lower-case `http`/`https` scheme and a
+/// non-empty authority), and a URI (RFC 3986), which also has a host to send
+/// to. `url::Url::parse` alone is more forgiving (it takes `HTTP:`,
+/// `http:host`, spaces, backslashes).
 fn callback_url(text: &str) -> Option<url::Url> {
-    if text.chars().count() > CALLBACK_URL_MAX {
+    if text.chars().count() > spec::CALLBACK_URL_MAX_LENGTH {
         return None;
     }
-    let rest = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"))?;
+    if !CALLBACK_URL_PATTERN
+        .as_ref()
+        .is_some_and(|pattern| pattern.find(text).is_some())
+    {
+        return None;
+    }
+    let rest = text.split_once("://")?.1;
     let (authority, after) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     if !uri_characters(text) || !authority_syntax(authority) || after.contains(['[', ']']) {
         return None;
@@ -351,8 +404,9 @@ mod tests {
         ] {
             assert_eq!(callback_url(text).is_some(), ok, "{text}");
         }
-        let long = format!("http://example.com/{}", "a".repeat(CALLBACK_URL_MAX));
+        let max = spec::CALLBACK_URL_MAX_LENGTH;
+        let long = format!("http://example.com/{}", "a".repeat(max));
         assert!(callback_url(&long).is_none());
-        assert!(callback_url(&long[..CALLBACK_URL_MAX]).is_some());
+        assert!(callback_url(&long[..max]).is_some());
     }
 }
