@@ -235,6 +235,7 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
         }
         println!("{GENERATED} matches openapi.yaml");
     } else {
+        crate::api_release::print_since_head(root, &spec);
         std::fs::write(&target, fresh)
             .with_context(|| format!("cannot write {}", target.display()))?;
         println!("wrote {GENERATED}");

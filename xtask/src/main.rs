@@ -4,8 +4,13 @@
 //!   or fail with a diff when the committed code has drifted from it.
 //! - `lint-spec`: validate openapi.yaml with an independent validator and
 //!   against the code generator's rules.
+//! - `release`: record openapi.yaml as the API of the current version of
+//!   uncensored-api (the baseline `test` checks the version bump against).
+//! - `release-check`: cargo-semver-checks on uncensored-api against its release.
 //! - `test`: every check CI runs, in order. This is THE test command.
 
+mod api_diff;
+mod api_release;
 mod bench;
 mod bench_gallery;
 mod bench_shared;
@@ -28,6 +33,9 @@ usage: cargo xtask <command>
 commands:
   generate [--check]   regenerate crates/uncensored-api/src/generated.rs from openapi.yaml
                        (--check: fail with a diff if the committed file is out of date)
+                       (prints the API changes since the committed openapi.yaml)
+  release              record openapi.yaml as the API of uncensored-api's current version
+  release-check        cargo-semver-checks: uncensored-api's Rust API against its release
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
   bench gallery        only the gallery's first paint (headless Chromium); writes its section
@@ -69,6 +77,8 @@ fn main() -> ExitCode {
         ["generate"] => codegen::run(&root, false),
         ["generate", "--check"] => codegen::run(&root, true),
         ["lint-spec"] => lint_spec(&root),
+        ["release"] => api_release::release(&root),
+        ["release-check"] => api_release::release_check(&root),
         ["test"] => test(&root),
         ["bench"] => bench::run(&root),
         ["bench", "gallery"] => bench_gallery::run(&root),
@@ -128,6 +138,8 @@ fn test(root: &Path) -> Result<()> {
     lint_spec(root)?;
     section("generated code matches openapi.yaml");
     codegen::run(root, true)?;
+    section("uncensored-api's version carries the bump the API changes need");
+    api_release::check(root)?;
 
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");

@@ -1,0 +1,235 @@
+//! The version of `uncensored-api` against the API changes since its release.
+//!
+//! - `cargo xtask generate` prints what changed since the committed
+//!   openapi.yaml (`git show HEAD:openapi.yaml`; skipped without git).
+//! - `cargo xtask test` compares openapi.yaml with the record of the last
+//!   release, [`RELEASED_SPEC`] and its version in [`RELEASE_STAMP`] (both
+//!   committed, so a shallow clone has them), and fails when the crate's
+//!   version does not carry the bump the changes need.
+//! - `cargo xtask release` writes that record for the current version.
+//! - `cargo xtask release-check` runs cargo-semver-checks on the crate's Rust
+//!   API against the git revision that wrote the record.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use openapiv3::OpenAPI;
+
+use crate::api_diff::{self, Report, Version};
+use crate::codegen;
+
+/// The spec as of the last release, relative to the workspace root.
+pub const RELEASED_SPEC: &str = "crates/uncensored-api/openapi.released.yaml";
+/// The version that spec was released as.
+pub const RELEASE_STAMP: &str = "crates/uncensored-api/release.toml";
+const CRATE_MANIFEST: &str = "crates/uncensored-api/Cargo.toml";
+const HOW_TO_RELEASE: &str = "\
+To release: set the version of uncensored-api (it inherits `[workspace.package] version` of the \
+root Cargo.toml; update the `uncensored-api = { path, version }` line of `[workspace.dependencies]` \
+to match), run `cargo xtask release` to record openapi.yaml as the new baseline, and commit both.";
+
+/// Prints what changed since the committed openapi.yaml, when there is one.
+pub fn print_since_head(root: &Path, spec: &OpenAPI) {
+    let output = Command::new("git")
+        .args(["show", &format!("HEAD:{}", codegen::SPEC)])
+        .current_dir(root)
+        .output();
+    let text = match output {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            println!(
+                "no committed {} to compare with: change report skipped",
+                codegen::SPEC
+            );
+            return;
+        }
+    };
+    match codegen::parse_spec(&text) {
+        Ok(committed) => {
+            let report = api_diff::compare(&committed, spec);
+            print!(
+                "API changes since the committed {}: {}",
+                codegen::SPEC,
+                report.render()
+            );
+        }
+        Err(error) => println!(
+            "the committed {} does not parse ({error:#}): change report skipped",
+            codegen::SPEC
+        ),
+    }
+}
+
+/// The version of `uncensored-api`, following `version.workspace = true`,
+/// checked against the `[workspace.dependencies]` line.
+pub fn crate_version(root: &Path) -> Result<Version> {
+    let read = |path: &str| -> Result<toml::Table> {
+        std::fs::read_to_string(root.join(path))
+            .with_context(|| format!("cannot read {path}"))?
+            .parse::<toml::Table>()
+            .with_context(|| format!("{path} is not valid TOML"))
+    };
+    let manifest = read(CRATE_MANIFEST)?;
+    let workspace = read("Cargo.toml")?;
+    let package_version = manifest.get("package").and_then(|p| p.get("version"));
+    let text = match package_version {
+        Some(toml::Value::String(v)) => v.clone(),
+        Some(toml::Value::Table(t)) if t.get("workspace").and_then(toml::Value::as_bool) == Some(true) => workspace
+            .get("workspace")
+            .and_then(|w| w.get("package"))
+            .and_then(|p| p.get("version"))
+            .and_then(toml::Value::as_str)
+            .context("uncensored-api inherits the workspace version, but the root Cargo.toml has no [workspace.package] version")?
+            .to_string(),
+        _ => bail!("{CRATE_MANIFEST} has no usable package.version"),
+    };
+    let version = Version::parse(&text)?;
+    let dependency = workspace
+        .get("workspace")
+        .and_then(|w| w.get("dependencies"))
+        .and_then(|d| d.get("uncensored-api"))
+        .and_then(|d| d.get("version"))
+        .and_then(toml::Value::as_str);
+    if let Some(required) = dependency
+        && Version::parse(required.trim_start_matches(['^', '='])).ok() != Some(version)
+    {
+        bail!(
+            "uncensored-api is {version} but the root Cargo.toml's [workspace.dependencies] asks for {required}: set that line to version = \"{version}\""
+        );
+    }
+    Ok(version)
+}
+
+/// The last release: its version and its spec.
+pub fn released(root: &Path) -> Result<(Version, OpenAPI)> {
+    let stamp: toml::Table = std::fs::read_to_string(root.join(RELEASE_STAMP))
+        .with_context(|| {
+            format!("cannot read {RELEASE_STAMP} (record a release with `cargo xtask release`)")
+        })?
+        .parse()
+        .with_context(|| format!("{RELEASE_STAMP} is not valid TOML"))?;
+    let version = stamp
+        .get("version")
+        .and_then(toml::Value::as_str)
+        .with_context(|| format!("{RELEASE_STAMP} has no version"))?;
+    let version = Version::parse(version)?;
+    let spec = codegen::load_spec(&root.join(RELEASED_SPEC))?;
+    Ok((version, spec))
+}
+
+/// Whether `current` carries the bump that `report` needs since `released`:
+/// the error is the message to print.
+pub fn verdict(
+    released: Version,
+    current: Version,
+    report: &Report,
+) -> std::result::Result<(), String> {
+    let needed = released.required(report.worst());
+    if current < released {
+        return Err(format!(
+            "uncensored-api is {current}, older than its last release {released} ({RELEASE_STAMP})"
+        ));
+    }
+    if current >= needed {
+        return Ok(());
+    }
+    let kind = match report.worst() {
+        Some(api_diff::Impact::Breaking) => "breaking changes need",
+        _ => "compatible changes need",
+    };
+    Err(format!(
+        "uncensored-api is {current}, but openapi.yaml changed since the release {released} \
+         ({RELEASED_SPEC}): its {kind} at least {needed}.\n{}{HOW_TO_RELEASE}",
+        report.render()
+    ))
+}
+
+/// `cargo xtask test`'s step: the version carries the bump the changes need.
+pub fn check(root: &Path) -> Result<()> {
+    let (released_version, released_spec) = released(root)?;
+    let current_spec = codegen::load_spec(&root.join(codegen::SPEC))?;
+    let current = crate_version(root)?;
+    let report = api_diff::compare(&released_spec, &current_spec);
+    match verdict(released_version, current, &report) {
+        Ok(()) => {
+            println!(
+                "uncensored-api {current} (released {released_version}): {}",
+                report.render().trim_end()
+            );
+            Ok(())
+        }
+        Err(message) => bail!(message),
+    }
+}
+
+/// `cargo xtask release`: records openapi.yaml as the spec of the current version.
+pub fn release(root: &Path) -> Result<()> {
+    codegen::run(root, true).context("regenerate the client before releasing")?;
+    let current = crate_version(root)?;
+    if root.join(RELEASE_STAMP).exists() {
+        check(root)?;
+    }
+    let spec = std::fs::read_to_string(root.join(codegen::SPEC))
+        .with_context(|| format!("cannot read {}", codegen::SPEC))?;
+    std::fs::write(root.join(RELEASED_SPEC), spec)
+        .with_context(|| format!("cannot write {RELEASED_SPEC}"))?;
+    std::fs::write(
+        root.join(RELEASE_STAMP),
+        format!(
+            "# Written by `cargo xtask release`: the version of uncensored-api whose API\n\
+             # openapi.released.yaml describes. `cargo xtask test` compares openapi.yaml with it.\n\
+             version = \"{current}\"\n"
+        ),
+    )
+    .with_context(|| format!("cannot write {RELEASE_STAMP}"))?;
+    println!(
+        "recorded openapi.yaml as the API of uncensored-api {current}: commit {RELEASED_SPEC} and {RELEASE_STAMP}"
+    );
+    Ok(())
+}
+
+/// `cargo xtask release-check`: cargo-semver-checks on the crate's Rust API
+/// against the commit that last wrote [`RELEASE_STAMP`] (the release).
+pub fn release_check(root: &Path) -> Result<()> {
+    let git = |args: &[&str]| -> Result<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .context("cannot run git")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
+        bail!(
+            "this clone is shallow: the release commit may be missing (run `git fetch --unshallow`)"
+        );
+    }
+    let rev = git(&["log", "-1", "--format=%H", "--", RELEASE_STAMP])?;
+    if rev.is_empty() {
+        bail!(
+            "no commit wrote {RELEASE_STAMP}: record a release with `cargo xtask release` and commit it"
+        );
+    }
+    let tool = crate::tools::ensure_semver_checks(root)?;
+    println!("cargo-semver-checks: uncensored-api against the release at {rev}");
+    crate::tools::run(
+        Command::new(tool)
+            .args([
+                "semver-checks",
+                "check-release",
+                "--package",
+                "uncensored-api",
+                "--baseline-rev",
+                &rev,
+            ])
+            .current_dir(root),
+    )
+    .context("uncensored-api's Rust API needs a bigger version bump than it has")
+}
