@@ -153,8 +153,12 @@ impl Report {
         for impact in [Impact::Breaking, Impact::Compatible] {
             for c in self.of(impact) {
                 out.push_str(&format!(
-                    "  {impact:<10}  {}: {} (wire: {}, Rust: {})\n",
-                    c.place, c.what, c.wire, c.rust
+                    "  {:<10}  {}: {} (wire: {}, Rust: {})\n",
+                    impact.to_string(),
+                    c.place,
+                    c.what,
+                    c.wire,
+                    c.rust
                 ));
             }
         }

@@ -345,3 +345,63 @@ fn the_crate_version_follows_the_workspace_and_must_match_its_dependency_line() 
     // The real workspace parses.
     crate_version(&root()).unwrap();
 }
+
+#[test]
+fn the_release_flow_in_a_scratch_workspace() {
+    use crate::api_release::{RELEASE_STAMP, RELEASED_SPEC, check, release};
+    let manifest = |version: &str| {
+        format!(
+            "[workspace.package]\nversion = \"{version}\"\n[workspace.dependencies]\nuncensored-api = {{ path = \"crates/uncensored-api\", version = \"{version}\" }}\n"
+        )
+    };
+    let dir = scratch(
+        "flow",
+        &manifest("0.1.0"),
+        "[package]\nname = \"uncensored-api\"\nversion.workspace = true\n",
+    );
+    let text = spec_text();
+    let write_spec = |text: &str| {
+        std::fs::write(dir.join(SPEC), text).unwrap();
+        let generated = crate::codegen::render(&parse_spec(text).unwrap()).unwrap();
+        std::fs::create_dir_all(dir.join("crates/uncensored-api/src")).unwrap();
+        std::fs::write(dir.join(crate::codegen::GENERATED), generated).unwrap();
+    };
+    write_spec(&text);
+    // No record yet: the check says how to make one.
+    let error = format!("{:#}", check(&dir).unwrap_err());
+    assert!(error.contains("cargo xtask release"), "{error}");
+    release(&dir).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join(RELEASED_SPEC)).unwrap(),
+        text
+    );
+    assert!(
+        std::fs::read_to_string(dir.join(RELEASE_STAMP))
+            .unwrap()
+            .contains("version = \"0.1.0\"")
+    );
+    check(&dir).unwrap();
+
+    // A breaking edit without a bump fails the check, and release refuses it.
+    write_spec(&remove_operation(&text));
+    let error = format!("{:#}", check(&dir).unwrap_err());
+    assert!(
+        error.contains("operation get_generation_job: removed"),
+        "{error}"
+    );
+    assert!(error.contains("at least 0.2.0"), "{error}");
+    assert!(release(&dir).is_err());
+    std::fs::write(dir.join("Cargo.toml"), manifest("0.1.1")).unwrap();
+    assert!(check(&dir).is_err(), "a patch bump is not enough");
+    std::fs::write(dir.join("Cargo.toml"), manifest("0.2.0")).unwrap();
+    check(&dir).unwrap();
+    release(&dir).unwrap();
+    assert!(
+        std::fs::read_to_string(dir.join(RELEASE_STAMP))
+            .unwrap()
+            .contains("version = \"0.2.0\"")
+    );
+    // Released: the same spec needs no further bump.
+    check(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -29,8 +29,14 @@ To release: set the version of uncensored-api (it inherits `[workspace.package] 
 root Cargo.toml; update the `uncensored-api = { path, version }` line of `[workspace.dependencies]` \
 to match), run `cargo xtask release` to record openapi.yaml as the new baseline, and commit both.";
 
-/// Prints what changed since the committed openapi.yaml, when there is one.
+/// Prints what changed since the committed openapi.yaml (when there is one)
+/// and the version the changes since the recorded release need.
 pub fn print_since_head(root: &Path, spec: &OpenAPI) {
+    print_changes_since_head(root, spec);
+    print_bump(root, spec);
+}
+
+fn print_changes_since_head(root: &Path, spec: &OpenAPI) {
     let output = Command::new("git")
         .args(["show", &format!("HEAD:{}", codegen::SPEC)])
         .current_dir(root)
@@ -59,6 +65,29 @@ pub fn print_since_head(root: &Path, spec: &OpenAPI) {
             codegen::SPEC
         ),
     }
+}
+
+/// Prints the version the changes since the recorded release need.
+fn print_bump(root: &Path, spec: &OpenAPI) {
+    let (Ok((released_version, released_spec)), Ok(current)) =
+        (released(root), crate_version(root))
+    else {
+        println!("no release record ({RELEASE_STAMP}) or no crate version: bump not computed");
+        return;
+    };
+    let report = api_diff::compare(&released_spec, spec);
+    let needed = released_version.required(report.worst());
+    let verdict = if current >= needed {
+        "it has that"
+    } else {
+        "bump it and run `cargo xtask release`, or `cargo xtask test` fails"
+    };
+    println!(
+        "since its release {released_version}, uncensored-api {current} needs version {needed} \
+         ({} breaking, {} compatible change(s)): {verdict}",
+        report.of(api_diff::Impact::Breaking).count(),
+        report.of(api_diff::Impact::Compatible).count(),
+    );
 }
 
 /// The version of `uncensored-api`, following `version.workspace = true`,
