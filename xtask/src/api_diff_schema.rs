@@ -267,6 +267,32 @@ impl<'a> Walker<'a> {
     }
 
     fn schema_body(&mut self, place: &str, dir: Dir, o: &'a Schema, n: &'a Schema, depth: usize) {
+        // typify gives a field with a default a plain `T` filled in by serde
+        // and the builder, one without an `Option<T>`.
+        match (&o.schema_data.default, &n.schema_data.default) {
+            (Some(a), Some(b)) if a != b => self.push_dir(
+                place,
+                dir,
+                format!("default changed from {a} to {b} (the builder fills in another value)"),
+                Compatible,
+                Breaking,
+            ),
+            (Some(a), None) => self.push_dir(
+                place,
+                dir,
+                format!("default {a} removed"),
+                Compatible,
+                Breaking,
+            ),
+            (None, Some(b)) => self.push_dir(
+                place,
+                dir,
+                format!("default {b} added"),
+                Compatible,
+                Breaking,
+            ),
+            _ => {}
+        }
         match (o.schema_data.nullable, n.schema_data.nullable, dir) {
             (false, true, Dir::Request) => self.push_dir(
                 place,

@@ -405,3 +405,18 @@ fn the_release_flow_in_a_scratch_workspace() {
     check(&dir).unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_changed_default_is_compatible_on_the_wire_but_not_in_rust() {
+    let report =
+        report_after(|t| t.replacen("          default: 1024\n", "          default: 512\n", 1));
+    let change = find(
+        &report,
+        "GenerateImageRequest.image_width (request)",
+        "default changed from 1024 to 512",
+    );
+    assert_eq!(
+        (change.wire, change.rust),
+        (Impact::Compatible, Impact::Breaking)
+    );
+}
