@@ -420,3 +420,47 @@ fn a_changed_default_is_compatible_on_the_wire_but_not_in_rust() {
         (Impact::Compatible, Impact::Breaking)
     );
 }
+
+#[test]
+fn a_renamed_or_moved_operation_is_breaking() {
+    let report = report_after(|t| {
+        t.replacen(
+            "operationId: get_generation_job\n",
+            "operationId: read_job\n",
+            1,
+        )
+    });
+    let change = find(
+        &report,
+        "operation get_generation_job",
+        "operationId renamed to read_job",
+    );
+    assert_eq!(
+        (change.wire, change.rust),
+        (Impact::Compatible, Impact::Breaking)
+    );
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| !c.what.starts_with("removed")),
+        "{}",
+        report.render()
+    );
+    let report = report_after(|t| {
+        t.replacen(
+            "  /v1/images/generation/jobs/{job_id}:\n",
+            "  /v2/jobs/{job_id}:\n",
+            1,
+        )
+    });
+    let change = find(
+        &report,
+        "operation get_generation_job",
+        "moved from GET /v1/images/generation/jobs/{job_id} to GET /v2/jobs/{job_id}",
+    );
+    assert_eq!(
+        (change.wire, change.rust),
+        (Impact::Breaking, Impact::Compatible)
+    );
+}
