@@ -19,7 +19,8 @@
 //! - **Request fields**: a new optional field = compatible on the wire but
 //!   breaking in Rust: progenitor's structs have only public fields and are not
 //!   `#[non_exhaustive]`, so a struct literal no longer compiles (Cargo's
-//!   semver rules, and cargo-semver-checks, call that major). A new required
+//!   semver rules call that major, and `cargo xtask release-check` reports it
+//!   as cargo-semver-checks' `constructible_struct_adds_field`). A new required
 //!   field = breaking (the old client does not send it). A removed field =
 //!   breaking: the old client still sends it, and the server refuses it
 //!   (`additionalProperties: false`) or silently drops a setting the caller
