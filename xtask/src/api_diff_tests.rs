@@ -187,6 +187,23 @@ fn a_new_error_status_is_compatible_a_new_success_status_is_not() {
     let change = find(&error, "operation get_generation_job response 402", "added");
     assert_eq!(change.impact(), Impact::Compatible);
     assert_needs(&error, "0.1.1", &["0.1.0"]);
+    let success = report_after(|t| {
+        t.replacen(
+            "                    status: processing\n                    model: model-pro\n                    created_at: \"2026-05-09T10:30:00Z\"\n        \"400\":",
+            "                    status: processing\n                    model: model-pro\n                    created_at: \"2026-05-09T10:30:00Z\"\n        \"203\":\n          description: From a cache.\n          content:\n            application/json:\n              schema:\n                $ref: \"#/components/schemas/GenerationJob\"\n        \"400\":",
+            1,
+        )
+    });
+    let change = find(
+        &success,
+        "operation get_generation_job response 203",
+        "the old client calls it an error",
+    );
+    assert_eq!(
+        (change.wire, change.rust),
+        (Impact::Breaking, Impact::Compatible)
+    );
+    assert_needs(&success, "0.2.0", &["0.1.1"]);
 }
 
 #[test]
