@@ -7,8 +7,9 @@
 //!   committed, so a shallow clone has them), and fails when the crate's
 //!   version does not carry the bump the changes need.
 //! - `cargo xtask release` writes that record for the current version.
-//! - `cargo xtask release-check` runs cargo-semver-checks on the crate's Rust
-//!   API against the git revision that wrote the record.
+//! - `cargo xtask release-check [--from-record]` runs cargo-semver-checks on
+//!   the crate's Rust API against the git revision that wrote the record, or
+//!   against the release rebuilt from the record (see [`release_check`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -218,47 +219,94 @@ pub fn release(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask release-check`: cargo-semver-checks on the crate's Rust API
-/// against the commit that last wrote [`RELEASE_STAMP`] (the release).
-pub fn release_check(root: &Path) -> Result<()> {
-    let git = |args: &[&str]| -> Result<String> {
+/// `cargo xtask release-check [--from-record]`: cargo-semver-checks on the
+/// crate's Rust API against its release. The baseline is the commit that last
+/// wrote [`RELEASE_STAMP`] when the history has it; in a shallow clone, without
+/// git, or with `--from-record`, it is rebuilt from the record instead: the
+/// crate's current sources with generated.rs rendered from [`RELEASED_SPEC`]
+/// and the released version (so only the generated API is compared then).
+pub fn release_check(root: &Path, from_record: bool) -> Result<()> {
+    let git = |args: &[&str]| -> Option<String> {
         let out = Command::new("git")
             .args(args)
             .current_dir(root)
             .output()
-            .context("cannot run git")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
-        bail!(
-            "this clone is shallow: the release commit may be missing (run `git fetch --unshallow`)"
-        );
-    }
-    let rev = git(&["log", "-1", "--format=%H", "--", RELEASE_STAMP])?;
-    if rev.is_empty() {
-        bail!(
-            "no commit wrote {RELEASE_STAMP}: record a release with `cargo xtask release` and commit it"
-        );
-    }
+    let full_history = git(&["rev-parse", "--is-shallow-repository"]).as_deref() == Some("false");
+    let rev = full_history
+        .then(|| git(&["log", "-1", "--format=%H", "--", RELEASE_STAMP]))
+        .flatten()
+        .filter(|rev| !rev.is_empty() && !from_record);
     let tool = crate::tools::ensure_semver_checks(root)?;
-    println!("cargo-semver-checks: uncensored-api against the release at {rev}");
-    crate::tools::run(
-        Command::new(tool)
-            .args([
-                "semver-checks",
-                "check-release",
-                "--package",
-                "uncensored-api",
-                "--baseline-rev",
-                &rev,
-            ])
-            .current_dir(root),
-    )
-    .context("uncensored-api's Rust API needs a bigger version bump than it has")
+    let mut command = Command::new(tool);
+    command
+        .args([
+            "semver-checks",
+            "check-release",
+            "--package",
+            "uncensored-api",
+        ])
+        .current_dir(root);
+    match rev {
+        Some(rev) => {
+            println!("cargo-semver-checks: uncensored-api against the release at {rev}");
+            command.args(["--baseline-rev", &rev]);
+        }
+        None => {
+            let baseline = rebuild_release(root)?;
+            println!(
+                "cargo-semver-checks: uncensored-api against its release rebuilt from {RELEASED_SPEC} \
+                 (no full git history, or --from-record)"
+            );
+            command.arg("--baseline-root").arg(baseline);
+        }
+    }
+    crate::tools::run(&mut command)
+        .context("uncensored-api's Rust API needs a bigger version bump than it has")
+}
+
+/// A workspace under the target folder holding only uncensored-api as
+/// released: its sources with generated.rs from the released spec, and the
+/// released version.
+fn rebuild_release(root: &Path) -> Result<std::path::PathBuf> {
+    let (version, spec) = released(root)?;
+    let dir = crate::tools::target_dir(root).join("semver-baseline");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    let krate = dir.join("crates/uncensored-api");
+    std::fs::create_dir_all(krate.join("src"))?;
+    std::fs::copy(root.join(CRATE_MANIFEST), krate.join("Cargo.toml"))?;
+    for entry in std::fs::read_dir(root.join("crates/uncensored-api/src"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), krate.join("src").join(entry.file_name()))?;
+        }
+    }
+    std::fs::write(dir.join(codegen::GENERATED), codegen::render(&spec)?)?;
+    let mut manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))?.parse()?;
+    let workspace = manifest
+        .get_mut("workspace")
+        .and_then(toml::Value::as_table_mut)
+        .context("the root Cargo.toml has no [workspace]")?;
+    workspace.insert(
+        "members".into(),
+        toml::Value::Array(vec!["crates/uncensored-api".into()]),
+    );
+    workspace.remove("default-members");
+    if let Some(package) = workspace
+        .get_mut("package")
+        .and_then(toml::Value::as_table_mut)
+    {
+        package.insert("version".into(), version.to_string().into());
+    }
+    std::fs::write(dir.join("Cargo.toml"), toml::to_string(&manifest)?)?;
+    if root.join("Cargo.lock").exists() {
+        std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
+    }
+    Ok(dir)
 }

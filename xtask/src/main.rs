@@ -35,7 +35,10 @@ commands:
                        (--check: fail with a diff if the committed file is out of date)
                        (prints the API changes since the committed openapi.yaml)
   release              record openapi.yaml as the API of uncensored-api's current version
-  release-check        cargo-semver-checks: uncensored-api's Rust API against its release
+  release-check [--from-record]
+                       cargo-semver-checks: uncensored-api's Rust API against its release
+                       (--from-record, or a shallow clone: the release rebuilt from
+                       crates/uncensored-api/openapi.released.yaml)
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
   bench gallery        only the gallery's first paint (headless Chromium); writes its section
@@ -78,7 +81,8 @@ fn main() -> ExitCode {
         ["generate", "--check"] => codegen::run(&root, true),
         ["lint-spec"] => lint_spec(&root),
         ["release"] => api_release::release(&root),
-        ["release-check"] => api_release::release_check(&root),
+        ["release-check"] => api_release::release_check(&root, false),
+        ["release-check", "--from-record"] => api_release::release_check(&root, true),
         ["test"] => test(&root),
         ["bench"] => bench::run(&root),
         ["bench", "gallery"] => bench_gallery::run(&root),
