@@ -225,6 +225,9 @@ pub fn diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Option<Stri
 /// `cargo xtask generate [--check]`: the client and the limits module.
 pub fn run(root: &Path, check: bool) -> Result<()> {
     let spec = load_spec(&root.join(SPEC))?;
+    if !check {
+        crate::api_release::print_since_head(root, &spec);
+    }
     let outputs = [
         (GENERATED, render(&spec)?),
         (crate::limits::LIMITS, crate::limits::render(&spec)?),

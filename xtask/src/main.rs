@@ -4,8 +4,13 @@
 //!   openapi.yaml, or fail with a diff when the committed code has drifted from it.
 //! - `lint-spec`: validate openapi.yaml with an independent validator and
 //!   against the code generator's rules.
+//! - `release`: record openapi.yaml as the API of the current version of
+//!   uncensored-api (the baseline `test` checks the version bump against).
+//! - `release-check`: cargo-semver-checks on uncensored-api against its release.
 //! - `test`: every check CI runs, in order. This is THE test command.
 
+mod api_diff;
+mod api_release;
 mod bench;
 mod bench_gallery;
 mod bench_shared;
@@ -30,6 +35,12 @@ usage: cargo xtask <command>
 commands:
   generate [--check]   regenerate crates/uncensored-api/src/{generated,limits}.rs from openapi.yaml
                        (--check: fail with a diff if the committed file is out of date)
+                       (prints the API changes since the committed openapi.yaml)
+  release              record openapi.yaml as the API of uncensored-api's current version
+  release-check [--from-record]
+                       cargo-semver-checks: uncensored-api's Rust API against its release
+                       (--from-record, or a shallow clone: the release rebuilt from
+                       crates/uncensored-api/openapi.released.yaml)
   lint-spec            validate openapi.yaml (openapi-spec-validator, generator rules)
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
   bench gallery        only the gallery's first paint (headless Chromium); writes its section
@@ -73,6 +84,9 @@ fn main() -> ExitCode {
         ["generate"] => codegen::run(&root, false),
         ["generate", "--check"] => codegen::run(&root, true),
         ["lint-spec"] => lint_spec(&root),
+        ["release"] => api_release::release(&root),
+        ["release-check"] => api_release::release_check(&root, false),
+        ["release-check", "--from-record"] => api_release::release_check(&root, true),
         ["test"] => test(&root),
         ["bench"] => bench::run(&root),
         ["bench", "gallery"] => bench_gallery::run(&root),
@@ -135,6 +149,8 @@ fn test(root: &Path) -> Result<()> {
     codegen::run(root, true)?;
     section("a limit changed in a scratch copy of openapi.yaml reaches the SDK and the emulator");
     scratch_spec::run(root, cargo)?;
+    section("uncensored-api's version carries the bump the API changes need");
+    api_release::check(root)?;
 
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");

@@ -219,6 +219,37 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
+/// Pinned cargo-semver-checks (crates.io), for `cargo xtask release-check`.
+pub const SEMVER_CHECKS: &str = "0.51.0";
+
+/// cargo-semver-checks under `.tools/cargo/bin`, installed with `cargo
+/// install --locked` when missing or of another version (a long build: it
+/// is run by `cargo xtask release-check` only).
+pub fn ensure_semver_checks(root: &Path) -> Result<PathBuf> {
+    let install_root = root.join(".tools/cargo");
+    let bin = install_root.join("bin/cargo-semver-checks");
+    let installed = Command::new(&bin)
+        .args(["semver-checks", "--version"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
+    if installed.is_some_and(|v| v.split_whitespace().any(|word| word == SEMVER_CHECKS)) {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing cargo-semver-checks {SEMVER_CHECKS} into .tools/cargo (several minutes)"
+    );
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "--locked", "--root"])
+            .arg(&install_root)
+            .args(["cargo-semver-checks", "--version", SEMVER_CHECKS]),
+    )
+    .context("cannot install cargo-semver-checks from crates.io")?;
+    Ok(bin)
+}
+
 /// Pinned moto, the S3-compatible server the storage tests and benches use (PyPI).
 pub const MOTO: &str = "moto[server]==5.2.5";
 
