@@ -379,9 +379,18 @@ fn the_release_flow_in_a_scratch_workspace() {
     let text = spec_text();
     let write_spec = |text: &str| {
         std::fs::write(dir.join(SPEC), text).unwrap();
-        let generated = crate::codegen::render(&parse_spec(text).unwrap()).unwrap();
+        let spec = parse_spec(text).unwrap();
         std::fs::create_dir_all(dir.join("crates/uncensored-api/src")).unwrap();
-        std::fs::write(dir.join(crate::codegen::GENERATED), generated).unwrap();
+        std::fs::write(
+            dir.join(crate::codegen::GENERATED),
+            crate::codegen::render(&spec).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(crate::limits::LIMITS),
+            crate::limits::render(&spec).unwrap(),
+        )
+        .unwrap();
     };
     write_spec(&text);
     // No record yet: the check says how to make one.
