@@ -73,6 +73,8 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[(
         "email",
         "callbacks",
         "testing",
+        "serve",
+        "thumbnail",
     ],
 )];
 

@@ -265,12 +265,8 @@ fn callback_url(text: &str) -> Option<url::Url> {
     if text.chars().count() > spec::CALLBACK_URL_MAX_LENGTH {
         return None;
     }
-    if !CALLBACK_URL_PATTERN
-        .as_ref()
-        .is_some_and(|pattern| pattern.find(text).is_some())
-    {
-        return None;
-    }
+    let pattern = CALLBACK_URL_PATTERN.as_ref()?;
+    pattern.find(text)?;
     let rest = text.split_once("://")?.1;
     let (authority, after) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     if !uri_characters(text) || !authority_syntax(authority) || after.contains(['[', ']']) {
