@@ -386,6 +386,10 @@ async fn mcp_http_closes_slow_clients_and_answers_real_ones() {
     .await;
     // On loopback no token is asked.
     assert_initialized(&initialize(&server.url, &[]).await);
+    // On loopback the Host check stays: a page whose name resolves to
+    // loopback (DNS rebinding) is refused.
+    let rebound = initialize(&server.url, &[("Host", "rebound.example.com")]).await;
+    assert_eq!(rebound.status, 403, "{}", rebound.text());
     let closed = all_closed(attackers).await;
     assert_eq!(closed.len(), 26);
     for one in &closed {
@@ -457,6 +461,15 @@ async fn mcp_http_on_a_public_address_wants_its_token_printed_once() {
     assert!(!refused.text().contains(&token));
     let right = format!("Bearer {token}");
     assert_initialized(&initialize(&url, &[("Authorization", &right)]).await);
+    // Another machine names the server as it knows it: the token, not the
+    // loopback-only Host check, decides.
+    let remote = [
+        ("Host", "mcp.example.com:8080"),
+        ("Authorization", right.as_str()),
+    ];
+    assert_initialized(&initialize(&url, &remote).await);
+    let anonymous = initialize(&url, &[("Host", "mcp.example.com:8080")]).await;
+    assert_eq!(anonymous.status, 401);
     let (stdout, stderr) = server.kill();
     // Told once: the line above, never again in its output or logs.
     for line in stdout.iter().chain(&stderr) {

@@ -299,8 +299,10 @@ pub async fn serve_stdio(handler: Handler) -> Result<(), McpError> {
 
 /// Serves MCP over Streamable HTTP at `/mcp` on `listener` until `shutdown`
 /// fires, under `http`'s limits and token (required on an address that is
-/// not loopback). rmcp's own check of the `Host` header stays (loopback
-/// names only).
+/// not loopback). On loopback, rmcp's own check of the `Host` header stays
+/// (loopback names only, against DNS rebinding); on another address the
+/// token takes its place, so clients on other machines can use their name
+/// for the server.
 pub async fn serve_http(
     handler: Handler,
     listener: tokio::net::TcpListener,
@@ -313,11 +315,16 @@ pub async fn serve_http(
     if !local.ip().is_loopback() && http.token.is_none() {
         return Err(McpError::Unprotected(local));
     }
-    let service: StreamableHttpService<Handler, LocalSessionManager> = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Default::default(),
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
-    );
+    let mut config =
+        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    if !local.ip().is_loopback() {
+        // Reached by name from other machines: the token (required above)
+        // is what keeps a page elsewhere out, as in the gallery; rmcp's
+        // loopback-only Host check would refuse every remote client.
+        config = config.disable_allowed_hosts();
+    }
+    let service: StreamableHttpService<Handler, LocalSessionManager> =
+        StreamableHttpService::new(move || Ok(handler.clone()), Default::default(), config);
     let mut router = axum::Router::new().nest_service("/mcp", service);
     if let Some(token) = http.token {
         router = require_bearer(router, token, "uncensored mcp");

@@ -37,8 +37,9 @@ impl Response {
 }
 
 /// Sends one request to an `http://host:port/path?query` URL and reads the
-/// whole response (`Connection: close`; 30 s timeouts). `Host` and
-/// `Content-Length` are added; `headers` are sent as given.
+/// whole response (`Connection: close`; 30 s timeouts). `Host` (unless
+/// `headers` has one) and `Content-Length` are added; `headers` are sent as
+/// given.
 pub fn request(
     method: &str,
     url: &str,
@@ -58,9 +59,15 @@ pub fn request(
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {target} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {authority}\r\n"));
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
