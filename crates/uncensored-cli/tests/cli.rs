@@ -2,28 +2,14 @@
 //! the main job against the emulator, bad input, exit codes and JSON errors,
 //! and batches that survive faults and SIGKILL.
 
+mod support;
+use support::uncensored;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use assert_cmd::Command;
 use uncensored_emulator::{Config, Emulator, EmulatorHandle};
-
-fn uncensored() -> Command {
-    let mut command = Command::cargo_bin("uncensored").unwrap();
-    // Nothing from the machine running the tests leaks in.
-    for var in [
-        "UNCENSORED_API_KEY",
-        "UNCENSORED_BASE_URL",
-        "UNCENSORED_CONFIG",
-        "UNCENSORED_WEBHOOK_SECRET",
-        "UNCENSORED_CALLBACK_SECRET",
-    ] {
-        command.env_remove(var);
-    }
-    command.env("XDG_CONFIG_HOME", "/nonexistent-config-dir");
-    command
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("uncensored-cli-{tag}-{}", std::process::id()));

@@ -7,6 +7,8 @@
 //! address that is not loopback ask for their access token, printed once on
 //! stderr and nowhere else.
 
+mod support;
+
 use std::io::{BufRead as _, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -79,15 +81,7 @@ fn lines(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 /// Starts `uncensored ARGS` in `dir`; its first stdout line is the URL it serves.
 fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut command = Command::new(BIN);
-    for var in [
-        "UNCENSORED_API_KEY",
-        "UNCENSORED_BASE_URL",
-        "UNCENSORED_CONFIG",
-        "UNCENSORED_WEBHOOK_SECRET",
-        "UNCENSORED_CALLBACK_SECRET",
-        "UNCENSORED_MCP_TOKEN",
-        "UNCENSORED_GALLERY_TOKEN",
-    ] {
+    for var in support::MACHINE_VARS {
         command.env_remove(var);
     }
     let mut child = command

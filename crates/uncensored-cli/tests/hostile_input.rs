@@ -2,26 +2,13 @@
 //! escape sequences, a config file whose TOML error sits on the key's line,
 //! a plain-http base URL off the machine.
 
-use assert_cmd::Command;
+mod support;
+use support::uncensored;
+
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "sk-live-hostile-SECRET-0123456789";
-
-fn uncensored() -> Command {
-    let mut command = Command::cargo_bin("uncensored").unwrap();
-    for var in [
-        "UNCENSORED_API_KEY",
-        "UNCENSORED_BASE_URL",
-        "UNCENSORED_CONFIG",
-        "UNCENSORED_WEBHOOK_SECRET",
-        "UNCENSORED_CALLBACK_SECRET",
-    ] {
-        command.env_remove(var);
-    }
-    command.env("XDG_CONFIG_HOME", "/nonexistent-config-dir");
-    command
-}
 
 #[tokio::test]
 async fn text_from_the_api_cannot_drive_the_terminal() {

@@ -291,7 +291,7 @@ impl reqwest::dns::Resolve for PublicResolver {
 pub(crate) fn same_origin_redirects(base: &Url) -> reqwest::redirect::Policy {
     let origin = base.origin();
     reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= MAX_DOWNLOAD_REDIRECTS || attempt.url().origin() != origin {
+        if attempt.previous().len() > MAX_DOWNLOAD_REDIRECTS || attempt.url().origin() != origin {
             attempt.stop()
         } else {
             attempt.follow()

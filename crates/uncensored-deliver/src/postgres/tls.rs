@@ -33,15 +33,18 @@ impl Connector {
     pub(crate) fn new(settings: &Settings) -> Result<Self, JournalError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = match (&settings.roots, settings.mode) {
-            (Roots::None, _) => Arc::new(Unchecked(provider.signature_verification_algorithms)),
+            (Roots::None, _) => Arc::new(NameUnchecked {
+                roots: None,
+                algorithms: provider.signature_verification_algorithms,
+            }),
             (Roots::File(_, roots) | Roots::System(roots), SslMode::VerifyFull) => {
                 WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
                     .build()
                     .map_err(|e| JournalError::Location(format!("root certificates: {e}")))?
             }
             // verify-ca, and require (prefer, allow) given root certificates.
-            (Roots::File(_, roots) | Roots::System(roots), _) => Arc::new(ChainOnly {
-                roots: roots.clone(),
+            (Roots::File(_, roots) | Roots::System(roots), _) => Arc::new(NameUnchecked {
+                roots: Some(roots.clone()),
                 algorithms: provider.signature_verification_algorithms,
             }),
         };
@@ -144,56 +147,18 @@ pub(crate) fn describe(refusal: &rustls::Error) -> String {
     format!("the TLS handshake failed ({refusal}){meaning}")
 }
 
-/// Accepts any certificate (`require` without root certificates, as libpq:
-/// encrypted, the server unchecked); the handshake's signatures are still
-/// checked, so the server holds the certificate's key.
+/// Never checks the host name. With root certificates it checks the chain
+/// up to them with webpki (`verify-ca`, and `require` given roots); without,
+/// it accepts any certificate (`require` without roots, as libpq: encrypted,
+/// the server unchecked). Either way the handshake's signatures are checked,
+/// so the server holds the certificate's key.
 #[derive(Debug)]
-struct Unchecked(WebPkiSupportedAlgorithms);
-
-/// Checks the chain up to the root certificates with webpki, not the host
-/// name (`verify-ca`).
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct NameUnchecked {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -202,10 +167,13 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let certificate = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &certificate,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.algorithms.all,
