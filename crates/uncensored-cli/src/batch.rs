@@ -1,25 +1,30 @@
-//! `uncensored batch FILE`: every line a job, `--concurrency` at a time, a
-//! progress bar on a terminal (plain lines otherwise), a summary, and a journal
-//! so that a rerun of the same command finishes the batch without paying twice.
+//! `uncensored batch FILE`: every line a job, run by the one batch engine
+//! (`uncensored_deliver::worker`) on the journal beside the images (SQLite)
+//! or a shared one (PostgreSQL): lines known by their content, claimed under
+//! leases, stopped for every worker when the account or the key cannot go
+//! on, drained on SIGTERM or Ctrl-C. A rerun of the same command finishes
+//! the batch without paying twice.
 
-use std::io::IsTerminal as _;
+use std::io::BufRead as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::{StreamExt as _, stream};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Digest as _;
-use uncensored::GenerateRequest;
-use uncensored_deliver::journal::Stage;
-
-use uncensored_deliver::journal::JournalLocation;
+use uncensored::{CancellationToken, GenerateRequest};
+use uncensored_deliver::journal::{JournalError, JournalLocation, LineIds};
+use uncensored_deliver::worker::{self, Worker};
 
 use crate::cli::{Batch, BatchAction, Cli, RequestFields};
-use crate::context::{
-    Pacing, apply, connect, default_journal, deliverer_on, journal, object_storage,
-};
+use crate::context::{Pacing, apply, connect, default_journal, deliverer_on, journal, object_storage};
 use crate::failure::Failure;
 use crate::settings::Settings;
+use crate::tally::Tally;
+
+/// The longest line a batch file may have (a prompt and its JSON fields fit
+/// many times over): a longer one is refused, never read whole.
+const MAX_LINE: usize = 1 << 20;
 
 /// A JSON Lines line.
 #[derive(Debug, Deserialize)]
@@ -35,35 +40,58 @@ struct JsonLine {
     settings: serde_json::Map<String, serde_json::Value>,
 }
 
-/// One line of the batch, checked.
-#[derive(Debug)]
-pub struct Line {
-    /// 1-based line number.
-    pub number: usize,
-    /// The journal id: the line number and a hash of its text, so an edited
-    /// line is a new job and an unchanged one is the same job.
-    pub id: String,
-    /// The request.
-    pub request: GenerateRequest,
+/// The lines of a batch file, read one at a time and checked: each is its
+/// 1-based line number and its request; an error names the line.
+pub struct Lines<'a> {
+    reader: std::io::BufReader<std::fs::File>,
+    name: String,
+    fields: &'a RequestFields,
+    number: u64,
+    buffer: Vec<u8>,
 }
 
-/// Reads and checks every line before anything is sent; an error names the line.
-pub fn parse(file: &std::path::Path, fields: &RequestFields) -> Result<Vec<Line>, Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::input(format!("cannot read {}: {e}", file.display())))?;
-    let name = file.display();
-    let mut lines = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let number = index + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
+impl<'a> Lines<'a> {
+    /// Opens `file`.
+    pub fn open(file: &Path, fields: &'a RequestFields) -> Result<Self, Failure> {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| Failure::input(format!("cannot read {}: {e}", file.display())))?;
+        Ok(Self {
+            reader: std::io::BufReader::new(opened),
+            name: file.display().to_string(),
+            fields,
+            number: 0,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The next raw line, at most [`MAX_LINE`] bytes; `None` at the end.
+    fn raw(&mut self) -> Option<Result<String, Failure>> {
+        self.buffer.clear();
+        let limit = (MAX_LINE + 1) as u64;
+        let read = std::io::Read::take(&mut self.reader, limit).read_until(b'\n', &mut self.buffer);
+        self.number += 1;
+        let name = &self.name;
+        let number = self.number;
+        match read {
+            Ok(0) => None,
+            Err(e) => Some(Err(Failure::input(format!("cannot read {name}: {e}")))),
+            Ok(_) if self.buffer.len() > MAX_LINE => Some(Err(Failure::input(format!(
+                "{name}:{number}: the line is longer than {MAX_LINE} bytes"
+            )))),
+            Ok(_) => Some(
+                String::from_utf8(std::mem::take(&mut self.buffer))
+                    .map_err(|_| Failure::input(format!("{name}:{number}: not UTF-8 text"))),
+            ),
         }
+    }
+
+    fn request(&self, trimmed: &str) -> Result<GenerateRequest, Failure> {
+        let (name, number) = (&self.name, self.number);
         let request = if trimmed.starts_with('{') {
             let line: JsonLine = serde_json::from_str(trimmed).map_err(|e| {
                 Failure::input(format!("{name}:{number}: not a valid JSON line: {e}"))
             })?;
-            let mut request = apply(fields, GenerateRequest::new(line.prompt));
+            let mut request = apply(self.fields, GenerateRequest::new(line.prompt));
             if let Some(model) = line.model {
                 request = request.model(model);
             }
@@ -84,159 +112,65 @@ pub fn parse(file: &std::path::Path, fields: &RequestFields) -> Result<Vec<Line>
             }
             request
         } else {
-            apply(fields, GenerateRequest::new(trimmed))
+            apply(self.fields, GenerateRequest::new(trimmed))
         };
         request
             .validate()
             .map_err(|e| Failure::input(format!("{name}:{number}: {e}")))?;
-        let digest = sha2::Sha256::digest(trimmed.as_bytes());
-        let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        lines.push(Line {
-            number,
-            id: format!("line{number}-{hash}"),
-            request,
-        });
+        Ok(request)
     }
-    if lines.is_empty() {
-        return Err(Failure::input(format!("{name} has no prompts")));
-    }
-    Ok(lines)
 }
 
-/// What a run of a batch has seen so far, and how it is shown.
-pub struct Tally {
-    total: usize,
-    stored: usize,
-    failed: usize,
-    already: usize,
-    /// Each reason's advice is printed once, at the end, however many lines failed for it.
-    reasons: std::collections::BTreeMap<&'static str, (usize, &'static str)>,
-    bar: ProgressBar,
-    terminal: bool,
-    json: bool,
+impl Iterator for Lines<'_> {
+    type Item = Result<(u64, GenerateRequest), Failure>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let raw = match self.raw()? {
+                Ok(raw) => raw,
+                Err(error) => return Some(Err(error)),
+            };
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            return Some(self.request(trimmed).map(|request| (self.number, request)));
+        }
+    }
 }
 
-impl Tally {
-    /// A tally of `total` lines, with a progress bar on a terminal.
-    pub fn new(total: usize, json: bool) -> Self {
-        let terminal = std::io::stderr().is_terminal() && !json;
-        let bar = if terminal {
-            ProgressBar::new(total as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} done · {msg} · {per_sec} · ETA {eta}",
-            )
-            .expect("a valid template"),
+/// This worker's name in the journal: the host and the process.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or Ctrl-C (the worker drains);
+/// the second one ends the process at once (the journal keeps it safe).
+fn on_signals(shutdown: CancellationToken, drain: u64) {
+    tokio::spawn(async move {
+        if crate::stopped().await.is_err() {
+            return;
+        }
+        eprintln!(
+            "stopping: no more lines are claimed; lines in flight get {drain} s to finish (again to stop at once)"
         );
-        bar.set_message("0 failed");
-        Self {
-            total,
-            stored: 0,
-            failed: 0,
-            already: 0,
-            reasons: Default::default(),
-            bar,
-            terminal,
-            json,
+        shutdown.cancel();
+        if crate::stopped().await.is_ok() {
+            std::process::exit(130);
         }
-    }
-
-    /// Records and shows the outcome of line `number`.
-    pub fn record(
-        &mut self,
-        number: usize,
-        was_done: bool,
-        outcome: &Result<uncensored_deliver::journal::Entry, uncensored_deliver::DeliveryError>,
-    ) {
-        let (ok, line) = match outcome {
-            Ok(entry) => match &entry.stage {
-                Stage::Stored { location, .. } => {
-                    self.stored += 1;
-                    self.already += usize::from(was_done);
-                    (true, format!("line {number}: stored at {location}"))
-                }
-                Stage::Failed {
-                    reason, message, ..
-                } => {
-                    self.failed += 1;
-                    self.reasons
-                        .entry(reason.as_str())
-                        .or_insert((0, reason.advice()))
-                        .0 += 1;
-                    (
-                        false,
-                        format!("line {number}: failed ({reason}): {message}"),
-                    )
-                }
-                other => {
-                    self.failed += 1;
-                    (false, format!("line {number}: stopped at {other:?}"))
-                }
-            },
-            Err(error) => {
-                self.failed += 1;
-                let reason = error.reason();
-                self.reasons
-                    .entry(reason.as_str())
-                    .or_insert((0, reason.advice()))
-                    .0 += 1;
-                (false, format!("line {number}: {error}"))
-            }
-        };
-        let line = crate::terminal::safe(&line).into_owned();
-        self.bar.inc(1);
-        self.bar.set_message(format!("{} failed", self.failed));
-        if self.terminal {
-            if !ok {
-                self.bar.println(line);
-            }
-        } else if !self.json {
-            eprintln!("[{}/{}] {line}", self.stored + self.failed, self.total);
-        }
-    }
-
-    /// Prints the summary (with `extra` fields in JSON); fails when a line failed.
-    pub fn finish(
-        self,
-        extra: serde_json::Map<String, serde_json::Value>,
-        people: &str,
-    ) -> Result<(), Failure> {
-        self.bar.finish_and_clear();
-        let by_reason: serde_json::Map<String, serde_json::Value> = self
-            .reasons
-            .iter()
-            .map(|(reason, (count, _))| (reason.to_string(), json!(count)))
-            .collect();
-        let mut summary = json!({"lines": self.total, "stored": self.stored, "failed": self.failed, "failed_by_reason": by_reason, "already_done": self.already});
-        if let Some(object) = summary.as_object_mut() {
-            object.extend(extra);
-        }
-        if self.json {
-            println!("{summary}");
-        } else {
-            println!(
-                "{} lines: {} stored ({} already done before this run), {} failed{people}",
-                self.total, self.stored, self.already, self.failed
-            );
-            for (reason, (count, advice)) in &self.reasons {
-                eprintln!("{count} failed with `{reason}`: {advice}");
-            }
-        }
-        if self.failed > 0 {
-            Err(Failure::batch(self.failed, self.total))
-        } else {
-            Ok(())
-        }
-    }
+    });
 }
 
 /// Runs the batch (or `batch status`).
 pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
-    if let Some(BatchAction::Status { journal }) = &args.action {
-        return crate::shared::status(cli, journal).await;
+    if let Some(BatchAction::Status { journal, name }) = &args.action {
+        return crate::shared::status(cli, journal, name.as_deref()).await;
     }
     let file = args
         .file
@@ -246,79 +180,107 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency;
     }
-    let lines = parse(file, &args.fields)?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string())
+    });
+    // Every line is read and checked before anything is opened or sent.
+    let mut ids = LineIds::new(&name);
+    for line in Lines::open(file, &args.fields)? {
+        ids.next(&line?.1);
+    }
+    let batch = ids.file();
+    if batch.lines == 0 {
+        return Err(Failure::input(format!("{} has no prompts", file.display())));
+    }
     let location = args
         .journal
         .clone()
         .unwrap_or_else(|| JournalLocation::File(default_journal(&settings)));
-    if location.is_shared() {
-        if args.gallery {
-            return Err(Failure::input(
-                "--gallery serves batches with a local journal; beside a shared batch run `uncensored gallery --journal URL`",
-            ));
-        }
-        return crate::shared::run(cli, args, &settings, file, lines, &location).await;
+    if location.is_shared() && args.gallery {
+        return Err(Failure::input(
+            "--gallery serves batches with a local journal; beside a shared batch run `uncensored gallery --journal URL`",
+        ));
     }
+    // Everything that can be refused is refused before the first request:
+    // the database, the storage, the notifiers.
     let journal = journal(&location).await?;
-    let connection = connect(&settings, cli.emulator, Pacing::Local).await?;
+    let pacing = match location.is_shared() {
+        true => Pacing::Shared(location.clone()),
+        false => Pacing::Local,
+    };
+    let connection = connect(&settings, cli.emulator, pacing).await?;
     let storage = object_storage(&settings).await?;
     let deliverer = deliverer_on(
         &settings,
         connection.client.clone(),
-        journal,
-        std::sync::Arc::new(storage.clone()),
+        journal.clone(),
+        Arc::new(storage.clone()),
     )
     .await?;
+    let reread = Lines::open(file, &args.fields)?
+        .map(|line| line.map_err(|failure| JournalError::new(failure.message)));
+    let load = worker::load(journal.as_ref(), &batch, reread)
+        .await
+        .map_err(|e| Failure::input(format!("--journal {location}: {e}")))?;
     let gallery = match args.gallery {
         true => Some(
-            crate::gallery::start_for_batch(
-                storage,
-                deliverer.journal().clone(),
-                args.gallery_listen,
-                cli.json,
-            )
-            .await?,
+            crate::gallery::start_for_batch(storage, journal.clone(), args.gallery_listen, cli.json)
+                .await?,
         ),
         false => None,
     };
     if args.resume {
-        // Entries of earlier runs, including lines since removed from the file.
+        // Single deliveries of earlier runs (batch lines are claimed below).
         for result in deliverer.resume().await.map_err(Failure::from)? {
             if let Err(error) = result {
                 eprintln!(
-                    "an earlier line is still unfinished: {}",
+                    "an earlier delivery is still unfinished: {}",
                     crate::terminal::safe(&error.to_string())
                 );
             }
         }
     }
-
-    let mut tally = Tally::new(lines.len(), cli.json);
-    let mut outcomes = stream::iter(lines)
-        .map(|line| {
-            let deliverer = &deliverer;
-            async move {
-                let before = deliverer
-                    .journal()
-                    .get(&line.id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|e| e.done);
-                (
-                    line.number,
-                    before,
-                    deliverer.deliver(&line.id, &line.request).await,
-                )
-            }
-        })
-        .buffer_unordered(usize::from(settings.concurrency.max(1)));
-    while let Some((number, was_done, outcome)) = outcomes.next().await {
-        tally.record(number, was_done, &outcome);
+    let journal_error = |e: JournalError| Failure::other(format!("--journal {location}: {e}"));
+    let before = journal.status(&name).await.map_err(journal_error)?;
+    let worker = Worker::new(Arc::new(deliverer), &name, holder())
+        .concurrency(usize::from(settings.concurrency.max(1)))
+        .lease(Duration::from_secs(args.lease))
+        .drain(Duration::from_secs(args.drain));
+    if !cli.json {
+        let gone = match load.no_longer_in_file {
+            0 => String::new(),
+            n => format!("; {n} lines of the journal are no longer in the file"),
+        };
+        eprintln!(
+            "worker {} on the batch `{}` ({} lines, {} added by this worker{gone}) in {location}",
+            worker.holder(),
+            crate::terminal::safe(&name),
+            batch.lines,
+            load.added,
+        );
+        if let Some(lifted) = &load.lifted {
+            eprintln!(
+                "the batch had stopped ({}: {}); continuing where it stopped",
+                lifted.reason,
+                crate::terminal::safe(&lifted.message)
+            );
+        }
     }
+    let shutdown = CancellationToken::new();
+    on_signals(shutdown.clone(), args.drain);
+    let mut tally = Tally::new(batch.lines, before.done + before.failed, cli.json);
+    let ending = worker
+        .run(shutdown, |outcome| tally.record(&outcome))
+        .await
+        .map_err(journal_error)?;
+    let status = journal.status(&name).await.map_err(journal_error)?;
     let mut extra = serde_json::Map::new();
     extra.insert("journal".into(), json!(location.to_string()));
-    let outcome = tally.finish(extra, "");
+    extra.insert("worker".into(), json!(worker.holder()));
+    extra.insert("name".into(), json!(name));
+    let outcome = tally.finish(&ending, &status, &load, extra);
     if let Some(server) = gallery {
         crate::gallery::keep_serving(server).await;
     }

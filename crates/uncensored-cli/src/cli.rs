@@ -225,13 +225,24 @@ pub struct Batch {
     /// The journal that makes reruns resume [default: .uncensored/journal.sqlite beside the
     /// images]. With postgres://… the batch is shared: start the same command on several
     /// machines and each worker claims lines under a lease (images then go to a shared --store).
+    /// Two runs of one batch on one journal, at once or not, never deliver a line twice.
     #[arg(long, value_name = "PATH|postgres://…")]
     pub journal: Option<JournalLocation>,
-    /// With a postgres:// journal: seconds a worker's claim on a line lasts unless renewed;
-    /// a dead worker's lines are taken over after this long.
+    /// The batch's name in the journal [default: the file's name]. A line is a job of its
+    /// batch, known by its content: edit, insert, delete or reorder lines and rerun, and only
+    /// new or edited lines are paid for.
+    #[arg(long, value_name = "NAME", value_parser = batch_name)]
+    pub name: Option<String>,
+    /// Seconds a worker's claim on a line lasts unless renewed; a dead or stalled worker's
+    /// lines are taken over after this long (and its late writes refused).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease: u64,
-    /// Finish a batch a previous run left (rerunning the same command does the same).
+    /// Seconds the lines in flight may take to finish after SIGTERM or Ctrl-C (a second one
+    /// stops at once); the rest are released unfinished for another worker or a rerun.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain: u64,
+    /// Also finish single deliveries a previous run left in the journal (rerunning the same
+    /// command finishes the batch's own lines anyway).
     #[arg(long)]
     pub resume: bool,
     /// Serve the gallery of this batch (see `uncensored gallery`) while it runs, and after it until Ctrl-C.
@@ -272,6 +283,14 @@ pub struct Gallery {
     pub limits: ServerFlags,
 }
 
+/// A batch name: 1 to 200 printable characters.
+fn batch_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 200 || text.chars().any(char::is_control) {
+        return Err("1 to 200 characters, none of them control characters".into());
+    }
+    Ok(text.to_string())
+}
+
 /// What `batch` does besides running a file.
 #[derive(Debug, Subcommand)]
 pub enum BatchAction {
@@ -280,6 +299,9 @@ pub enum BatchAction {
         /// The batch's journal (postgres://… or a file).
         #[arg(long, value_name = "PATH|postgres://…")]
         journal: JournalLocation,
+        /// The batch [default: the one loaded last].
+        #[arg(long, value_name = "NAME", value_parser = batch_name)]
+        name: Option<String>,
     },
 }
 

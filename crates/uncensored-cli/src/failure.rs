@@ -56,6 +56,30 @@ impl Failure {
         )
     }
 
+    /// A batch that stopped for every worker (the account's funds, the key):
+    /// the reason's exit code and advice.
+    pub fn stopped(stop: &uncensored_deliver::journal::BatchStop, left: u64) -> Self {
+        Self::new(
+            exit_code(stop.reason),
+            stop.reason.as_str(),
+            format!(
+                "the batch stopped for every worker ({}): {}; {left} lines are left pending, none of them failed",
+                stop.reason, stop.message
+            ),
+            Some(stop.reason.advice()),
+        )
+    }
+
+    /// A batch run stopped by SIGTERM or Ctrl-C.
+    pub fn interrupted(left: u64) -> Self {
+        Self::new(
+            130,
+            "interrupted",
+            format!("stopped on request; {left} lines are left"),
+            Some("rerun the same command to continue: finished lines are skipped"),
+        )
+    }
+
     /// Prints the failure (stderr for people, stdout JSON for programs).
     pub fn report(&self, json: bool) {
         if json {

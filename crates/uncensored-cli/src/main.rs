@@ -13,6 +13,7 @@ mod mcp;
 mod serve;
 mod settings;
 mod shared;
+mod tally;
 mod terminal;
 
 use std::process::ExitCode;

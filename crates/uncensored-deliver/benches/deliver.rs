@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use uncensored::{Client, GenerateRequest};
+use uncensored::{CancellationToken, Client, GenerateRequest};
 use uncensored_deliver::Deliverer;
-use uncensored_deliver::journal::SqliteJournal;
+use uncensored_deliver::journal::{LineIds, SqliteJournal};
+use uncensored_deliver::worker::{self, Worker};
 use uncensored_deliver::storage::{ObjectStorage, Storage, StorageUrl};
 
 /// A field of /proc/self/status, in KiB.
@@ -130,21 +131,32 @@ async fn batch(count: usize, base: &str, dir: &str) {
     reset_peak();
     let baseline = status_kib("VmRSS:");
     let started = std::time::Instant::now();
-    // Lines are made and handed over 256 at a time, as a batch reader streams
-    // them: the input itself never grows with the batch.
-    for start in (0..count).step_by(256) {
-        let slice = (start..(start + 256).min(count))
-            .map(|i| {
-                (
-                    format!("b{count}-{i}"),
-                    GenerateRequest::new(format!("batch line {i}")).size(256, 256),
-                )
-            })
-            .collect();
-        for result in deliverer.deliver_all(slice, 16).await {
-            assert!(result.unwrap().done);
-        }
+    // The batch engine, as `uncensored batch` runs it: lines made as they
+    // are read, loaded in one streamed transaction, then claimed 16 at a time.
+    let name = format!("batch-{count}.txt");
+    let lines = || {
+        (0..count as u64).map(|i| {
+            Ok((
+                i + 1,
+                GenerateRequest::new(format!("batch line {i}")).size(256, 256),
+            ))
+        })
+    };
+    let mut ids = LineIds::new(&name);
+    for line in lines() {
+        ids.next(&line.unwrap().1);
     }
+    let file = ids.file();
+    worker::load(deliverer.journal().as_ref(), &file, lines())
+        .await
+        .unwrap();
+    Worker::new(Arc::new(deliverer), name, "bench")
+        .concurrency(16)
+        .run(CancellationToken::new(), |outcome| {
+            assert!(outcome.result.unwrap().done)
+        })
+        .await
+        .unwrap();
     let peak = status_kib("VmHWM:");
     println!(
         "{}",

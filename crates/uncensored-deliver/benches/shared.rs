@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use uncensored::{Client, GenerateRequest};
+use uncensored::{CancellationToken, Client, GenerateRequest};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{
-    BatchManifest, BatchStatus, Entry, Journal, JournalError, PostgresJournal, SqliteJournal,
+    BatchFile, Entries as _, Journal, JournalError, LineIds, PostgresJournal, SqliteJournal,
 };
+use uncensored_deliver::testing::observed::{Call, Observed, Observer};
 use uncensored_deliver::storage::StorageUrl;
 use uncensored_deliver::worker::{self, Worker};
 
@@ -148,165 +149,41 @@ fn prompt(i: usize) -> String {
     )
 }
 
-/// The batch's lines as the CLI makes them: `line{n}-{12 hex}` ids.
-fn lines(count: usize, tag: &str) -> Vec<(String, GenerateRequest)> {
-    (1..=count)
-        .map(|n| {
-            (
-                line_id(tag, n),
-                GenerateRequest::new(prompt(n)).size(256, 256),
-            )
-        })
-        .collect()
+/// The batch's lines, numbered from 1, made as they are read (a file of a
+/// million lines is never in memory).
+fn lines(count: usize) -> impl Iterator<Item = Result<(u64, GenerateRequest), JournalError>> + Send {
+    (1..=count).map(|n| Ok((n as u64, GenerateRequest::new(prompt(n)).size(256, 256))))
 }
 
-/// Line `n`'s id as the CLI makes it, `line{n}-{12 hex}`; the hash here
-/// (FNV-1a, not the CLI's SHA-256) only has to be as long.
-fn line_id(tag: &str, n: usize) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in tag.bytes().chain(n.to_le_bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+/// The batch file of `count` lines named `name`, as a run reads it first.
+fn batch_file(name: &str, count: usize) -> BatchFile {
+    let mut ids = LineIds::new(name);
+    for line in lines(count) {
+        ids.next(&line.unwrap().1);
     }
-    format!("line{n}-{:012x}", hash & 0xffff_ffff_ffff)
+    ids.file()
 }
 
-/// Calls and time spent per journal method.
+/// Calls and time spent per journal method, and the lines claimed.
 #[derive(Debug, Default)]
 struct Tally {
     calls: BTreeMap<&'static str, (u64, Duration)>,
+    writes: u64,
 }
 
 /// A journal that counts and times every call to the one it wraps.
-#[derive(Debug)]
-struct Counted {
-    inner: Arc<dyn Journal>,
-    tally: Mutex<Tally>,
-    rows_claimed: AtomicU64,
-}
-
-impl Counted {
-    fn new(inner: Arc<dyn Journal>) -> Self {
-        Self {
-            inner,
-            tally: Mutex::default(),
-            rows_claimed: AtomicU64::new(0),
-        }
-    }
-
-    async fn timed<T>(&self, name: &'static str, call: impl std::future::Future<Output = T>) -> T {
-        let started = Instant::now();
-        let outcome = call.await;
-        let spent = started.elapsed();
-        let mut tally = self.tally.lock().unwrap();
-        let slot = tally.calls.entry(name).or_default();
+fn counted(inner: Arc<dyn Journal>) -> (Arc<dyn Journal>, Arc<Mutex<Tally>>) {
+    let tally: Arc<Mutex<Tally>> = Arc::default();
+    let seen = tally.clone();
+    let observer: Observer = Arc::new(move |call: Call, spent| {
+        let mut tally = seen.lock().unwrap();
+        let slot = tally.calls.entry(call.name).or_default();
         slot.0 += 1;
         slot.1 += spent;
-        outcome
-    }
-
-    fn reset(&self) {
-        *self.tally.lock().unwrap() = Tally::default();
-        self.rows_claimed.store(0, Ordering::Relaxed);
-    }
+        tally.writes += u64::from(call.write);
+    });
+    (Arc::new(Observed::new(inner, observer)), tally)
 }
-
-#[async_trait::async_trait]
-impl Journal for Counted {
-    async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
-        self.timed("get", self.inner.get(id)).await
-    }
-    async fn put(&self, entry: &Entry) -> Result<(), JournalError> {
-        self.timed("put", self.inner.put(entry)).await
-    }
-    async fn insert(&self, entry: &Entry) -> Result<bool, JournalError> {
-        self.timed("insert", self.inner.insert(entry)).await
-    }
-    async fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
-        self.timed("unfinished", self.inner.unfinished()).await
-    }
-    async fn counts(&self) -> Result<(u64, u64), JournalError> {
-        self.timed("counts", self.inner.counts()).await
-    }
-    async fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
-        self.timed("recent", self.inner.recent(limit)).await
-    }
-    async fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
-        self.timed("callback_nonce_job", self.inner.callback_nonce_job(nonce))
-            .await
-    }
-    async fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError> {
-        self.timed(
-            "bind_callback_nonce",
-            self.inner.bind_callback_nonce(nonce, job_id),
-        )
-        .await
-    }
-    async fn load_batch(
-        &self,
-        manifest: &BatchManifest,
-        entries: &[Entry],
-    ) -> Result<u64, JournalError> {
-        self.timed("load_batch", self.inner.load_batch(manifest, entries))
-            .await
-    }
-    async fn batch(&self) -> Result<Option<BatchManifest>, JournalError> {
-        self.timed("batch", self.inner.batch()).await
-    }
-    async fn claim(
-        &self,
-        holder: &str,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<Entry>, JournalError> {
-        let claimed = self
-            .timed("claim", self.inner.claim(holder, limit, lease))
-            .await;
-        if let Ok(entries) = &claimed {
-            self.rows_claimed
-                .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        }
-        claimed
-    }
-    async fn claim_entry(
-        &self,
-        id: &str,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<Option<Entry>, JournalError> {
-        self.timed("claim_entry", self.inner.claim_entry(id, holder, lease))
-            .await
-    }
-    async fn renew(
-        &self,
-        holder: &str,
-        ids: &[String],
-        lease: Duration,
-    ) -> Result<u64, JournalError> {
-        self.timed("renew", self.inner.renew(holder, ids, lease))
-            .await
-    }
-    async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
-        self.timed("release", self.inner.release(holder, id)).await
-    }
-    async fn status(&self) -> Result<BatchStatus, JournalError> {
-        self.timed("status", self.inner.status()).await
-    }
-    async fn next_expiry(&self, holder: &str) -> Result<Option<Duration>, JournalError> {
-        self.timed("next_expiry", self.inner.next_expiry(holder))
-            .await
-    }
-}
-
-/// Journal methods that write.
-const WRITES: [&str; 7] = [
-    "put",
-    "insert",
-    "load_batch",
-    "claim",
-    "claim_entry",
-    "renew",
-    "release",
-];
 
 async fn journal_cost(
     base: &str,
@@ -344,24 +221,27 @@ async fn journal_cost(
                         .unwrap(),
                 ),
             };
-            let journal = Arc::new(Counted::new(inner));
-            let items = lines(count, &tag);
+            let (journal, tally) = counted(inner.clone());
+            let file = batch_file("bench.txt", count);
             let started = Instant::now();
-            let added = worker::load(journal.as_ref(), "bench.txt", &items)
+            let added = worker::load(journal.as_ref(), &file, lines(count))
                 .await
-                .unwrap();
+                .unwrap()
+                .added;
             let load_ms = started.elapsed().as_secs_f64() * 1000.0;
             assert_eq!(added as usize, count);
-            journal.reset();
+            *tally.lock().unwrap() = Tally::default();
+            let claimed = Arc::new(AtomicU64::new(0));
             let storage = StorageUrl::parse("memory://").unwrap().open().unwrap();
             let deliverer = Deliverer::new(client.clone(), Arc::new(storage), journal.clone());
             let cpu = cpu_seconds();
             let started = Instant::now();
             let mut done = 0usize;
-            Worker::new(Arc::new(deliverer), "bench-worker")
+            Worker::new(Arc::new(deliverer), "bench.txt", "bench-worker")
                 .concurrency(concurrency)
-                .run(|outcome| {
+                .run(CancellationToken::new(), |outcome| {
                     assert!(outcome.result.unwrap().done);
+                    claimed.fetch_add(1, Ordering::Relaxed);
                     done += 1;
                 })
                 .await
@@ -369,21 +249,16 @@ async fn journal_cost(
             let seconds = started.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu;
             assert_eq!(done, count);
-            let tally = std::mem::take(&mut *journal.tally.lock().unwrap());
+            let tally = std::mem::take(&mut *tally.lock().unwrap());
             let per_job = |n: f64| n / count as f64;
             let calls: BTreeMap<&str, f64> = tally
                 .calls
                 .iter()
                 .map(|(name, (n, _))| (*name, per_job(*n as f64)))
                 .collect();
-            let writes: u64 = tally
-                .calls
-                .iter()
-                .filter(|(name, _)| WRITES.contains(name))
-                .map(|(_, (n, _))| n)
-                .sum();
+            let writes = tally.writes;
             let journal_time: Duration = tally.calls.values().map(|(_, t)| *t).sum();
-            let done_entry = journal.inner.recent(1).await.unwrap().pop().unwrap();
+            let done_entry = inner.recent(1).await.unwrap().pop().unwrap();
             println!(
                 "{}",
                 json!({
@@ -395,7 +270,7 @@ async fn journal_cost(
                     "journal_us_per_job": journal_time.as_secs_f64() * 1e6 / count as f64,
                     "writes_per_job": per_job(writes as f64),
                     "calls_per_job": calls,
-                    "rows_claimed_per_claim": journal.rows_claimed.load(Ordering::Relaxed) as f64
+                    "rows_claimed_per_claim": claimed.load(Ordering::Relaxed) as f64
                         / tally.calls.get("claim").map_or(1, |(n, _)| *n).max(1) as f64,
                     "done_entry_json_bytes": serde_json::to_vec(&done_entry).unwrap().len(),
                 })
@@ -403,17 +278,24 @@ async fn journal_cost(
         }
     }
 
-    // The sizes of a loaded batch, before any line is done.
+    // The sizes of a loaded batch, before any line is done, and the
+    // loader's memory: the lines are made as they are read, as the CLI
+    // reads a file, and streamed into one transaction.
     let url = server.create_database("sizes");
     let journal = PostgresJournal::connect(&url).await.unwrap();
-    let items = lines(load_count, "sizes");
-    // The loader's memory: from the parsed lines to the committed load.
+    let file = batch_file("sizes.txt", load_count);
     std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
     let baseline_kib = status_kib("VmRSS:");
     let started = Instant::now();
-    worker::load(&journal, "sizes.txt", &items).await.unwrap();
+    let report = worker::load(&journal, &file, lines(load_count)).await.unwrap();
+    assert_eq!(report.added as usize, load_count);
     let load_seconds = started.elapsed().as_secs_f64();
-    let loader_above_kib = status_kib("VmHWM:").saturating_sub(baseline_kib);
+    let peak_kib = status_kib("VmHWM:");
+    // Another worker's start: the batch is found loaded, no line is read.
+    let started = Instant::now();
+    let again = worker::load(&journal, &file, lines(0)).await.unwrap();
+    assert_eq!(again.added, 0);
+    let second_load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -425,35 +307,29 @@ async fn journal_cost(
         .query_one(
             "SELECT pg_table_size('uncensored_entries'),
                     pg_relation_size('uncensored_entries_pkey'),
-                    pg_relation_size('uncensored_entries_open'),
+                    pg_relation_size('uncensored_entries_batch'),
                     pg_relation_size('uncensored_entries_changed'),
                     (SELECT AVG(pg_column_size(body))::float8 FROM uncensored_entries),
-                    (SELECT AVG(octet_length(body::text))::float8 FROM uncensored_entries),
-                    (SELECT octet_length(manifest::text) FROM uncensored_batch)",
+                    (SELECT AVG(octet_length(body::text))::float8 FROM uncensored_entries)",
             &[],
         )
         .await
         .unwrap();
-    let pending = journal.get(&items[0].0).await.unwrap().unwrap();
-    // The manifest of a 1,000,000-line batch, as the journal holds it.
-    let manifest = BatchManifest {
-        name: "prompts.txt".into(),
-        line_ids: (1..=1_000_000).map(|n| line_id("manifest", n)).collect(),
-    };
+    let pending = journal.recent(1).await.unwrap().pop().unwrap();
     println!(
         "{}",
         json!({
             "bench": "sizes", "lines": load_count, "load_seconds": load_seconds,
-            "loader_above_baseline_kib": loader_above_kib,
+            "loader_above_baseline_kib": peak_kib.saturating_sub(baseline_kib),
+            "loader_peak_kib": peak_kib,
+            "second_load_ms": second_load_ms,
             "table_bytes": row.get::<_, i64>(0),
             "pkey_bytes": row.get::<_, i64>(1),
             "open_index_bytes": row.get::<_, i64>(2),
             "changed_index_bytes": row.get::<_, i64>(3),
             "body_stored_bytes": row.get::<_, f64>(4),
             "body_text_bytes": row.get::<_, f64>(5),
-            "manifest_bytes": row.get::<_, i32>(6),
             "pending_entry_json_bytes": serde_json::to_vec(&pending).unwrap().len(),
-            "manifest_1m_json_bytes": serde_json::to_vec(&manifest).unwrap().len(),
         })
     );
     drop(server);

@@ -29,12 +29,13 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt as _, stream};
 
+
 use uncensored::{
     Client, Error, FailureReason, GenerateRequest, Generation, ImageFormat, RetryPolicy,
     validate_idempotency_key,
 };
 
-use crate::journal::{Entry, Journal, JournalError, Stage};
+use crate::journal::{BatchStop, Claim, Entry, Fence, Journal, JournalError, Stage};
 use crate::notify::{Notification, Notifier, NotifyError};
 use crate::storage::{ImageMeta, NameTemplate, ObjectName, Storage, StorageError};
 
@@ -61,6 +62,17 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
+    /// The reason this failure stops a whole batch, when it does (the
+    /// account's funds, the key: [`BatchStop::stops_batch`]).
+    pub fn batch_stop(&self) -> Option<FailureReason> {
+        match self {
+            DeliveryError::Api(error) => {
+                Some(error.reason()).filter(|reason| BatchStop::stops_batch(*reason))
+            }
+            _ => None,
+        }
+    }
+
     /// The class of this failure, with its advice.
     pub fn reason(&self) -> FailureReason {
         match self {
@@ -170,7 +182,7 @@ impl Deliverer {
     ) -> Result<Entry, DeliveryError> {
         request.validate()?;
         let entry = self.open_entry(id, || Self::new_entry(id, request)).await?;
-        self.run(entry).await
+        self.run(entry, None).await
     }
 
     /// The journal entry a first delivery of `request` under `id` starts
@@ -196,10 +208,13 @@ impl Deliverer {
         }
     }
 
-    /// Takes an entry of the journal (a claimed line of a shared batch) to
-    /// its end, from the stage it is at.
-    pub async fn continue_entry(&self, entry: Entry) -> Result<Entry, DeliveryError> {
-        self.run(entry).await
+    /// Takes a claimed entry (a line of a batch) to its end, from the stage
+    /// it is at. Every write carries the claim's fencing token: once another
+    /// worker has taken the line over, this one stops with
+    /// [`JournalError::LeaseLost`] before it stores or announces anything
+    /// more.
+    pub async fn continue_claim(&self, claim: Claim) -> Result<Entry, DeliveryError> {
+        self.run(claim.entry, Some(&claim.fence)).await
     }
 
     /// Delivers a job that already exists (created elsewhere, or reported by a
@@ -225,20 +240,7 @@ impl Deliverer {
                 updated_at: chrono::Utc::now(),
             })
             .await?;
-        self.run(entry).await
-    }
-
-    /// Delivers many requests, `concurrency` at a time; one result per input, in order.
-    pub async fn deliver_all(
-        &self,
-        items: Vec<(String, GenerateRequest)>,
-        concurrency: usize,
-    ) -> Vec<Result<Entry, DeliveryError>> {
-        stream::iter(items)
-            .map(|(id, request)| async move { self.deliver(&id, &request).await })
-            .buffered(concurrency.max(1))
-            .collect()
-            .await
+        self.run(entry, None).await
     }
 
     /// Finishes every unfinished entry of the journal, 8 at a time. Each is
@@ -253,7 +255,7 @@ impl Deliverer {
                     .claim_entry(&entry.id, &self.holder, RESUME_LEASE)
                     .await
                 {
-                    Ok(Some(entry)) => Some(self.run(entry).await),
+                    Ok(Some(claim)) => Some(self.continue_claim(claim).await),
                     Ok(None) => None,
                     Err(error) => Some(Err(error.into())),
                 }
@@ -281,27 +283,36 @@ impl Deliverer {
         Ok(entry)
     }
 
-    /// Moves an entry forward until it is done, recording every step.
-    async fn run(&self, mut entry: Entry) -> Result<Entry, DeliveryError> {
+    /// Moves an entry forward until it is done, recording every step (under
+    /// `fence` when the entry is claimed).
+    async fn run(&self, mut entry: Entry, fence: Option<&Fence>) -> Result<Entry, DeliveryError> {
         while !entry.done {
             let next = match &entry.stage {
                 Stage::Pending => self.submit(&entry).await?,
                 Stage::Accepted { job_id } => self.wait(job_id).await?,
                 Stage::Generated { .. } => self.store(&entry).await?,
                 Stage::Stored { .. } | Stage::Failed { .. } => {
-                    let outcome = self.announce(&mut entry).await;
+                    let outcome = self.announce(&mut entry, fence).await;
                     entry.done = outcome.is_ok();
                     entry.updated_at = chrono::Utc::now();
-                    self.journal.put(&entry).await?;
+                    self.write(&entry, fence).await?;
                     outcome?;
                     continue;
                 }
             };
             entry.stage = next;
             entry.updated_at = chrono::Utc::now();
-            self.journal.put(&entry).await?;
+            self.write(&entry, fence).await?;
         }
         Ok(entry)
+    }
+
+    /// Writes `entry`: under its claim's fence when it has one.
+    async fn write(&self, entry: &Entry, fence: Option<&Fence>) -> Result<(), JournalError> {
+        match fence {
+            Some(fence) => self.journal.write_claimed(entry, fence).await,
+            None => self.journal.put(entry).await,
+        }
     }
 
     async fn submit(&self, entry: &Entry) -> Result<Stage, DeliveryError> {
@@ -440,8 +451,11 @@ impl Deliverer {
         }
     }
 
-    /// Tells every notifier that has not been told yet; records each success at once.
-    async fn announce(&self, entry: &mut Entry) -> Result<(), DeliveryError> {
+    /// Tells every notifier that has not been told yet; records each success
+    /// at once. A claimed entry checks its claim before each notifier, so a
+    /// worker that stalled past its lease does not announce a line another
+    /// worker took over.
+    async fn announce(&self, entry: &mut Entry, fence: Option<&Fence>) -> Result<(), DeliveryError> {
         let notification = notification(entry);
         let mut failures = Vec::new();
         for notifier in &self.notifiers {
@@ -449,13 +463,16 @@ impl Deliverer {
             if entry.notified.contains(&name) {
                 continue;
             }
+            if fence.is_some() {
+                self.write(entry, fence).await?;
+            }
             match self
                 .notify_with_retries(notifier.as_ref(), &notification)
                 .await
             {
                 Ok(()) => {
                     entry.notified.insert(name);
-                    self.journal.put(entry).await?;
+                    self.write(entry, fence).await?;
                 }
                 Err(error) => failures.push(error),
             }
@@ -497,13 +514,14 @@ impl Deliverer {
     }
 }
 
-/// Turns a client error into a failed stage when it is final (moderation,
-/// funds, a failed job...), or a delivery error (to resume later) when it
-/// is not.
+/// Turns a client error into a failed stage when it is final for this job
+/// (moderation, a failed job...), or a delivery error (to resume later) when
+/// it is not. The account's funds and the key ([`BatchStop::stops_batch`])
+/// are not the job's fault: the entry stays where it is, to continue once
+/// the operator has topped up or fixed the key.
 fn terminal(job_id: Option<String>, error: Error) -> Result<Stage, DeliveryError> {
     let reason = error.reason();
-    if !reason.is_final() || reason == FailureReason::Unauthorized {
-        // A bad key is fixed by the operator, then the entry resumes.
+    if !reason.is_final() || BatchStop::stops_batch(reason) {
         return Err(DeliveryError::Api(error));
     }
     Ok(Stage::Failed {

@@ -1,6 +1,10 @@
-//! Shared batches: a batch loaded once into a journal, and workers (on one
-//! machine or many) that claim its lines with leases, renew them while they
-//! work, and take over the lines of a worker that died.
+//! The one batch engine: a batch loaded into a journal (its lines known by
+//! their content), and workers (one, or many on one machine or many) that
+//! claim its lines with leases, renew them while they work, take over the
+//! lines of a worker that died, stop together when the account or the key
+//! cannot go on, and leave cleanly when asked to.
+//!
+//! The same engine runs on SQLite (one machine) and PostgreSQL (many).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -8,33 +12,52 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use uncensored::GenerateRequest;
+use uncensored::{CancellationToken, GenerateRequest};
 
-use crate::journal::{BatchManifest, Entry, Journal, JournalError};
+use crate::journal::{
+    BatchFile, BatchLine, BatchStop, Journal, JournalError, LineIds, LoadReport,
+};
 use crate::{Deliverer, DeliveryError};
 
-/// Loads a batch into `journal` once: the manifest and a pending entry per
-/// line (with its Idempotency-Key), unless the journal holds it already.
-/// Another batch, or this one edited, is refused before anything is paid.
-/// Returns how many lines were added (0 for a second worker or a rerun).
+/// Loads the lines of `file` into `journal` ([`crate::journal::Batches::load`]):
+/// `lines` yields each line's number and request in file order, the same
+/// lines that made `file` with [`LineIds`]. Read lazily: a million lines are
+/// never in memory at once, and not read at all when the journal holds the
+/// batch unchanged. If `lines` turn out to differ from `file` (the file was
+/// edited while it was read), nothing is loaded.
 pub async fn load(
     journal: &dyn Journal,
-    name: &str,
-    lines: &[(String, GenerateRequest)],
-) -> Result<u64, JournalError> {
-    let manifest = BatchManifest {
-        name: name.to_string(),
-        line_ids: lines.iter().map(|(id, _)| id.clone()).collect(),
-    };
-    // A loaded batch is checked before entries are built for nothing.
-    if let Some(loaded) = journal.batch().await? {
-        return manifest.check_against(&loaded).map(|()| 0);
-    }
-    let entries: Vec<Entry> = lines
-        .iter()
-        .map(|(id, request)| Deliverer::new_entry(id, request))
-        .collect();
-    journal.load_batch(&manifest, &entries).await
+    file: &BatchFile,
+    lines: impl Iterator<Item = Result<(u64, GenerateRequest), JournalError>> + Send,
+) -> Result<LoadReport, JournalError> {
+    let mut ids = Some(LineIds::new(&file.name));
+    let mut lines = lines.fuse();
+    let mut checked = std::iter::from_fn(move || {
+        let current = ids.as_mut()?;
+        match lines.next() {
+            Some(Ok((line, request))) => {
+                let id = current.next(&request);
+                Some(Ok(BatchLine {
+                    line,
+                    entry: Deliverer::new_entry(&id, &request),
+                }))
+            }
+            Some(Err(error)) => {
+                ids = None;
+                Some(Err(error))
+            }
+            None => {
+                let read = ids.take()?.file();
+                (read != *file).then(|| {
+                    Err(JournalError::new(format!(
+                        "the batch file `{}` changed while it was read: run the command again",
+                        file.name
+                    )))
+                })
+            }
+        }
+    });
+    journal.load(file, &mut checked).await
 }
 
 /// How often a worker with nothing to claim looks again at the lines other
@@ -46,29 +69,59 @@ const RECHECK: Duration = Duration::from_millis(500);
 pub struct Outcome {
     /// The line's entry id.
     pub id: String,
-    /// The entry at its end, or why it stopped (the line stays in the
-    /// journal, unfinished, for a later run).
-    pub result: Result<Entry, DeliveryError>,
+    /// Its line number in the batch file.
+    pub line: Option<u64>,
+    /// The entry at its end, or why it stopped. An error leaves the line in
+    /// the journal, unfinished, for a later run; [`JournalError::LeaseLost`]
+    /// means another worker took it over and finishes it.
+    pub result: Result<crate::journal::Entry, DeliveryError>,
 }
 
-/// One worker of a shared batch: claims lines, `concurrency` at a time,
-/// under leases of `lease` that it renews every third of it.
+/// How a worker's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// Nothing was left to claim, and no other worker held a line.
+    Finished,
+    /// The batch stopped for every worker (this one saw it or another did):
+    /// untried lines stay pending; a rerun of the same command continues.
+    Stopped(BatchStop),
+    /// Asked to stop (SIGTERM, Ctrl-C): it stopped claiming, let its lines
+    /// finish until the drain deadline, and released the rest (`released`
+    /// lines) for another worker or a later run.
+    Interrupted {
+        /// Lines still in flight at the deadline, released unfinished.
+        released: usize,
+    },
+}
+
+/// One worker of a batch: claims lines, `concurrency` at a time, under
+/// leases of `lease` that it renews every third of it.
 #[derive(Debug)]
 pub struct Worker {
     deliverer: Arc<Deliverer>,
+    batch: String,
     holder: String,
     concurrency: usize,
     lease: Duration,
+    drain: Duration,
 }
 
 impl Worker {
-    /// A worker named `holder` (unique per process: host and process id).
-    pub fn new(deliverer: Arc<Deliverer>, holder: impl Into<String>) -> Self {
+    /// A worker of the batch `batch`, named `holder` (unique per process:
+    /// host and process id).
+    pub fn new(
+        deliverer: Arc<Deliverer>,
+        batch: impl Into<String>,
+        holder: impl Into<String>,
+    ) -> Self {
         Self {
             deliverer,
+            batch: batch.into(),
             holder: holder.into(),
             concurrency: 4,
             lease: Duration::from_secs(30),
+            drain: Duration::from_secs(30),
         }
     }
 
@@ -85,15 +138,28 @@ impl Worker {
         self
     }
 
+    /// How long lines in flight may take to finish once the worker is asked
+    /// to stop (default 30 s); the rest are released unfinished.
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
     /// The worker's name in the journal.
     pub fn holder(&self) -> &str {
         &self.holder
     }
 
     /// Works until no line is left to claim and none is held by a live
-    /// worker; reports each line's outcome to `report` as it ends. Lines whose
-    /// delivery stopped on an error are released at the end, for a later run.
-    pub async fn run(&self, mut report: impl FnMut(Outcome)) -> Result<(), JournalError> {
+    /// worker, the batch stops, or `shutdown` is cancelled; reports each
+    /// line's outcome to `report` as it ends. Lines that stopped on an error
+    /// are kept (so this run does not take them again) and released at the
+    /// end, for a later run.
+    pub async fn run(
+        &self,
+        shutdown: CancellationToken,
+        mut report: impl FnMut(Outcome),
+    ) -> Result<Ending, JournalError> {
         let journal = self.deliverer.journal().clone();
         let held: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let renewal = tokio::spawn(renew(
@@ -102,72 +168,145 @@ impl Worker {
             held.clone(),
             self.lease,
         ));
-        let outcome = self.work(&journal, &held, &mut report).await;
+        let ending = self.work(&journal, &held, &shutdown, &mut report).await;
         renewal.abort();
         let released = journal.release(&self.holder, None).await;
-        outcome.and(released)
+        let ending = ending?;
+        released?;
+        Ok(ending)
     }
 
     async fn work(
         &self,
         journal: &Arc<dyn Journal>,
         held: &Arc<Mutex<BTreeSet<String>>>,
+        shutdown: &CancellationToken,
         report: &mut impl FnMut(Outcome),
-    ) -> Result<(), JournalError> {
+    ) -> Result<Ending, JournalError> {
         let mut in_flight = FuturesUnordered::new();
-        // Lines that stopped on an error: kept (leased) until the end so that
-        // this run does not take them again.
-        let mut stopped = 0usize;
+        let mut stop: Option<BatchStop> = None;
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        // Lines that stopped on an error: kept (leased) until the end.
+        let mut kept = 0usize;
         loop {
-            let room = self.concurrency - in_flight.len();
-            if room > 0 {
-                let claimed = journal.claim(&self.holder, room, self.lease).await?;
-                for entry in claimed {
-                    lock(held).insert(entry.id.clone());
-                    let deliverer = self.deliverer.clone();
-                    in_flight.push(async move {
-                        let id = entry.id.clone();
-                        Outcome {
-                            id,
-                            result: deliverer.continue_entry(entry).await,
+            let mut idle = None;
+            if stop.is_none() && drain_until.is_none() {
+                let room = self.concurrency - in_flight.len();
+                if room > 0 {
+                    let claimed = journal
+                        .claim(&self.batch, &self.holder, room, self.lease)
+                        .await?;
+                    if let Some(seen) = claimed.stop {
+                        tracing::warn!(reason = %seen.reason, by = %seen.holder, "the batch stopped; claiming no more lines");
+                        stop = Some(seen);
+                    } else if claimed.lines.is_empty() && in_flight.is_empty() {
+                        // Nothing claimable: lines may still be leased by
+                        // other workers; if one dies, its lines come free
+                        // when its lease expires. Looked at again at least
+                        // twice a second: lines usually end long before.
+                        match claimed.others_expire_in {
+                            Some(expiry) => idle = Some((expiry + Duration::from_millis(50)).min(RECHECK)),
+                            None => return Ok(Ending::Finished),
                         }
-                    });
+                    }
+                    for claim in claimed.lines {
+                        lock(held).insert(claim.entry.id.clone());
+                        let deliverer = self.deliverer.clone();
+                        in_flight.push(async move {
+                            let id = claim.entry.id.clone();
+                            let line = claim.line;
+                            Outcome {
+                                id,
+                                line,
+                                result: deliverer.continue_claim(claim).await,
+                            }
+                        });
+                    }
                 }
             }
-            match in_flight.next().await {
-                Some(outcome) => {
-                    if outcome.result.as_ref().is_ok_and(|entry| entry.done) {
-                        lock(held).remove(&outcome.id);
-                    } else {
-                        stopped += 1;
+            if in_flight.is_empty() && idle.is_none() {
+                // Stopped or draining, and nothing left in flight.
+                return Ok(match (stop, drain_until) {
+                    (Some(stop), _) => Ending::Stopped(stop),
+                    (None, _) => Ending::Interrupted { released: 0 },
+                });
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if drain_until.is_none() => {
+                    tracing::info!(in_flight = in_flight.len(), drain = ?self.drain, "asked to stop: claiming no more lines");
+                    drain_until = Some(tokio::time::Instant::now() + self.drain);
+                }
+                () = tokio::time::sleep_until(drain_until.unwrap_or_else(far_future)), if drain_until.is_some() => {
+                    let released = in_flight.len();
+                    tracing::warn!(released, "lines still in flight at the drain deadline are released unfinished");
+                    return Ok(Ending::Interrupted { released });
+                }
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(seen) = self.settle(journal, held, &outcome, &mut kept).await {
+                        stop.get_or_insert(seen);
                     }
                     report(outcome);
                 }
-                None => {
-                    // Nothing claimable: lines may still be leased by other
-                    // workers; if one dies, its lines come free when its
-                    // lease expires.
-                    // Looked at again at least twice a second: the lines
-                    // usually end (done) long before their leases would.
-                    match journal.next_expiry(&self.holder).await? {
-                        Some(expiry) => {
-                            tracing::debug!(?expiry, "waiting for other workers' lines");
-                            tokio::time::sleep((expiry + Duration::from_millis(50)).min(RECHECK))
-                                .await;
-                        }
-                        None => break,
-                    }
-                }
+                () = tokio::time::sleep(idle.unwrap_or_default()), if in_flight.is_empty() && idle.is_some() => {}
             }
         }
-        if stopped > 0 {
-            tracing::warn!(
-                stopped,
-                "lines stopped on errors; they are released for a later run"
-            );
-        }
-        Ok(())
     }
+
+    /// Keeps the journal right after a line ended; returns the batch's stop
+    /// when the line's failure stops the batch.
+    async fn settle(
+        &self,
+        journal: &Arc<dyn Journal>,
+        held: &Arc<Mutex<BTreeSet<String>>>,
+        outcome: &Outcome,
+        kept: &mut usize,
+    ) -> Option<BatchStop> {
+        let error = match &outcome.result {
+            Ok(entry) if entry.done => {
+                lock(held).remove(&outcome.id);
+                return None;
+            }
+            Ok(_) => {
+                *kept += 1;
+                return None;
+            }
+            Err(error) => error,
+        };
+        if let Some(reason) = error.batch_stop() {
+            // Written first, so that every worker stops claiming; the line
+            // itself goes back, untried for good, for the rerun.
+            let stop = BatchStop {
+                reason,
+                message: error.to_string(),
+                holder: self.holder.clone(),
+                at: chrono::Utc::now(),
+            };
+            if let Err(error) = journal.stop(&self.batch, &stop).await {
+                tracing::warn!(%error, "cannot record the batch's stop; the other workers will meet it themselves");
+            }
+            lock(held).remove(&outcome.id);
+            if let Err(error) = journal.release(&self.holder, Some(&outcome.id)).await {
+                tracing::warn!(%error, "cannot release the line; its lease will expire");
+            }
+            return Some(stop);
+        }
+        match error {
+            // Another worker finishes it; or the journal was lost for a
+            // while: the lease expires and the line is claimed again (by
+            // this worker too), with its Idempotency-Key.
+            DeliveryError::Journal(JournalError::LeaseLost { .. })
+            | DeliveryError::Journal(JournalError::Unavailable(_)) => {
+                lock(held).remove(&outcome.id);
+            }
+            _ => *kept += 1,
+        }
+        None
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -192,7 +331,7 @@ async fn renew(
         match journal.renew(&holder, &ids, lease).await {
             Ok(kept) if (kept as usize) < ids.len() => tracing::warn!(
                 lost = ids.len() - kept as usize,
-                "leases expired before renewal; another worker may take those lines"
+                "leases expired before renewal; another worker may have taken those lines (their writes from here are refused)"
             ),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot renew leases"),

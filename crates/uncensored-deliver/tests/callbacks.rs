@@ -2,7 +2,7 @@
 //! on loopback: forged callbacks cost no API read and no journal access, a
 //! nonce names one job across restarts, duplicates share one read, and under
 //! injected faults every job is paid once and stored once.
-#![cfg(all(feature = "sqlite", feature = "callbacks"))]
+#![cfg(all(feature = "sqlite", feature = "callbacks", feature = "testing"))]
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -16,9 +16,8 @@ use tokio::sync::mpsc;
 use uncensored::callback::{CallbackNonce, CallbackSecret};
 use uncensored::{Client, GenerateRequest, Generation, RetryPolicy, WaitOptions};
 use uncensored_deliver::callbacks::{CallbackService, CallbackServiceError};
-use uncensored_deliver::journal::{
-    BatchManifest, BatchStatus, Entry, Journal, JournalError, SqliteJournal,
-};
+use uncensored_deliver::journal::{CallbackNonces as _, Entry, Journal, JournalError, SqliteJournal};
+use uncensored_deliver::testing::observed::{Call, Observed, Observer};
 use uncensored_deliver::storage::StorageUrl;
 use uncensored_deliver::{Deliverer, DeliveryError};
 use uncensored_emulator::{Config, Emulator, EmulatorHandle};
@@ -27,20 +26,38 @@ const SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
 const JOB_READS: &str = "GET /v1/images/generation/jobs/{job_id}";
 
 /// A journal that counts every call, reads included, around SQLite.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Counted {
-    inner: SqliteJournal,
-    calls: AtomicU64,
-    writes: AtomicU64,
+    journal: Arc<dyn Journal>,
+    calls: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
 }
 
 impl Counted {
-    fn open(path: &std::path::Path) -> Arc<Self> {
-        Arc::new(Self {
-            inner: SqliteJournal::open(path).unwrap(),
-            calls: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-        })
+    fn open(path: &std::path::Path) -> Self {
+        let calls = Arc::new(AtomicU64::new(0));
+        let writes = Arc::new(AtomicU64::new(0));
+        let (c, w) = (calls.clone(), writes.clone());
+        let observer: Observer = Arc::new(move |call: Call, _| {
+            if call.name == "counts" {
+                return;
+            }
+            c.fetch_add(1, Ordering::SeqCst);
+            if call.write {
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let inner = Arc::new(SqliteJournal::open(path).unwrap());
+        Self {
+            journal: Arc::new(Observed::new(inner, observer)),
+            calls,
+            writes,
+        }
+    }
+
+    /// The journal, for the service.
+    fn shared(&self) -> Arc<dyn Journal> {
+        self.journal.clone()
     }
 
     fn calls(&self) -> (u64, u64) {
@@ -50,97 +67,8 @@ impl Counted {
         )
     }
 
-    fn call(&self, write: bool) {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if write {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Journal for Counted {
-    async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
-        self.call(false);
-        self.inner.get(id).await
-    }
-    async fn put(&self, entry: &Entry) -> Result<(), JournalError> {
-        self.call(true);
-        self.inner.put(entry).await
-    }
-    async fn insert(&self, entry: &Entry) -> Result<bool, JournalError> {
-        self.call(true);
-        self.inner.insert(entry).await
-    }
-    async fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
-        self.call(false);
-        self.inner.unfinished().await
-    }
     async fn counts(&self) -> Result<(u64, u64), JournalError> {
-        self.inner.counts().await
-    }
-    async fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
-        self.call(false);
-        self.inner.recent(limit).await
-    }
-    async fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
-        self.call(false);
-        self.inner.callback_nonce_job(nonce).await
-    }
-    async fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError> {
-        self.call(true);
-        self.inner.bind_callback_nonce(nonce, job_id).await
-    }
-    async fn load_batch(
-        &self,
-        manifest: &BatchManifest,
-        entries: &[Entry],
-    ) -> Result<u64, JournalError> {
-        self.call(true);
-        self.inner.load_batch(manifest, entries).await
-    }
-    async fn batch(&self) -> Result<Option<BatchManifest>, JournalError> {
-        self.call(false);
-        self.inner.batch().await
-    }
-    async fn claim(
-        &self,
-        holder: &str,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<Entry>, JournalError> {
-        self.call(true);
-        self.inner.claim(holder, limit, lease).await
-    }
-    async fn claim_entry(
-        &self,
-        id: &str,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<Option<Entry>, JournalError> {
-        self.call(true);
-        self.inner.claim_entry(id, holder, lease).await
-    }
-    async fn renew(
-        &self,
-        holder: &str,
-        ids: &[String],
-        lease: Duration,
-    ) -> Result<u64, JournalError> {
-        self.call(true);
-        self.inner.renew(holder, ids, lease).await
-    }
-    async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
-        self.call(true);
-        self.inner.release(holder, id).await
-    }
-    async fn status(&self) -> Result<BatchStatus, JournalError> {
-        self.call(false);
-        self.inner.status().await
-    }
-    async fn next_expiry(&self, holder: &str) -> Result<Option<Duration>, JournalError> {
-        self.call(false);
-        self.inner.next_expiry(holder).await
+        self.journal.counts().await
     }
 }
 
@@ -286,7 +214,7 @@ async fn a_flood_of_forged_callbacks_costs_no_read_and_starves_no_job() {
     let path = temp_journal("flood");
     let journal = Counted::open(&path);
     let (service, base, mut delivered) =
-        serve(&client, journal.clone(), |b| b.secret(secret())).await;
+        serve(&client, journal.shared(), |b| b.secret(secret())).await;
     let secret = secret();
 
     // The flood: 64 senders until at least 3,000 forgeries are answered and
@@ -415,7 +343,7 @@ async fn a_bad_tag_is_refused_without_a_read_or_any_journal_access() {
     let (emulator, client) = emulator(quiet()).await;
     let path = temp_journal("bad-tag");
     let journal = Counted::open(&path);
-    let (service, base, _delivered) = serve(&client, journal.clone(), |b| b.secret(secret())).await;
+    let (service, base, _delivered) = serve(&client, journal.shared(), |b| b.secret(secret())).await;
     // A real job of ours, its callback going nowhere.
     let job_id = queue(&client, "bad tag", "http://127.0.0.1:9/none").await;
     let reads_before = job_reads(&emulator);
@@ -479,7 +407,7 @@ async fn a_nonce_names_one_job_even_after_a_restart() {
     let (nonce, url) = {
         let journal = Counted::open(&path);
         let (service, base, mut delivered) =
-            serve(&client, journal.clone(), |b| b.secret(secret())).await;
+            serve(&client, journal.shared(), |b| b.secret(secret())).await;
         let signed = secret().callback_url(&base).unwrap();
         let before = job_reads(&emulator);
         assert_eq!(post(&http, &signed.url, &payload(&job_a)).await, 200);
@@ -506,7 +434,7 @@ async fn a_nonce_names_one_job_even_after_a_restart() {
 
     // A new service (another port) on the same journal: the binding holds.
     let journal = Counted::open(&path);
-    let (service, base, _delivered) = serve(&client, journal.clone(), |b| b.secret(secret())).await;
+    let (service, base, _delivered) = serve(&client, journal.shared(), |b| b.secret(secret())).await;
     let before = job_reads(&emulator);
     let writes_before = journal.calls().1;
     assert_eq!(
@@ -541,7 +469,7 @@ async fn concurrent_duplicates_share_one_read() {
     let path = temp_journal("duplicates");
     let journal = Counted::open(&path);
     let (service, base, mut delivered) =
-        serve(&client, journal.clone(), |b| b.secret(secret())).await;
+        serve(&client, journal.shared(), |b| b.secret(secret())).await;
     let job_id = queue(&client, "duplicated", "http://127.0.0.1:9/none").await;
     client.wait(&job_id).await.unwrap();
 
@@ -585,7 +513,7 @@ async fn unsigned_callbacks_are_served_only_when_accepted() {
 
     let path = temp_journal("unsigned");
     let (service, base, mut delivered) =
-        serve(&client, Counted::open(&path), |b| b.accept_unsigned(true)).await;
+        serve(&client, Counted::open(&path).shared(), |b| b.accept_unsigned(true)).await;
     let url = format!("{base}/callback");
     // The emulator's own callback, to the plain URL, is confirmed and delivered.
     let job_id = queue(&client, "unsigned", &url).await;
@@ -651,7 +579,7 @@ async fn callbacks_under_faults_pay_and_store_each_job_once() {
     let path = temp_journal("faults");
     let journal = Counted::open(&path);
     let (service, base, mut delivered) =
-        serve(&client, journal.clone(), |b| b.secret(secret())).await;
+        serve(&client, journal.shared(), |b| b.secret(secret())).await;
     let secret = secret();
     let queued: HashSet<String> = stream::iter(0..JOBS)
         .map(|i| {

@@ -1,17 +1,19 @@
 //! The PostgreSQL journal and pacer on a real PostgreSQL server
-//! (`uncensored_test_servers::postgres`): migrations that run once however
-//! many workers start together, entries, batches loaded once, claims that
-//! never hand one entry to two workers, leases that expire and renew,
-//! callback nonces, reconnection after a restart, errors that say what is
-//! wrong without the password, and one rate limit shared by several pacers.
+//! (`uncensored_test_servers::postgres`): the journal conformance suite
+//! (`uncensored_deliver::testing::journal`: entries, batches known by their
+//! lines' content, claims, leases, fencing, stops, callback nonces),
+//! migrations that run once however many workers start together, a batch of
+//! many chunks loaded once, reconnection after a restart, errors that say
+//! what is wrong without the password, and one rate limit shared by several
+//! pacers.
 //!
 //! The tests share one server (started by the first, stopped when the last
 //! running one ends), each on a fresh database of its own; the restart test
 //! has a server of its own.
 
-#![cfg(feature = "postgres")]
+#![cfg(all(feature = "postgres", feature = "testing"))]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -19,11 +21,12 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::future::join_all;
 use tokio::time::Instant;
-use uncensored::{FailureReason, GenerateRequest, Pace as _, RateLimit, pace_interval};
+use uncensored::{GenerateRequest, Pace as _, RateLimit, pace_interval};
 use uncensored_deliver::PostgresPacer;
 use uncensored_deliver::journal::{
-    BatchManifest, BatchStatus, Entry, Journal as _, JournalError, PostgresJournal, Stage,
+    Batches as _, Entries as _, Entry, Journal, JournalError, LineIds, PostgresJournal, Stage,
 };
+use uncensored_deliver::worker;
 use uncensored_test_servers::Postgres;
 
 /// The server the running tests share, started when none is running.
@@ -67,22 +70,6 @@ fn entry(id: &str, stage: Stage, done: bool) -> Entry {
     }
 }
 
-fn ids(entries: &[Entry]) -> Vec<String> {
-    entries.iter().map(|e| e.id.clone()).collect()
-}
-
-/// A batch of `lines` pending entries `line-0001`...
-fn batch(name: &str, lines: usize) -> (BatchManifest, Vec<Entry>) {
-    let entries: Vec<Entry> = (1..=lines)
-        .map(|n| entry(&format!("line-{n:04}"), Stage::Pending, false))
-        .collect();
-    let manifest = BatchManifest {
-        name: name.into(),
-        line_ids: ids(&entries),
-    };
-    (manifest, entries)
-}
-
 /// Rows of `SELECT ...` as text, with a client of its own.
 async fn rows(url: &str, sql: &str) -> Vec<Vec<String>> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -114,10 +101,10 @@ async fn workers_starting_together_migrate_once() {
     assert_eq!(
         rows(
             &url,
-            "SELECT version::text, COUNT(*)::text FROM uncensored_migrations GROUP BY version"
+            "SELECT version::text, COUNT(*)::text FROM uncensored_migrations GROUP BY version ORDER BY version"
         )
         .await,
-        [["1", "1"]]
+        [["1", "1"], ["2", "1"]]
     );
     assert_eq!(
         rows(
@@ -126,392 +113,51 @@ async fn workers_starting_together_migrate_once() {
         )
         .await,
         [["5"]],
-        "entries, callback nonces, batch, pacing and migrations"
+        "entries, callback nonces, batches, pacing and migrations"
     );
 }
 
-// ---------------------------------------------------------------- entries
+// ------------------------------------------------------------ conformance
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn entries_are_kept_in_order_and_inserted_once() {
+async fn the_postgres_journal_passes_the_conformance_suite() {
     let Some(server) = server() else { return };
-    let journal = connect(&database(&server, "entries")).await;
-
-    let stored = Entry {
-        notified: ["slack".to_string(), "email".to_string()].into(),
-        ..entry(
-            "a",
-            Stage::Stored {
-                job_id: "job-a".into(),
-                generation_time: Some(1.25),
-                model: Some("model-dev".into()),
-                name: "a.jpg".into(),
-                location: "s3://bucket/a.jpg".into(),
-                sha256: "ab".repeat(32),
-                share_url: None,
-            },
-            false,
-        )
-    };
-    journal
-        .put(&entry("b", Stage::Pending, false))
-        .await
-        .unwrap();
-    journal.put(&stored).await.unwrap();
-    let failed = entry(
-        "c",
-        Stage::Failed {
-            job_id: None,
-            reason: FailureReason::Moderation,
-            message: "refused".into(),
-        },
-        true,
-    );
-    journal.put(&failed).await.unwrap();
-    let accepted = entry("b", Stage::Accepted { job_id: "k".into() }, false);
-    journal.put(&accepted).await.unwrap();
-
-    assert_eq!(journal.get("a").await.unwrap(), Some(stored.clone()));
-    assert_eq!(journal.get("b").await.unwrap(), Some(accepted.clone()));
-    assert_eq!(journal.get("c").await.unwrap(), Some(failed.clone()));
-    assert_eq!(journal.get("nope").await.unwrap(), None);
-    assert_eq!(
-        ids(&journal.unfinished().await.unwrap()),
-        ["b", "a"],
-        "first written first; an update keeps its place"
-    );
-    assert_eq!(journal.counts().await.unwrap(), (3, 1));
-    assert_eq!(
-        ids(&journal.recent(2).await.unwrap()),
-        ["b", "c"],
-        "newest change first"
-    );
-    assert_eq!(ids(&journal.recent(10).await.unwrap()), ["b", "c", "a"]);
-
-    // Insert-if-absent: an existing entry is left alone.
-    assert!(
-        !journal
-            .insert(&entry("a", Stage::Pending, false))
-            .await
-            .unwrap()
-    );
-    assert_eq!(journal.get("a").await.unwrap(), Some(stored));
-    assert!(
-        journal
-            .insert(&entry("d", Stage::Pending, false))
-            .await
-            .unwrap()
-    );
-    assert_eq!(journal.counts().await.unwrap(), (4, 1));
-
-    // Eight writers race for one id: exactly one writes, and its entry stays.
-    let racers: Vec<Entry> = (0..8)
-        .map(|n| Entry {
-            idempotency_key: format!("racer-{n}"),
-            ..entry("race", Stage::Pending, false)
-        })
-        .collect();
-    let written = join_all(racers.iter().map(|e| journal.insert(e))).await;
-    let winners: Vec<&Entry> = racers
-        .iter()
-        .zip(&written)
-        .filter(|(_, written)| *written.as_ref().unwrap())
-        .map(|(e, _)| e)
-        .collect();
-    assert_eq!(winners.len(), 1, "{written:?}");
-    assert_eq!(
-        journal.get("race").await.unwrap().as_ref(),
-        Some(winners[0])
-    );
+    let url = database(&server, "conformance");
+    uncensored_deliver::testing::journal::conformance(|| {
+        let url = url.clone();
+        async move { Arc::new(connect(&url).await) as Arc<dyn Journal> }
+    })
+    .await;
 }
 
-// ---------------------------------------------------------------- batches
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_batch_is_loaded_once_and_edits_are_refused() {
+async fn a_batch_of_many_chunks_loads_whole_and_once() {
     let Some(server) = server() else { return };
-    let journal = connect(&database(&server, "batches")).await;
-    let (manifest, entries) = batch("prompts.jsonl", 5);
-
-    assert_eq!(journal.batch().await.unwrap(), None);
-    assert_eq!(journal.load_batch(&manifest, &entries).await.unwrap(), 5);
-    assert_eq!(journal.batch().await.unwrap(), Some(manifest.clone()));
-    assert_eq!(
-        ids(&journal.unfinished().await.unwrap()),
-        manifest.line_ids,
-        "file order"
-    );
-    assert_eq!(
-        journal.get("line-0003").await.unwrap(),
-        Some(entries[2].clone())
-    );
-    assert_eq!(journal.load_batch(&manifest, &entries).await.unwrap(), 0);
-    assert_eq!(journal.counts().await.unwrap(), (5, 0));
-
-    let other = BatchManifest {
-        name: "other.jsonl".into(),
-        ..manifest.clone()
-    };
-    match journal.load_batch(&other, &entries).await {
-        Err(JournalError::OtherBatch {
-            journal: held,
-            journal_lines: 5,
-            file,
-        }) => assert_eq!(
-            (held.as_str(), file.as_str()),
-            ("prompts.jsonl", "other.jsonl")
-        ),
-        outcome => panic!("another batch: {outcome:?}"),
+    let url = database(&server, "chunks");
+    let (one, two) = (connect(&url).await, connect(&url).await);
+    const LINES: u64 = 12_345;
+    let lines = || (1..=LINES).map(|n| Ok((n, GenerateRequest::new(format!("prompt {n}")))));
+    let mut ids = LineIds::new("big.txt");
+    for line in lines() {
+        ids.next(&line.unwrap().1);
     }
-
-    let mut edited = manifest.clone();
-    edited.line_ids[3] = "line-0004-edited".into();
-    match journal.load_batch(&edited, &entries).await {
-        Err(JournalError::EditedBatch { batch, line: 4 }) => assert_eq!(batch, "prompts.jsonl"),
-        outcome => panic!("an edited line 4: {outcome:?}"),
+    let file = ids.file();
+    let (a, b) = tokio::join!(
+        worker::load(&one, &file, lines()),
+        worker::load(&two, &file, lines())
+    );
+    assert_eq!(a.unwrap().added + b.unwrap().added, LINES, "every line written once");
+    let status = one.status("big.txt").await.unwrap();
+    assert_eq!(status.left, LINES, "{status:?}");
+    // A file that changed while it was read loads nothing.
+    let mut edited = LineIds::new("big.txt");
+    edited.next(&GenerateRequest::new("a new first line"));
+    for line in lines() {
+        edited.next(&line.unwrap().1);
     }
-    let mut longer = manifest.clone();
-    longer.line_ids.push("line-0006".into());
-    match journal.load_batch(&longer, &entries).await {
-        Err(JournalError::EditedBatch { line: 6, .. }) => {}
-        outcome => panic!("an added line 6: {outcome:?}"),
-    }
-    assert_eq!(journal.counts().await.unwrap(), (5, 0), "nothing written");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn workers_loading_one_batch_together_write_it_once() {
-    let Some(server) = server() else { return };
-    let url = database(&server, "batch_race");
-    let journals = join_all((0..4).map(|_| connect(&url))).await;
-    let (manifest, entries) = batch("shared.jsonl", 120);
-    let written: Vec<u64> = join_all(journals.iter().map(|j| j.load_batch(&manifest, &entries)))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let mut sorted = written.clone();
-    sorted.sort();
-    assert_eq!(sorted, [0, 0, 0, 120], "{written:?}");
-    assert_eq!(journals[0].counts().await.unwrap(), (120, 0));
-}
-
-// ------------------------------------------------------- claims and leases
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_claimers_take_every_entry_exactly_once() {
-    let Some(server) = server() else { return };
-    let url = database(&server, "claims");
-    let (manifest, entries) = batch("big.jsonl", 300);
-    assert_eq!(
-        connect(&url)
-            .await
-            .load_batch(&manifest, &entries)
-            .await
-            .unwrap(),
-        300
-    );
-    let journals = join_all((0..6).map(|_| connect(&url))).await;
-    let claimed: Vec<Vec<String>> =
-        join_all(journals.iter().enumerate().map(|(n, journal)| async move {
-            let holder = format!("worker-{n}");
-            let mut mine = Vec::new();
-            loop {
-                let batch = journal
-                    .claim(&holder, 10, Duration::from_secs(60))
-                    .await
-                    .unwrap();
-                if batch.is_empty() {
-                    return mine;
-                }
-                assert!(batch.len() <= 10);
-                let seqs = ids(&batch);
-                let mut sorted = seqs.clone();
-                sorted.sort();
-                assert_eq!(seqs, sorted, "oldest first");
-                for mut entry in batch {
-                    assert!(!entry.done);
-                    entry.done = true;
-                    journal.put(&entry).await.unwrap();
-                    mine.push(entry.id);
-                }
-            }
-        }))
-        .await;
-    let mut all: Vec<String> = claimed.iter().flatten().cloned().collect();
-    let total = all.len();
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), total, "an entry was claimed twice");
-    assert_eq!(all, manifest.line_ids, "every entry, once");
-    let status = journals[0].status().await.unwrap();
-    assert_eq!(
-        status,
-        BatchStatus {
-            done: 300,
-            ..BatchStatus::default()
-        }
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leases_hold_expire_renew_and_release() {
-    let Some(server) = server() else { return };
-    let journal = connect(&database(&server, "leases")).await;
-    let (manifest, entries) = batch("leases.jsonl", 5);
-    journal.load_batch(&manifest, &entries).await.unwrap();
-    let short = Duration::from_millis(300);
-    let long = Duration::from_secs(60);
-
-    // A holds line 1; B cannot take it until the lease expires.
-    let held = journal.claim_entry("line-0001", "A", short).await.unwrap();
-    assert_eq!(held.map(|e| e.id).as_deref(), Some("line-0001"));
-    assert_eq!(
-        journal.claim_entry("line-0001", "B", long).await.unwrap(),
-        None
-    );
-    assert_eq!(journal.next_expiry("A").await.unwrap(), None, "A's own");
-    let expiry = journal.next_expiry("B").await.unwrap().expect("A's lease");
-    assert!(expiry <= short, "{expiry:?}");
-    while let Some(left) = journal.next_expiry("B").await.unwrap() {
-        tokio::time::sleep(left).await;
-    }
-    let taken = journal.claim_entry("line-0001", "B", long).await.unwrap();
-    assert_eq!(taken.map(|e| e.id).as_deref(), Some("line-0001"));
-    assert_eq!(
-        journal.claim_entry("line-0001", "A", long).await.unwrap(),
-        None,
-        "B holds it now"
-    );
-    assert_eq!(
-        journal
-            .renew("A", &["line-0001".into()], long)
-            .await
-            .unwrap(),
-        0,
-        "A lost it"
-    );
-
-    // A renews line 2 past its first lease: nobody else takes it.
-    assert!(
-        journal
-            .claim_entry("line-0002", "A", short)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    let first_lease = journal.next_expiry("C").await.unwrap().expect("A's lease");
-    let renewed = journal
-        .renew(
-            "A",
-            &["line-0002".into(), "line-0003".into(), "nope".into()],
-            long,
-        )
-        .await
-        .unwrap();
-    assert_eq!(renewed, 1, "A holds line 2 only");
-    tokio::time::sleep(first_lease).await;
-    assert_eq!(
-        journal.claim_entry("line-0002", "C", long).await.unwrap(),
-        None,
-        "the renewed lease holds"
-    );
-    // B's lease on line 1 expires first now (A's runs for a minute).
-    assert!(journal.next_expiry("C").await.unwrap().unwrap() > Duration::from_secs(50));
-
-    // Done and failed entries; one left nobody holds.
-    let mut done = entries[3].clone();
-    done.done = true;
-    journal.put(&done).await.unwrap();
-    let failed = Entry {
-        stage: Stage::Failed {
-            job_id: Some("job-5".into()),
-            reason: FailureReason::Moderation,
-            message: "refused".into(),
-        },
-        done: true,
-        ..entries[4].clone()
-    };
-    journal.put(&failed).await.unwrap();
-    assert_eq!(
-        journal.status().await.unwrap(),
-        BatchStatus {
-            done: 1,
-            failed: 1,
-            in_flight: BTreeMap::from([("A".into(), 1), ("B".into(), 1)]),
-            left: 1,
-        }
-    );
-    assert_eq!(
-        journal
-            .renew("A", &["line-0004".into()], long)
-            .await
-            .unwrap(),
-        0,
-        "a done entry is held by nobody"
-    );
-    assert_eq!(
-        ids(&journal.claim("C", 10, long).await.unwrap()),
-        ["line-0003"],
-        "only the free, unfinished entry"
-    );
-
-    // Releasing frees one entry, or all of a holder's.
-    journal.release("A", Some("line-0002")).await.unwrap();
-    assert!(
-        journal
-            .claim_entry("line-0002", "B", long)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    journal.release("B", None).await.unwrap();
-    let status = journal.status().await.unwrap();
-    assert_eq!(status.in_flight, BTreeMap::from([("C".into(), 1)]));
-    assert_eq!(status.left, 2);
-    assert_eq!(
-        ids(&journal.claim("D", 10, long).await.unwrap()),
-        ["line-0001", "line-0002"]
-    );
-}
-
-// --------------------------------------------------------- callback nonces
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_callback_nonce_binds_one_job() {
-    let Some(server) = server() else { return };
-    let url = database(&server, "nonces");
-    let journal = connect(&url).await;
-    assert_eq!(journal.callback_nonce_job("n1").await.unwrap(), None);
-    assert_eq!(
-        journal.bind_callback_nonce("n1", "job-a").await.unwrap(),
-        "job-a"
-    );
-    assert_eq!(
-        journal.bind_callback_nonce("n1", "job-b").await.unwrap(),
-        "job-a",
-        "the first binding wins"
-    );
-    assert_eq!(
-        journal.callback_nonce_job("n1").await.unwrap().as_deref(),
-        Some("job-a")
-    );
-
-    let journals = join_all((0..4).map(|_| connect(&url))).await;
-    let bound: Vec<String> = join_all((0..16).map(|n| {
-        journals[n % 4].bind_callback_nonce("n2", ["job-w", "job-x", "job-y", "job-z"][n % 4])
-    }))
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
-    let winner = journal.callback_nonce_job("n2").await.unwrap().unwrap();
-    assert!(bound.iter().all(|job| *job == winner), "{bound:?}");
-    assert_eq!(
-        journal.counts().await.unwrap(),
-        (0, 0),
-        "nonces are not entries"
-    );
+    let changed = worker::load(&one, &edited.file(), lines()).await;
+    assert!(changed.is_err(), "the lines read differ from the file: {changed:?}");
+    assert_eq!(one.counts().await.unwrap().0, LINES, "nothing was added");
 }
 
 // -------------------------------------------------------------- reconnect

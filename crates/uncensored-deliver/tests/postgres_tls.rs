@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::Utc;
 use uncensored::GenerateRequest;
 use uncensored_deliver::PostgresPacer;
-use uncensored_deliver::journal::{Entry, Journal as _, JournalError, PostgresJournal, Stage};
+use uncensored_deliver::journal::{Entry, Batches as _, Entries as _, JournalError, PostgresJournal, Stage};
 use uncensored_test_servers::Postgres;
 
 const PASSWORD: &str = "tls-Secret-Pa55word";
@@ -90,12 +90,12 @@ async fn works(url: &str) {
     };
     assert!(journal.insert(&entry).await.unwrap());
     let claimed = journal
-        .claim(&format!("worker-{id}"), 10, Duration::from_secs(60))
+        .claim_entry(&id, &format!("worker-{id}"), Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(
-        claimed.into_iter().map(|e| e.id).collect::<Vec<_>>(),
-        [id],
+        claimed.map(|claim| claim.entry.id),
+        Some(id.clone()),
         "{url}"
     );
 }

@@ -116,7 +116,7 @@ impl BatchView {
     /// Reads the journal.
     pub async fn read(journal: &Arc<dyn Journal>) -> Result<Self, JournalError> {
         let mut view = Self::from_entries(&entries(journal).await?);
-        view.name = journal.batch().await?.map(|manifest| manifest.name);
+        view.name = journal.batch(None).await?.map(|batch| batch.name);
         Ok(view)
     }
 }

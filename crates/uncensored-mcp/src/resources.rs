@@ -92,7 +92,7 @@ mod tests {
 
     use uncensored::{Client, DownloadedImage, GenerateRequest, ImageFormat};
     use uncensored_deliver::Deliverer;
-    use uncensored_deliver::journal::{Journal as _, SqliteJournal, Stage};
+    use uncensored_deliver::journal::{Entries as _, SqliteJournal, Stage};
     use uncensored_deliver::storage::{ImageMeta, InMemory, ObjectName, Storage, StorageUrl};
 
     use super::*;

@@ -1,15 +1,17 @@
-//! A process that delivers a numbered batch through the pipeline, for the
-//! crash test: it finishes what its journal left unfinished, then delivers
-//! lines 0..N, printing `done N` as each line is done.
+//! A process that delivers a numbered batch through the batch engine (a
+//! worker on an SQLite journal, leases of 2 s), for the crash test: it loads
+//! lines 0..N (a rerun finds them loaded), then works on them, printing
+//! `done N` as each line is done.
 //!
 //! Usage: `batch-worker BASE_URL DIR SLACK_URL WEBHOOK_URL COUNT`
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use uncensored::{Client, GenerateRequest, WaitOptions};
+use uncensored::{CancellationToken, Client, GenerateRequest, WaitOptions};
 use uncensored_deliver::Deliverer;
-use uncensored_deliver::journal::SqliteJournal;
+use uncensored_deliver::journal::{Journal, LineIds, SqliteJournal};
+use uncensored_deliver::worker::{self, Worker};
 use uncensored_deliver::notify::{SignedWebhookNotifier, SlackNotifier};
 use uncensored_deliver::storage::ObjectStorage;
 
@@ -47,26 +49,40 @@ async fn main() {
         SignedWebhookNotifier::new(webhook, SECRET).expect("a valid secret"),
     ));
 
-    for result in deliverer.resume().await.expect("the journal reads") {
-        result.expect("a resumed entry finishes");
-    }
-    let count: usize = count.parse().expect("COUNT is a number");
-    let items: Vec<(String, GenerateRequest)> = (0..count)
-        .map(|i| {
-            (
-                format!("line-{i}"),
+    let count: u64 = count.parse().expect("COUNT is a number");
+    let lines = || {
+        (0..count).map(|i| {
+            Ok((
+                i + 1,
                 GenerateRequest::new(format!("crash test line {i}")).size(256, 256),
-            )
+            ))
         })
-        .collect();
+    };
+    let mut ids = LineIds::new("crash.txt");
+    for line in lines() {
+        ids.next(&line.expect("a line").1);
+    }
+    let file = ids.file();
+    let journal: &dyn Journal = deliverer.journal().as_ref();
+    worker::load(journal, &file, lines())
+        .await
+        .expect("the batch loads");
+    let worker = Worker::new(
+        Arc::new(deliverer),
+        "crash.txt",
+        format!("crash-{}", std::process::id()),
+    )
+    .concurrency(4)
+    .lease(Duration::from_secs(2));
     let mut done = 0;
-    for chunk in items.chunks(4) {
-        for result in deliverer.deliver_all(chunk.to_vec(), 4).await {
-            result.expect("a line is delivered");
+    worker
+        .run(CancellationToken::new(), |outcome| {
+            outcome.result.expect("a line is delivered");
             done += 1;
             // A reader that went away must not end the work: only a kill does.
             use std::io::Write as _;
             let _ = writeln!(std::io::stdout().lock(), "done {done}");
-        }
-    }
+        })
+        .await
+        .expect("the journal works");
 }

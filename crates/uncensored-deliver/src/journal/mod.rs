@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
+mod batch;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -16,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use uncensored::{FailureReason, GenerateRequest};
 
+pub use batch::{
+    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Claim, Claimed, Fence, LineIds,
+    LoadReport,
+};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresJournal;
 #[cfg(feature = "sqlite")]
@@ -107,27 +112,13 @@ pub enum JournalError {
     /// cannot be read); found before connecting.
     #[error("journal location: {0}")]
     Location(String),
-    /// The journal holds another batch than the file given.
-    #[error(
-        "this journal holds the batch `{journal}` ({journal_lines} lines), not `{file}`: use another journal (database or schema) for another batch"
-    )]
-    OtherBatch {
-        /// The batch the journal holds.
-        journal: String,
-        /// Its number of lines.
-        journal_lines: u64,
-        /// The batch of the file given.
-        file: String,
-    },
-    /// The batch file was edited since the journal loaded it.
-    #[error(
-        "the batch `{batch}` was edited since this journal loaded it (line {line} differs): restore the file, or start a new batch in another journal"
-    )]
-    EditedBatch {
-        /// The batch.
-        batch: String,
-        /// The first line (1-based) that differs.
-        line: u64,
+    /// Another claim took this entry over since it was claimed (its lease
+    /// ran out while its holder was stalled): the write was refused, the
+    /// new holder finishes it.
+    #[error("the lease on `{id}` was taken over by another worker; it finishes the line")]
+    LeaseLost {
+        /// The entry.
+        id: String,
     },
 }
 
@@ -138,105 +129,33 @@ impl JournalError {
     }
 }
 
-/// A batch as a journal holds it: its name and what identifies its lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchManifest {
-    /// The batch's name (by default the file's name).
-    pub name: String,
-    /// The entry id of every line, in file order; an id changes when its line does.
-    pub line_ids: Vec<String>,
-}
-
-impl BatchManifest {
-    /// The first line (1-based) at which `self` and `other` differ.
-    pub fn first_difference(&self, other: &BatchManifest) -> Option<u64> {
-        let common = self.line_ids.len().min(other.line_ids.len());
-        (0..common)
-            .find(|&i| self.line_ids[i] != other.line_ids[i])
-            .or((self.line_ids.len() != other.line_ids.len()).then_some(common))
-            .map(|i| i as u64 + 1)
-    }
-
-    /// Checks that `loaded` (what a journal holds) is this batch.
-    pub fn check_against(&self, loaded: &BatchManifest) -> Result<(), JournalError> {
-        if loaded.name != self.name {
-            return Err(JournalError::OtherBatch {
-                journal: loaded.name.clone(),
-                journal_lines: loaded.line_ids.len() as u64,
-                file: self.name.clone(),
-            });
-        }
-        match self.first_difference(loaded) {
-            None => Ok(()),
-            Some(line) => Err(JournalError::EditedBatch {
-                batch: self.name.clone(),
-                line,
-            }),
-        }
-    }
-}
-
-/// Where a shared batch stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchStatus {
-    /// Lines delivered (stored and announced).
-    pub done: u64,
-    /// Lines that ended without an image, for good.
-    pub failed: u64,
-    /// Lines under a live lease, per holder (worker).
-    pub in_flight: std::collections::BTreeMap<String, u64>,
-    /// Lines nobody holds and nobody has finished.
-    pub left: u64,
-}
-
-impl BatchStatus {
-    /// Adds `count` entries in `state` (`done`, `failed`, `held`, `left`).
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn add(&mut self, state: &str, holder: Option<String>, count: u64) {
-        match (state, holder) {
-            ("done", _) => self.done += count,
-            ("failed", _) => self.failed += count,
-            ("held", Some(holder)) => *self.in_flight.entry(holder).or_default() += count,
-            _ => self.left += count,
-        }
-    }
-
-    /// Lines in flight, all holders together.
-    pub fn in_flight_total(&self) -> u64 {
-        self.in_flight.values().sum()
-    }
-}
-
-/// A durable store of entries. Kept behind a trait so that a shared database
-/// can back it: `SqliteJournal` (feature `sqlite`) is the embedded default for
-/// one machine, `PostgresJournal` (feature `postgres`) is shared by many.
-///
-/// Claims and leases let several workers share the entries: a claim takes a
-/// lease on entries nobody holds (or whose lease expired), a worker renews its
-/// leases while it works, and a dead worker's leases expire so that another
-/// takes its entries over (with the same Idempotency-Keys).
+/// The entries of a journal: one record per delivery, written durably
+/// before each step.
 #[async_trait::async_trait]
-pub trait Journal: Send + Sync + Debug {
+pub trait Entries: Send + Sync + Debug {
     /// The entry with this id.
     async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError>;
-    /// Writes an entry durably (insert or replace) before returning.
+    /// Writes an entry durably (insert or replace) before returning. Entries
+    /// under a claim are written with [`Batches::write_claimed`] instead.
     async fn put(&self, entry: &Entry) -> Result<(), JournalError>;
     /// Writes an entry durably unless one with its id exists; returns whether
     /// it was written. Two concurrent calls with one id write exactly one.
     async fn insert(&self, entry: &Entry) -> Result<bool, JournalError>;
-    /// Every entry not yet done, oldest first.
+    /// Every entry not yet done that belongs to no batch, oldest first
+    /// (single deliveries and async jobs; batch lines are claimed instead).
     async fn unfinished(&self) -> Result<Vec<Entry>, JournalError>;
     /// How many entries there are, and how many are done.
     async fn counts(&self) -> Result<(u64, u64), JournalError>;
     /// The `limit` most recently changed entries, newest first, done or not.
     async fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError>;
+}
 
-    // Callback nonces, for the callback service (`callbacks` feature). A
-    // signed callback URL's nonce names one job, the first one confirmed
-    // under it; the binding is kept here so that it survives restarts and is
-    // shared by every service on the same journal. Separate from entries:
-    // a binding is written once and never changes.
-
+/// Callback nonces, for the callback service (`callbacks` feature). A
+/// signed callback URL's nonce names one job; the binding is kept in the
+/// journal so that it survives restarts and is shared by every service on
+/// the same journal. A binding is written once and never changes.
+#[async_trait::async_trait]
+pub trait CallbackNonces: Send + Sync + Debug {
     /// The job `nonce` is bound to, if it is.
     async fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError>;
 
@@ -244,45 +163,65 @@ pub trait Journal: Send + Sync + Debug {
     /// returns the job it is bound to now: `job_id`, or the earlier job. Two
     /// concurrent calls with different jobs bind exactly one of them.
     async fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError>;
+}
 
-    // Shared batches: loading once, claims and leases.
-
-    /// Loads a batch: its manifest and one entry per line, all in one
-    /// transaction, unless the journal holds it already (then nothing is
-    /// written). Returns how many entries were written. A journal holds one
-    /// batch: another one, or this one edited, is refused
-    /// ([`JournalError::OtherBatch`], [`JournalError::EditedBatch`]).
-    async fn load_batch(
+/// Batches and the leases on their lines. A batch is a named set of lines,
+/// each an entry known by its content ([`LineIds`]); workers on one machine
+/// or many claim lines under leases, renew them while they work, and take
+/// over the lines of a worker whose lease ran out. Every claim carries a
+/// fencing token: a write from a holder whose claim was taken over is
+/// refused ([`JournalError::LeaseLost`]).
+#[async_trait::async_trait]
+pub trait Batches: Send + Sync + Debug {
+    /// Loads the lines of `file` into its batch, in one transaction, read
+    /// from `lines` as they come (a million lines are never all in memory).
+    /// Nothing is read when the journal holds these exact lines already
+    /// (same [`BatchFile::digest`]); otherwise lines not yet in the journal
+    /// are added, the others keep their state, and lines of the journal
+    /// missing from the file are no longer claimed. A stop recorded by an
+    /// earlier run is lifted (this run continues where it stopped). Two
+    /// workers loading together write each line once.
+    async fn load(
         &self,
-        manifest: &BatchManifest,
-        entries: &[Entry],
-    ) -> Result<u64, JournalError>;
+        file: &BatchFile,
+        lines: &mut (dyn Iterator<Item = Result<BatchLine, JournalError>> + Send),
+    ) -> Result<LoadReport, JournalError>;
 
-    /// The batch the journal holds, if any.
-    async fn batch(&self) -> Result<Option<BatchManifest>, JournalError>;
+    /// The batch named `name`, or (for `None`) the one loaded last.
+    async fn batch(&self, name: Option<&str>) -> Result<Option<BatchInfo>, JournalError>;
 
-    /// Takes a lease of `lease` for `holder` on up to `limit` entries that are
-    /// not done and that nobody holds (or whose lease expired), oldest first.
-    /// Concurrent claims never return the same entry.
+    /// Records that `batch` stops: no worker claims its lines until a run
+    /// loads it again. The first stop recorded is kept.
+    async fn stop(&self, batch: &str, stop: &BatchStop) -> Result<(), JournalError>;
+
+    /// Done, failed, in flight per holder, and left, of `batch`'s lines in
+    /// its file.
+    async fn status(&self, batch: &str) -> Result<BatchStatus, JournalError>;
+
+    /// Takes a lease of `lease` for `holder` on up to `limit` lines of
+    /// `batch` that are not done and that nobody holds (or whose lease
+    /// expired), in file order, unless the batch is stopped. Concurrent
+    /// claims never return the same line.
     async fn claim(
         &self,
+        batch: &str,
         holder: &str,
         limit: usize,
         lease: std::time::Duration,
-    ) -> Result<Vec<Entry>, JournalError>;
+    ) -> Result<Claimed, JournalError>;
 
-    /// Takes a lease for `holder` on the entry `id` if it is not done and
-    /// nobody else holds it; returns it, or `None`.
+    /// Takes a lease for `holder` on the entry `id` (of a batch or not) if
+    /// it is not done and nobody else holds it.
     async fn claim_entry(
         &self,
         id: &str,
         holder: &str,
         lease: std::time::Duration,
-    ) -> Result<Option<Entry>, JournalError>;
+    ) -> Result<Option<Claim>, JournalError>;
 
     /// Extends `holder`'s leases on the unfinished entries `ids` to `lease`
     /// from now; returns how many of them it still holds (fewer means a
-    /// lease expired and another holder took the entry).
+    /// lease was taken over).
     async fn renew(
         &self,
         holder: &str,
@@ -290,16 +229,23 @@ pub trait Journal: Send + Sync + Debug {
         lease: std::time::Duration,
     ) -> Result<u64, JournalError>;
 
+    /// Writes a claimed entry durably, if the claim `fence` still holds it:
+    /// [`JournalError::LeaseLost`] when another claim took it over since.
+    async fn write_claimed(&self, entry: &Entry, fence: &Fence) -> Result<(), JournalError>;
+
     /// Gives up `holder`'s leases (on `id`, or on all its entries).
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError>;
-
-    /// Done, failed, in flight per holder, and left.
-    async fn status(&self) -> Result<BatchStatus, JournalError>;
-
-    /// When the earliest live lease of another holder than `holder` expires,
-    /// as a duration from now (`None` when no other holder has one).
-    async fn next_expiry(&self, holder: &str) -> Result<Option<std::time::Duration>, JournalError>;
 }
+
+/// A durable store of deliveries: [`Entries`], [`Batches`] with their
+/// leases, and [`CallbackNonces`]. Kept behind traits so that a shared
+/// database can back it: `SqliteJournal` (feature `sqlite`) is the embedded
+/// default for one machine, `PostgresJournal` (feature `postgres`) is
+/// shared by many. Every journal passes
+/// [`testing::journal::conformance`](crate::testing::journal::conformance).
+pub trait Journal: Entries + Batches + CallbackNonces {}
+
+impl<T: Entries + Batches + CallbackNonces + ?Sized> Journal for T {}
 
 /// Whether `location` names a PostgreSQL database (`postgres://`, `postgresql://`).
 pub fn is_postgres(location: &str) -> bool {

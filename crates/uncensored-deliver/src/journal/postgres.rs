@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{BatchManifest, BatchStatus, Entry, Journal, JournalError, Stage};
+use super::{
+    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim, Claimed,
+    Entries, Entry, Fence, JournalError, LoadReport, Stage,
+};
 use crate::postgres::Database;
 
 /// The journal in a PostgreSQL database. The schema is created and migrated
-/// by [`PostgresJournal::connect`]; tables are prefixed `uncensored_`. Put a
-/// batch in a database (or a schema, with `?options=-csearch_path%3Dname`)
-/// of its own: a journal holds one batch.
+/// by [`PostgresJournal::connect`]; tables are prefixed `uncensored_` (use a
+/// schema of their own with `?options=-csearch_path%3Dname`). A journal holds
+/// any number of batches, each known by its name.
 ///
 /// A lost connection is retried on a new one for up to a minute (a server
 /// restart), then reported as [`JournalError::Unavailable`].
@@ -93,7 +96,7 @@ impl PostgresJournal {
 }
 
 #[async_trait::async_trait]
-impl Journal for PostgresJournal {
+impl Entries for PostgresJournal {
     async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
         let rows = self
             .database
@@ -120,7 +123,7 @@ impl Journal for PostgresJournal {
                 .run(|client| async move {
                     client
                         .query(
-                            "SELECT body FROM uncensored_entries WHERE NOT done ORDER BY seq",
+                            "SELECT body FROM uncensored_entries WHERE NOT done AND batch IS NULL ORDER BY seq",
                             &[],
                         )
                         .await
@@ -160,6 +163,10 @@ impl Journal for PostgresJournal {
         )
     }
 
+}
+
+#[async_trait::async_trait]
+impl CallbackNonces for PostgresJournal {
     async fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
         let rows = self
             .database
@@ -198,112 +205,293 @@ impl Journal for PostgresJournal {
             .await?;
         Ok(row.get(0))
     }
+}
 
-    async fn load_batch(
+/// The claims in `rows` (body, token, line), in line order.
+fn claims(rows: Vec<tokio_postgres::Row>, holder: &str) -> Result<Vec<Claim>, JournalError> {
+    let mut claims = rows
+        .into_iter()
+        .map(|row| {
+            let entry: Entry = serde_json::from_value(row.get::<_, Value>(0)).map_err(error)?;
+            Ok(Claim {
+                fence: Fence {
+                    id: entry.id.clone(),
+                    holder: holder.to_string(),
+                    token: row.get(1),
+                },
+                line: row
+                    .get::<_, Option<i64>>(2)
+                    .and_then(|l| u64::try_from(l).ok()),
+                entry,
+            })
+        })
+        .collect::<Result<Vec<_>, JournalError>>()?;
+    claims.sort_by_key(|claim| claim.line);
+    Ok(claims)
+}
+
+fn stop_of(value: Option<Value>) -> Result<Option<BatchStop>, JournalError> {
+    value
+        .map(|v| serde_json::from_value(v).map_err(error))
+        .transpose()
+}
+
+/// Lines written per statement while loading.
+const LOAD_CHUNK: usize = 5_000;
+
+#[async_trait::async_trait]
+impl Batches for PostgresJournal {
+    async fn load(
         &self,
-        manifest: &BatchManifest,
-        lines: &[Entry],
-    ) -> Result<u64, JournalError> {
-        let manifest_value = serde_json::to_value(manifest).map_err(error)?;
-        let mut ids = Vec::with_capacity(lines.len());
-        let mut bodies = Vec::with_capacity(lines.len());
-        for entry in lines {
-            ids.push(entry.id.clone());
-            bodies.push(body(entry)?);
-        }
-        let (loaded, written) = self
-            .database
-            .run(|client| {
-                let (manifest_value, ids, bodies) = (&manifest_value, &ids, &bodies);
-                async move {
-                    let mut client = client;
-                    let transaction = client.transaction().await?;
-                    // One loader at a time; a second finds the batch loaded.
-                    transaction
-                        .execute("LOCK TABLE uncensored_batch IN EXCLUSIVE MODE", &[])
-                        .await?;
-                    let loaded = transaction
-                        .query("SELECT manifest FROM uncensored_batch", &[])
-                        .await?;
-                    if let Some(row) = loaded.first() {
-                        let value: Value = row.get(0);
-                        transaction.rollback().await?;
-                        return Ok((Some(value), 0));
-                    }
-                    transaction
-                        .execute(
-                            "INSERT INTO uncensored_batch (only_one, manifest) VALUES (1, $1)",
-                            &[manifest_value],
-                        )
-                        .await?;
-                    let mut written = 0;
-                    for (ids, bodies) in ids.chunks(5_000).zip(bodies.chunks(5_000)) {
-                        written += transaction
-                            .execute(
-                                "INSERT INTO uncensored_entries (id, body)
-                                 SELECT l.id, l.body FROM unnest($1::text[], $2::jsonb[]) WITH ORDINALITY AS l(id, body, n)
+        file: &BatchFile,
+        lines: &mut (dyn Iterator<Item = Result<BatchLine, JournalError>> + Send),
+    ) -> Result<LoadReport, JournalError> {
+        let name = file.name.as_str();
+        let digest = file.digest.as_str();
+        let count = i64::try_from(file.lines).unwrap_or(i64::MAX);
+        // Lines are read once: the load is not repeated on a lost
+        // connection (the worker reports the journal unreachable; nothing
+        // was paid).
+        self.database
+            .run_once(|client| async move {
+                let mut client = client;
+                let transaction = client.transaction().await?;
+                transaction
+                    .execute(
+                        "INSERT INTO uncensored_batches (name, digest, lines, generation)
+                         VALUES ($1, '', 0, 0) ON CONFLICT (name) DO NOTHING",
+                        &[&name],
+                    )
+                    .await?;
+                // One loader per batch at a time; a second finds it loaded.
+                let row = transaction
+                    .query_one(
+                        "SELECT digest, generation, stop FROM uncensored_batches
+                         WHERE name = $1 FOR UPDATE",
+                        &[&name],
+                    )
+                    .await?;
+                let lifted = match stop_of(row.get(2)) {
+                    Ok(stop) => stop,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let mut generation: i64 = row.get(1);
+                let mut added = 0u64;
+                if row.get::<_, &str>(0) != digest {
+                    generation += 1;
+                    loop {
+                        let mut ids = Vec::with_capacity(LOAD_CHUNK);
+                        let mut bodies = Vec::with_capacity(LOAD_CHUNK);
+                        let mut numbers = Vec::with_capacity(LOAD_CHUNK);
+                        for line in (&mut *lines).take(LOAD_CHUNK) {
+                            let line = match line.and_then(|l| Ok((body(&l.entry)?, l))) {
+                                Ok(line) => line,
+                                Err(e) => return Ok(Err(e)),
+                            };
+                            let (value, line) = line;
+                            ids.push(line.entry.id);
+                            bodies.push(value);
+                            numbers.push(i64::try_from(line.line).unwrap_or(i64::MAX));
+                        }
+                        if ids.is_empty() {
+                            break;
+                        }
+                        let inserted = transaction
+                            .query(
+                                "INSERT INTO uncensored_entries (id, body, batch, line, generation)
+                                 SELECT l.id, l.body, $4, l.line, $5
+                                 FROM unnest($1::text[], $2::jsonb[], $3::bigint[])
+                                      WITH ORDINALITY AS l(id, body, line, n)
                                  ORDER BY n
-                                 ON CONFLICT (id) DO NOTHING",
-                                &[&ids, &bodies],
+                                 ON CONFLICT (id) DO UPDATE SET batch = excluded.batch,
+                                     line = excluded.line, generation = excluded.generation
+                                 RETURNING xmax = 0",
+                                &[&ids, &bodies, &numbers, &name, &generation],
                             )
                             .await?;
+                        added += inserted.iter().filter(|row| row.get::<_, bool>(0)).count() as u64;
                     }
-                    transaction.commit().await?;
-                    Ok((None, written))
                 }
+                transaction
+                    .execute(
+                        "UPDATE uncensored_batches SET digest = $2, lines = $3, generation = $4,
+                             stop = NULL, loaded = nextval('uncensored_loads')
+                         WHERE name = $1",
+                        &[&name, &digest, &count, &generation],
+                    )
+                    .await?;
+                let gone: i64 = transaction
+                    .query_one(
+                        "SELECT COUNT(*) FROM uncensored_entries
+                         WHERE batch = $1 AND generation < $2",
+                        &[&name, &generation],
+                    )
+                    .await?
+                    .get(0);
+                transaction.commit().await?;
+                Ok(Ok(LoadReport {
+                    added,
+                    no_longer_in_file: gone as u64,
+                    lifted,
+                }))
             })
-            .await?;
-        match loaded {
-            Some(value) => {
-                let loaded: BatchManifest = serde_json::from_value(value).map_err(error)?;
-                manifest.check_against(&loaded).map(|()| 0)
-            }
-            None => Ok(written),
-        }
+            .await?
     }
 
-    async fn batch(&self) -> Result<Option<BatchManifest>, JournalError> {
+    async fn batch(&self, name: Option<&str>) -> Result<Option<BatchInfo>, JournalError> {
         let rows = self
             .database
             .run(|client| async move {
                 client
-                    .query("SELECT manifest FROM uncensored_batch", &[])
+                    .query(
+                        "SELECT name, lines, stop FROM uncensored_batches
+                         WHERE $1::text IS NULL OR name = $1
+                         ORDER BY loaded DESC LIMIT 1",
+                        &[&name],
+                    )
                     .await
             })
             .await?;
         rows.first()
-            .map(|row| serde_json::from_value(row.get::<_, Value>(0)).map_err(error))
+            .map(|row| {
+                Ok(BatchInfo {
+                    name: row.get(0),
+                    lines: row.get::<_, i64>(1) as u64,
+                    stop: stop_of(row.get(2))?,
+                })
+            })
             .transpose()
+    }
+
+    async fn stop(&self, batch: &str, stop: &BatchStop) -> Result<(), JournalError> {
+        let value = serde_json::to_value(stop).map_err(error)?;
+        self.database
+            .run(|client| {
+                let value = &value;
+                async move {
+                    client
+                        .execute(
+                            "UPDATE uncensored_batches SET stop = $2
+                             WHERE name = $1 AND stop IS NULL",
+                            &[&batch, value],
+                        )
+                        .await
+                }
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn status(&self, batch: &str) -> Result<BatchStatus, JournalError> {
+        let rows = self
+            .database
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT CASE WHEN done AND failed THEN 'failed'
+                                         WHEN done THEN 'done'
+                                         WHEN lease_until >= now() THEN 'held'
+                                         ELSE 'left' END,
+                                    CASE WHEN NOT done AND lease_until >= now() THEN holder END,
+                                    COUNT(*)
+                             FROM uncensored_entries
+                             WHERE batch = $1
+                               AND generation = (SELECT generation FROM uncensored_batches
+                                                 WHERE name = $1)
+                             GROUP BY 1, 2",
+                        &[&batch],
+                    )
+                    .await
+            })
+            .await?;
+        let mut status = BatchStatus::default();
+        for row in rows {
+            status.add(
+                row.get::<_, &str>(0),
+                row.get::<_, Option<String>>(1),
+                row.get::<_, i64>(2) as u64,
+            );
+        }
+        Ok(status)
     }
 
     async fn claim(
         &self,
+        batch: &str,
         holder: &str,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Entry>, JournalError> {
+    ) -> Result<Claimed, JournalError> {
+        let rows = self
+            .database
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT generation, stop FROM uncensored_batches WHERE name = $1",
+                        &[&batch],
+                    )
+                    .await
+            })
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(Claimed::default());
+        };
+        let generation: i64 = row.get(0);
+        if let Some(stop) = stop_of(row.get(1))? {
+            return Ok(Claimed {
+                stop: Some(stop),
+                ..Claimed::default()
+            });
+        }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let lease = seconds(lease);
-        let mut rows = self
+        let rows = self
             .database
             .run(|client| async move {
                 client
                     .query(
                         "UPDATE uncensored_entries AS e
-                             SET holder = $1, lease_until = now() + make_interval(secs => $2)
+                             SET holder = $1, lease_until = now() + make_interval(secs => $2),
+                                 token = e.token + 1
                              FROM (SELECT id FROM uncensored_entries
-                                   WHERE NOT done AND (lease_until IS NULL OR lease_until < now())
-                                   ORDER BY seq LIMIT $3
+                                   WHERE batch = $4 AND generation = $5 AND NOT done
+                                     AND (lease_until IS NULL OR lease_until < now())
+                                     AND (SELECT stop FROM uncensored_batches WHERE name = $4) IS NULL
+                                   ORDER BY line LIMIT $3
                                    FOR UPDATE SKIP LOCKED) AS free
                              WHERE e.id = free.id
-                             RETURNING e.body, e.seq",
-                        &[&holder, &lease, &limit],
+                             RETURNING e.body, e.token, e.line",
+                        &[&holder, &lease, &limit, &batch, &generation],
                     )
                     .await
             })
             .await?;
-        rows.sort_by_key(|row| row.get::<_, i64>(1));
-        parse(rows)
+        let lines = claims(rows, holder)?;
+        let others_expire_in = if lines.is_empty() {
+            let row = self
+                .database
+                .run(|client| async move {
+                    client
+                        .query_one(
+                            "SELECT EXTRACT(EPOCH FROM MIN(lease_until) - now())::float8
+                                 FROM uncensored_entries
+                                 WHERE batch = $1 AND generation = $2 AND NOT done
+                                   AND holder <> $3 AND lease_until >= now()",
+                            &[&batch, &generation, &holder],
+                        )
+                        .await
+                })
+                .await?;
+            row.get::<_, Option<f64>>(0)
+                .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
+        } else {
+            None
+        };
+        Ok(Claimed {
+            lines,
+            stop: None,
+            others_expire_in,
+        })
     }
 
     async fn claim_entry(
@@ -311,7 +499,7 @@ impl Journal for PostgresJournal {
         id: &str,
         holder: &str,
         lease: Duration,
-    ) -> Result<Option<Entry>, JournalError> {
+    ) -> Result<Option<Claim>, JournalError> {
         let lease = seconds(lease);
         let rows = self
             .database
@@ -319,16 +507,17 @@ impl Journal for PostgresJournal {
                 client
                     .query(
                         "UPDATE uncensored_entries
-                             SET holder = $2, lease_until = now() + make_interval(secs => $3)
+                             SET holder = $2, lease_until = now() + make_interval(secs => $3),
+                                 token = token + 1
                              WHERE id = $1 AND NOT done
                                AND (lease_until IS NULL OR lease_until < now() OR holder = $2)
-                             RETURNING body",
+                             RETURNING body, token, line",
                         &[&id, &holder, &lease],
                     )
                     .await
             })
             .await?;
-        Ok(parse(rows)?.pop())
+        Ok(claims(rows, holder)?.pop())
     }
 
     async fn renew(
@@ -352,6 +541,39 @@ impl Journal for PostgresJournal {
             .await
     }
 
+    async fn write_claimed(&self, entry: &Entry, fence: &Fence) -> Result<(), JournalError> {
+        let value = body(entry)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
+        let (id, done, holder, token) = (
+            entry.id.as_str(),
+            entry.done,
+            fence.holder.as_str(),
+            fence.token,
+        );
+        // Repeating it after a lost answer is harmless: the token is the same.
+        let written = self
+            .database
+            .run(|client| {
+                let value = &value;
+                async move {
+                    client
+                        .execute(
+                            "UPDATE uncensored_entries
+                                 SET done = $2, failed = $3, body = $4,
+                                     changed = nextval('uncensored_changes')
+                                 WHERE id = $1 AND holder = $5 AND token = $6",
+                            &[&id, &done, &failed, value, &holder, &token],
+                        )
+                        .await
+                }
+            })
+            .await?;
+        if written == 0 {
+            return Err(JournalError::LeaseLost { id: id.to_string() });
+        }
+        Ok(())
+    }
+
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
         self.database
             .run(|client| async move {
@@ -365,53 +587,5 @@ impl Journal for PostgresJournal {
             })
             .await
             .map(drop)
-    }
-
-    async fn status(&self) -> Result<BatchStatus, JournalError> {
-        let rows = self
-            .database
-            .run(|client| async move {
-                client
-                    .query(
-                        "SELECT CASE WHEN done AND failed THEN 'failed'
-                                         WHEN done THEN 'done'
-                                         WHEN lease_until >= now() THEN 'held'
-                                         ELSE 'left' END,
-                                    CASE WHEN NOT done AND lease_until >= now() THEN holder END,
-                                    COUNT(*)
-                             FROM uncensored_entries GROUP BY 1, 2",
-                        &[],
-                    )
-                    .await
-            })
-            .await?;
-        let mut status = BatchStatus::default();
-        for row in rows {
-            status.add(
-                row.get::<_, &str>(0),
-                row.get::<_, Option<String>>(1),
-                row.get::<_, i64>(2) as u64,
-            );
-        }
-        Ok(status)
-    }
-
-    async fn next_expiry(&self, holder: &str) -> Result<Option<Duration>, JournalError> {
-        let row = self
-            .database
-            .run(|client| async move {
-                client
-                    .query_one(
-                        "SELECT EXTRACT(EPOCH FROM MIN(lease_until) - now())::float8
-                             FROM uncensored_entries
-                             WHERE NOT done AND holder <> $1 AND lease_until >= now()",
-                        &[&holder],
-                    )
-                    .await
-            })
-            .await?;
-        Ok(row
-            .get::<_, Option<f64>>(0)
-            .map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 }

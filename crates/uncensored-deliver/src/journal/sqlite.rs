@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use rusqlite::OptionalExtension as _;
 
-use super::{BatchManifest, BatchStatus, Entry, Journal, JournalError, Stage};
+use super::{
+    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim, Claimed,
+    Entries, Entry, Fence, JournalError, LoadReport, Stage,
+};
 
 /// The journal in an SQLite file (WAL, synchronous=FULL: a committed record
 /// survives the process being killed). The page cache is capped at 256 KiB so
@@ -21,7 +24,7 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 }
 
 /// Version of the schema this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Milliseconds since the epoch, the clock of leases on one machine.
 fn now_ms() -> i64 {
@@ -104,6 +107,33 @@ impl SqliteJournal {
                 )
                 .map_err(error)?;
         }
+        if version < 3 {
+            // Batches known by name, lines by content (`LineIds`), claims
+            // with fencing tokens. A batch of the one-batch schema is
+            // dropped: its line ids were positions, not contents.
+            connection
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE entries ADD COLUMN batch TEXT;
+                     ALTER TABLE entries ADD COLUMN line INTEGER;
+                     ALTER TABLE entries ADD COLUMN generation INTEGER;
+                     ALTER TABLE entries ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
+                     CREATE INDEX entries_seq ON entries (seq);
+                     CREATE INDEX entries_batch ON entries (batch, generation, done, line);
+                     DROP TABLE batch;
+                     CREATE TABLE batches (
+                         name TEXT PRIMARY KEY,
+                         digest TEXT NOT NULL,
+                         lines INTEGER NOT NULL,
+                         generation INTEGER NOT NULL,
+                         stop TEXT,
+                         loaded INTEGER NOT NULL
+                     );
+                     PRAGMA user_version = 3;
+                     COMMIT;",
+                )
+                .map_err(error)?;
+        }
         if version > SCHEMA_VERSION {
             return Err(JournalError::new(format!(
                 "this journal was written by a newer version (schema {version}, this one knows {SCHEMA_VERSION})"
@@ -118,6 +148,8 @@ impl SqliteJournal {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Inserts `entry` (unless its id exists, when `replace` is false),
+    /// or replaces it; returns whether a row was written.
     fn write(
         connection: &rusqlite::Connection,
         entry: &Entry,
@@ -125,29 +157,83 @@ impl SqliteJournal {
     ) -> Result<bool, JournalError> {
         let body = serde_json::to_string(entry).map_err(error)?;
         let failed = matches!(entry.stage, Stage::Failed { .. });
-        let conflict = if replace {
-            "ON CONFLICT (id) DO UPDATE SET done = excluded.done, failed = excluded.failed, body = excluded.body, changed = excluded.changed"
-        } else {
-            "ON CONFLICT (id) DO NOTHING"
-        };
+        if replace {
+            let updated = connection
+                .execute(
+                    "UPDATE entries SET done = ?2, failed = ?3, body = ?4,
+                         changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries)
+                     WHERE id = ?1",
+                    rusqlite::params![entry.id, entry.done, failed, body],
+                )
+                .map_err(error)?;
+            if updated > 0 {
+                return Ok(true);
+            }
+        }
         let written = connection
             .execute(
-                &format!(
-                    "INSERT INTO entries (id, done, failed, body, seq, changed)
-                     VALUES (?1, ?2, ?3, ?4,
-                             (SELECT COALESCE(MAX(seq), 0) + 1 FROM entries),
-                             (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries))
-                     {conflict}"
-                ),
+                "INSERT INTO entries (id, done, failed, body, seq, changed)
+                 VALUES (?1, ?2, ?3, ?4,
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM entries),
+                         (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries))
+                 ON CONFLICT (id) DO NOTHING",
                 rusqlite::params![entry.id, entry.done, failed, body],
             )
             .map_err(error)?;
         Ok(written > 0)
     }
+
+    /// The batch row: its generation and stop.
+    fn batch_row(
+        connection: &rusqlite::Connection,
+        name: &str,
+    ) -> Result<Option<(String, i64, Option<BatchStop>)>, JournalError> {
+        let row: Option<(String, i64, Option<String>)> = connection
+            .query_row(
+                "SELECT digest, generation, stop FROM batches WHERE name = ?1",
+                [name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(error)?;
+        row.map(|(digest, generation, stop)| {
+            let stop = stop
+                .map(|s| serde_json::from_str(&s).map_err(error))
+                .transpose()?;
+            Ok((digest, generation, stop))
+        })
+        .transpose()
+    }
+
+}
+
+
+fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalError> {
+    rows.mapped(|row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, Option<i64>>(2)?,
+        ))
+    })
+    .map(|row| {
+        let (body, token, line) = row.map_err(error)?;
+        let entry: Entry = serde_json::from_str(&body).map_err(error)?;
+        Ok(Claim {
+            fence: Fence {
+                id: entry.id.clone(),
+                holder: holder.to_string(),
+                token,
+            },
+            line: line.and_then(|l| u64::try_from(l).ok()),
+            entry,
+        })
+    })
+    .collect()
 }
 
 #[async_trait::async_trait]
-impl Journal for SqliteJournal {
+impl Entries for SqliteJournal {
     async fn get(&self, id: &str) -> Result<Option<Entry>, JournalError> {
         let connection = self.connection();
         let body: Option<String> = connection
@@ -171,7 +257,7 @@ impl Journal for SqliteJournal {
     async fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
         let connection = self.connection();
         let mut statement = connection
-            .prepare("SELECT body FROM entries WHERE done = 0 ORDER BY seq")
+            .prepare("SELECT body FROM entries WHERE done = 0 AND batch IS NULL ORDER BY seq")
             .map_err(error)?;
         entries(statement.query([]).map_err(error)?)
     }
@@ -197,7 +283,10 @@ impl Journal for SqliteJournal {
                 .map_err(error)?,
         )
     }
+}
 
+#[async_trait::async_trait]
+impl CallbackNonces for SqliteJournal {
     async fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
         self.connection()
             .query_row(
@@ -227,85 +316,237 @@ impl Journal for SqliteJournal {
             )
             .map_err(error)
     }
+}
 
-    async fn load_batch(
+#[async_trait::async_trait]
+impl Batches for SqliteJournal {
+    async fn load(
         &self,
-        manifest: &BatchManifest,
-        lines: &[Entry],
-    ) -> Result<u64, JournalError> {
+        file: &BatchFile,
+        lines: &mut (dyn Iterator<Item = Result<BatchLine, JournalError>> + Send),
+    ) -> Result<LoadReport, JournalError> {
         let mut connection = self.connection();
+        // IMMEDIATE: one loader at a time, across processes too.
         let transaction = connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(error)?;
-        let loaded: Option<String> = transaction
-            .query_row("SELECT manifest FROM batch", [], |row| row.get(0))
-            .optional()
+        let loaded: i64 = transaction
+            .query_row("SELECT COALESCE(MAX(loaded), 0) + 1 FROM batches", [], |r| {
+                r.get(0)
+            })
             .map_err(error)?;
-        if let Some(loaded) = loaded {
-            let loaded: BatchManifest = serde_json::from_str(&loaded).map_err(error)?;
-            return manifest.check_against(&loaded).map(|()| 0);
-        }
+        let row = Self::batch_row(&transaction, &file.name)?;
+        let lifted = row.as_ref().and_then(|(_, _, stop)| stop.clone());
+        let mut added = 0u64;
+        let generation = match row {
+            Some((digest, generation, _)) if digest == file.digest => generation,
+            row => {
+                let generation = row.map_or(1, |(_, g, _)| g + 1);
+                let (mut seq, mut changed): (i64, i64) = transaction
+                    .query_row(
+                        "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(changed), 0) FROM entries",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(error)?;
+                let mut insert = transaction
+                    .prepare(
+                        "INSERT INTO entries (id, done, failed, body, seq, changed, batch, line, generation)
+                         VALUES (?1, 0, 0, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .map_err(error)?;
+                let mut keep = transaction
+                    .prepare("UPDATE entries SET batch = ?2, line = ?3, generation = ?4 WHERE id = ?1")
+                    .map_err(error)?;
+                for line in lines {
+                    let line = line?;
+                    let body = serde_json::to_string(&line.entry).map_err(error)?;
+                    let number = i64::try_from(line.line).unwrap_or(i64::MAX);
+                    seq += 1;
+                    changed += 1;
+                    let written = insert
+                        .execute(rusqlite::params![
+                            line.entry.id, body, seq, changed, file.name, number, generation
+                        ])
+                        .map_err(error)?;
+                    if written > 0 {
+                        added += 1;
+                    } else {
+                        keep.execute(rusqlite::params![
+                            line.entry.id, file.name, number, generation
+                        ])
+                        .map_err(error)?;
+                    }
+                }
+                generation
+            }
+        };
         transaction
             .execute(
-                "INSERT INTO batch (only, manifest) VALUES (1, ?1)",
-                [serde_json::to_string(manifest).map_err(error)?],
+                "INSERT INTO batches (name, digest, lines, generation, stop, loaded)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5)
+                 ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, lines = excluded.lines,
+                     generation = excluded.generation, stop = NULL, loaded = excluded.loaded",
+                rusqlite::params![
+                    file.name,
+                    file.digest,
+                    i64::try_from(file.lines).unwrap_or(i64::MAX),
+                    generation,
+                    loaded
+                ],
             )
             .map_err(error)?;
-        let mut written = 0;
-        for entry in lines {
-            written += u64::from(Self::write(&transaction, entry, false)?);
-        }
+        let no_longer_in_file: i64 = transaction
+            .query_row(
+                "SELECT COUNT(*) FROM entries WHERE batch = ?1 AND generation < ?2",
+                rusqlite::params![file.name, generation],
+                |r| r.get(0),
+            )
+            .map_err(error)?;
         transaction.commit().map_err(error)?;
-        Ok(written)
+        Ok(LoadReport {
+            added,
+            no_longer_in_file: no_longer_in_file as u64,
+            lifted,
+        })
     }
 
-    async fn batch(&self) -> Result<Option<BatchManifest>, JournalError> {
-        let manifest: Option<String> = self
+    async fn batch(&self, name: Option<&str>) -> Result<Option<BatchInfo>, JournalError> {
+        let row: Option<(String, i64, Option<String>)> = self
             .connection()
-            .query_row("SELECT manifest FROM batch", [], |row| row.get(0))
+            .query_row(
+                "SELECT name, lines, stop FROM batches WHERE ?1 IS NULL OR name = ?1
+                 ORDER BY loaded DESC LIMIT 1",
+                [name],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
             .optional()
             .map_err(error)?;
-        manifest
-            .map(|m| serde_json::from_str(&m).map_err(error))
-            .transpose()
+        row.map(|(name, lines, stop)| {
+            Ok(BatchInfo {
+                name,
+                lines: lines as u64,
+                stop: stop
+                    .map(|s| serde_json::from_str(&s).map_err(error))
+                    .transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn stop(&self, batch: &str, stop: &BatchStop) -> Result<(), JournalError> {
+        self.connection()
+            .execute(
+                "UPDATE batches SET stop = ?2 WHERE name = ?1 AND stop IS NULL",
+                [batch, &serde_json::to_string(stop).map_err(error)?],
+            )
+            .map_err(error)?;
+        Ok(())
+    }
+
+    async fn status(&self, batch: &str) -> Result<BatchStatus, JournalError> {
+        let connection = self.connection();
+        let now = now_ms();
+        let mut status = BatchStatus::default();
+        let mut statement = connection
+            .prepare(
+                "SELECT CASE WHEN done = 1 AND failed = 1 THEN 'failed'
+                             WHEN done = 1 THEN 'done'
+                             WHEN lease_until >= ?1 THEN 'held'
+                             ELSE 'left' END AS state,
+                        CASE WHEN done = 0 AND lease_until >= ?1 THEN holder END,
+                        COUNT(*)
+                 FROM entries
+                 WHERE batch = ?2
+                   AND generation = (SELECT generation FROM batches WHERE name = ?2)
+                 GROUP BY 1, 2",
+            )
+            .map_err(error)?;
+        let rows = statement
+            .query_map(rusqlite::params![now, batch], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(error)?;
+        for row in rows {
+            let (state, holder, count) = row.map_err(error)?;
+            status.add(&state, holder, count);
+        }
+        Ok(status)
     }
 
     async fn claim(
         &self,
+        batch: &str,
         holder: &str,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Entry>, JournalError> {
+    ) -> Result<Claimed, JournalError> {
         // The connection's lock and SQLite's write lock (IMMEDIATE) make the
         // select-then-update one step, across processes too.
         let mut connection = self.connection();
         let transaction = connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(error)?;
+        let Some((_, generation, stop)) = Self::batch_row(&transaction, batch)? else {
+            return Ok(Claimed::default());
+        };
+        if stop.is_some() {
+            return Ok(Claimed {
+                stop,
+                ..Claimed::default()
+            });
+        }
         let now = now_ms();
-        let claimed = {
+        let mut lines = {
             let mut statement = transaction
                 .prepare(
-                    "UPDATE entries SET holder = ?1, lease_until = ?2
+                    "UPDATE entries SET holder = ?1, lease_until = ?2, token = token + 1
                      WHERE id IN (SELECT id FROM entries
-                                  WHERE done = 0 AND (lease_until IS NULL OR lease_until < ?3)
-                                  ORDER BY seq LIMIT ?4)
-                     RETURNING body",
+                                  WHERE batch = ?5 AND generation = ?6 AND done = 0
+                                    AND (lease_until IS NULL OR lease_until < ?3)
+                                  ORDER BY line LIMIT ?4)
+                     RETURNING body, token, line",
                 )
                 .map_err(error)?;
-            entries(
+            claims(
                 statement
                     .query(rusqlite::params![
                         holder,
                         now + ms(lease),
                         now,
-                        i64::try_from(limit).unwrap_or(i64::MAX)
+                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        batch,
+                        generation
                     ])
                     .map_err(error)?,
+                holder,
             )?
         };
+        lines.sort_by_key(|claim| claim.line);
+        let others_expire_in = if lines.is_empty() {
+            let until: Option<i64> = transaction
+                .query_row(
+                    "SELECT MIN(lease_until) FROM entries
+                     WHERE batch = ?1 AND generation = ?2 AND done = 0
+                       AND holder != ?3 AND lease_until >= ?4",
+                    rusqlite::params![batch, generation, holder, now],
+                    |row| row.get(0),
+                )
+                .map_err(error)?;
+            until.map(|u| Duration::from_millis(u64::try_from(u - now).unwrap_or(0)))
+        } else {
+            None
+        };
         transaction.commit().map_err(error)?;
-        Ok(claimed)
+        Ok(Claimed {
+            lines,
+            stop: None,
+            others_expire_in,
+        })
     }
 
     async fn claim_entry(
@@ -313,22 +554,21 @@ impl Journal for SqliteJournal {
         id: &str,
         holder: &str,
         lease: Duration,
-    ) -> Result<Option<Entry>, JournalError> {
+    ) -> Result<Option<Claim>, JournalError> {
         let now = now_ms();
-        let body: Option<String> = self
-            .connection()
-            .query_row(
-                "UPDATE entries SET holder = ?1, lease_until = ?2
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare(
+                "UPDATE entries SET holder = ?1, lease_until = ?2, token = token + 1
                  WHERE id = ?3 AND done = 0
                    AND (lease_until IS NULL OR lease_until < ?4 OR holder = ?1)
-                 RETURNING body",
-                rusqlite::params![holder, now + ms(lease), id, now],
-                |row| row.get(0),
+                 RETURNING body, token, line",
             )
-            .optional()
             .map_err(error)?;
-        body.map(|b| serde_json::from_str(&b).map_err(error))
-            .transpose()
+        let rows = statement
+            .query(rusqlite::params![holder, now + ms(lease), id, now])
+            .map_err(error)?;
+        Ok(claims(rows, holder)?.pop())
     }
 
     async fn renew(
@@ -351,6 +591,26 @@ impl Journal for SqliteJournal {
         Ok(renewed as u64)
     }
 
+    async fn write_claimed(&self, entry: &Entry, fence: &Fence) -> Result<(), JournalError> {
+        let body = serde_json::to_string(entry).map_err(error)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
+        let written = self
+            .connection()
+            .execute(
+                "UPDATE entries SET done = ?2, failed = ?3, body = ?4,
+                     changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries)
+                 WHERE id = ?1 AND holder = ?5 AND token = ?6",
+                rusqlite::params![entry.id, entry.done, failed, body, fence.holder, fence.token],
+            )
+            .map_err(error)?;
+        if written == 0 {
+            return Err(JournalError::LeaseLost {
+                id: entry.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
         self.connection()
             .execute(
@@ -361,150 +621,21 @@ impl Journal for SqliteJournal {
             .map_err(error)?;
         Ok(())
     }
-
-    async fn status(&self) -> Result<BatchStatus, JournalError> {
-        let connection = self.connection();
-        let now = now_ms();
-        let mut status = BatchStatus::default();
-        let mut statement = connection
-            .prepare(
-                "SELECT CASE WHEN done = 1 AND failed = 1 THEN 'failed'
-                             WHEN done = 1 THEN 'done'
-                             WHEN lease_until >= ?1 THEN 'held'
-                             ELSE 'left' END AS state,
-                        CASE WHEN done = 0 AND lease_until >= ?1 THEN holder END,
-                        COUNT(*)
-                 FROM entries GROUP BY 1, 2",
-            )
-            .map_err(error)?;
-        let rows = statement
-            .query_map([now], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Option<String>>(1)?,
-                    row.get::<_, i64>(2)? as u64,
-                ))
-            })
-            .map_err(error)?;
-        for row in rows {
-            let (state, holder, count) = row.map_err(error)?;
-            status.add(&state, holder, count);
-        }
-        Ok(status)
-    }
-
-    async fn next_expiry(&self, holder: &str) -> Result<Option<Duration>, JournalError> {
-        let now = now_ms();
-        let until: Option<i64> = self
-            .connection()
-            .query_row(
-                "SELECT MIN(lease_until) FROM entries WHERE done = 0 AND holder != ?1 AND lease_until >= ?2",
-                rusqlite::params![holder, now],
-                |row| row.get(0),
-            )
-            .map_err(error)?;
-        Ok(until.map(|u| Duration::from_millis(u64::try_from(u - now).unwrap_or(0))))
-    }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use std::collections::BTreeSet;
-    use uncensored::GenerateRequest;
-
-    fn entry(id: &str, stage: Stage, done: bool) -> Entry {
-        Entry {
-            id: id.into(),
-            request: GenerateRequest::new("p"),
-            idempotency_key: format!("key-{id}"),
-            stage,
-            notified: BTreeSet::new(),
-            done,
-            updated_at: Utc::now(),
-        }
-    }
 
     #[tokio::test]
-    async fn entries_survive_reopening_and_unfinished_keeps_order() {
-        let path =
-            std::env::temp_dir().join(format!("journal-{}.sqlite", uuid::Uuid::new_v4().simple()));
-        {
-            let journal = SqliteJournal::open(&path).unwrap();
-            journal
-                .put(&entry("b", Stage::Pending, false))
-                .await
-                .unwrap();
-            journal
-                .put(&entry("a", Stage::Accepted { job_id: "j".into() }, false))
-                .await
-                .unwrap();
-            journal
-                .put(&entry("c", Stage::Pending, true))
-                .await
-                .unwrap();
-            journal
-                .put(&entry("b", Stage::Accepted { job_id: "k".into() }, false))
-                .await
-                .unwrap();
-        }
-        let journal = SqliteJournal::open(&path).unwrap();
-        let open: Vec<String> = journal
-            .unfinished()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        assert_eq!(
-            open,
-            ["b", "a"],
-            "insertion order, updates keep their place"
-        );
-        assert_eq!(
-            journal.get("b").await.unwrap().unwrap().stage,
-            Stage::Accepted { job_id: "k".into() }
-        );
-        assert_eq!(journal.counts().await.unwrap(), (3, 1));
-        assert!(journal.get("zzz").await.unwrap().is_none());
-        std::fs::remove_file(&path).ok();
-    }
-
-    #[tokio::test]
-    async fn a_callback_nonce_binds_its_first_job_for_good() {
-        let path =
-            std::env::temp_dir().join(format!("journal-{}.sqlite", uuid::Uuid::new_v4().simple()));
-        {
-            let journal = SqliteJournal::open(&path).unwrap();
-            assert_eq!(journal.callback_nonce_job("n1").await.unwrap(), None);
-            assert_eq!(
-                journal.bind_callback_nonce("n1", "job-a").await.unwrap(),
-                "job-a"
-            );
-            assert_eq!(
-                journal.bind_callback_nonce("n1", "job-b").await.unwrap(),
-                "job-a"
-            );
-            assert_eq!(
-                journal.bind_callback_nonce("n2", "job-b").await.unwrap(),
-                "job-b"
-            );
-        }
-        let journal = SqliteJournal::open(&path).unwrap();
-        assert_eq!(
-            journal.callback_nonce_job("n1").await.unwrap().as_deref(),
-            Some("job-a")
-        );
-        assert_eq!(
-            journal.bind_callback_nonce("n1", "job-c").await.unwrap(),
-            "job-a"
-        );
-        assert_eq!(
-            journal.counts().await.unwrap(),
-            (0, 0),
-            "bindings are not entries"
-        );
-        std::fs::remove_file(&path).ok();
+    async fn the_sqlite_journal_passes_the_conformance_suite() {
+        let dir = std::env::temp_dir().join(format!("journal-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("journal.sqlite");
+        crate::testing::journal::conformance(|| async {
+            std::sync::Arc::new(SqliteJournal::open(&path).unwrap())
+                as std::sync::Arc<dyn crate::journal::Journal>
+        })
+        .await;
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

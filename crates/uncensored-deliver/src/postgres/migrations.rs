@@ -5,8 +5,9 @@
 use deadpool_postgres::Object;
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
     "CREATE SEQUENCE uncensored_changes;
      CREATE TABLE uncensored_entries (
          id          text PRIMARY KEY,
@@ -34,7 +35,31 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          tat          timestamptz NOT NULL DEFAULT now(),
          paused_until timestamptz NOT NULL DEFAULT '-infinity'
      );",
-)];
+    ),
+    (
+        2,
+        // Batches known by name, lines by content (`LineIds`), claims with
+        // fencing tokens. A batch of the one-batch schema is dropped: its
+        // line ids were positions, not contents.
+        "ALTER TABLE uncensored_entries
+             ADD COLUMN batch text,
+             ADD COLUMN line bigint,
+             ADD COLUMN generation bigint,
+             ADD COLUMN token bigint NOT NULL DEFAULT 0;
+         CREATE INDEX uncensored_entries_batch ON uncensored_entries (batch, generation, line)
+             WHERE NOT done;
+         DROP TABLE uncensored_batch;
+         CREATE TABLE uncensored_batches (
+             name       text PRIMARY KEY,
+             digest     text NOT NULL,
+             lines      bigint NOT NULL,
+             generation bigint NOT NULL,
+             stop       jsonb,
+             loaded     bigint NOT NULL DEFAULT 0
+         );
+         CREATE SEQUENCE uncensored_loads;",
+    ),
+];
 
 /// A key for `pg_advisory_xact_lock`: "uncensored" in ASCII, folded.
 const LOCK: i64 = 0x756e_6365_6e73_6f72;

@@ -199,6 +199,20 @@ impl Database {
         }
     }
 
+    /// Runs `call` once on a pooled connection (waiting for one as
+    /// [`Database::run`] does): for a call that cannot be repeated, such as
+    /// a load that consumes its lines.
+    pub(crate) async fn run_once<T, F, Fut>(&self, call: F) -> Result<T, JournalError>
+    where
+        F: FnOnce(Object) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let client = self.run(|client| async move { Ok(client) }).await?;
+        call(client)
+            .await
+            .map_err(|e| self.error(Failure::Database(e)))
+    }
+
     /// Runs `call` on a pooled connection; a lost connection is retried on a
     /// new one for up to a minute. Calls must be safe to repeat (upserts,
     /// conditional updates): a call whose answer was lost may have run.

@@ -17,3 +17,5 @@
 
 pub mod notify;
 pub mod storage;
+pub mod journal;
+pub mod observed;

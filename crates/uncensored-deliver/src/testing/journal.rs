@@ -1,0 +1,294 @@
+//! What every [`Journal`] must do: entries written durably and inserted
+//! once, callback nonces bound once, batches loaded once and known by their
+//! lines' content, claims that never hand one line to two holders, leases
+//! that expire and renew, fencing tokens that refuse a stale holder's
+//! writes, and stops that hold for every worker.
+//!
+//! `open` is called several times: each call must return a new handle on
+//! the same journal (another connection, as another process would have),
+//! empty the first time.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uncensored::{FailureReason, GenerateRequest};
+
+use crate::Deliverer;
+use crate::journal::{BatchFile, BatchLine, BatchStop, Journal, JournalError, LineIds, Stage};
+
+/// A batch file of `prompts`, as a run reads it: its file and its lines.
+fn batch(name: &str, prompts: &[&str]) -> (BatchFile, Vec<BatchLine>) {
+    let mut ids = LineIds::new(name);
+    let lines = prompts
+        .iter()
+        .enumerate()
+        .map(|(n, prompt)| {
+            let request = GenerateRequest::new(*prompt).size(256, 256);
+            let id = ids.next(&request);
+            BatchLine {
+                line: n as u64 + 1,
+                entry: Deliverer::new_entry(&id, &request),
+            }
+        })
+        .collect();
+    (ids.file(), lines)
+}
+
+async fn load(journal: &dyn Journal, (file, lines): &(BatchFile, Vec<BatchLine>)) -> (u64, u64) {
+    let mut lines = lines.iter().cloned().map(Ok);
+    let report = journal
+        .load(file, &mut lines)
+        .await
+        .unwrap_or_else(|e| panic!("load of {}: {e}", file.name));
+    (report.added, report.no_longer_in_file)
+}
+
+fn prompts(claims: &[crate::journal::Claim]) -> Vec<String> {
+    claims
+        .iter()
+        .map(|c| c.entry.request.prompt().to_string())
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_millis(300);
+
+/// Runs every check on the journal `open` opens; panics naming the broken
+/// guarantee.
+pub async fn conformance<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Journal>>,
+{
+    let one = open().await;
+    let two = open().await;
+    entries(&one, &two).await;
+    nonces(&one, &two).await;
+    loads(&one, &two).await;
+    claims(&one, &two).await;
+    fencing(&one, &two).await;
+    stops(&one, &two).await;
+}
+
+async fn entries(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    let first = Deliverer::new_entry("order-1", &GenerateRequest::new("p1"));
+    let second = Deliverer::new_entry("order-2", &GenerateRequest::new("p2"));
+    one.put(&first).await.unwrap();
+    one.put(&second).await.unwrap();
+    let mut moved = first.clone();
+    moved.stage = Stage::Accepted {
+        job_id: "job-1".into(),
+    };
+    two.put(&moved).await.unwrap();
+    assert_eq!(
+        one.get("order-1").await.unwrap().map(|e| e.stage),
+        Some(moved.stage.clone()),
+        "a put is seen by every handle"
+    );
+    let open: Vec<String> = one
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(open, ["order-1", "order-2"], "oldest first; an update keeps its place");
+    assert_eq!(
+        one.recent(1).await.unwrap()[0].id,
+        "order-1",
+        "recent: the last changed first"
+    );
+    let third = Deliverer::new_entry("order-3", &GenerateRequest::new("p3"));
+    let (a, b) = tokio::join!(one.insert(&third), two.insert(&third));
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|w| **w).count(),
+        1,
+        "two inserts of one id write it once"
+    );
+    assert_eq!(one.counts().await.unwrap(), (3, 0));
+    assert!(one.get("absent").await.unwrap().is_none());
+}
+
+async fn nonces(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    assert_eq!(one.callback_nonce_job("n1").await.unwrap(), None);
+    let (a, b) = tokio::join!(
+        one.bind_callback_nonce("n1", "job-a"),
+        two.bind_callback_nonce("n1", "job-b")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "two bindings of one nonce: one wins for both");
+    assert_eq!(
+        one.bind_callback_nonce("n1", "job-c").await.unwrap(),
+        a,
+        "a binding never changes"
+    );
+    assert_eq!(one.callback_nonce_job("n1").await.unwrap(), Some(a));
+    assert_eq!(one.counts().await.unwrap().0, 3, "bindings are not entries");
+}
+
+async fn loads(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    let original = batch("loads.txt", &["a", "b", "c", "b", "d"]);
+    let (x, y) = tokio::join!(load(one.as_ref(), &original), load(two.as_ref(), &original));
+    assert_eq!(x.0 + y.0, 5, "two loaders together write each line once");
+    // Unchanged: nothing is read.
+    let mut untouched = std::iter::from_fn(|| -> Option<Result<BatchLine, JournalError>> {
+        panic!("an unchanged batch must not read its lines")
+    });
+    let report = one.load(&original.0, &mut untouched).await.unwrap();
+    assert_eq!((report.added, report.no_longer_in_file), (0, 0));
+    let info = one.batch(Some("loads.txt")).await.unwrap().unwrap();
+    assert_eq!((info.name.as_str(), info.lines, info.stop), ("loads.txt", 5, None));
+    assert!(
+        one.unfinished().await.unwrap().iter().all(|e| e.id.starts_with("order")),
+        "batch lines are claimed, not resumed as single entries"
+    );
+
+    // One line inserted at the top, one deleted from the middle, one moved.
+    let edited = batch("loads.txt", &["new", "a", "d", "b", "b"]);
+    assert_eq!(
+        load(two.as_ref(), &edited).await,
+        (1, 1),
+        "an edited file adds its new line; the deleted one is no longer in it"
+    );
+    let claimed = one.claim("loads.txt", "w1", 10, LONG).await.unwrap();
+    assert_eq!(
+        prompts(&claimed.lines),
+        ["new", "a", "d", "b", "b"],
+        "the file's lines, in its order, and only them"
+    );
+    assert_eq!(claimed.lines[0].line, Some(1));
+    one.release("w1", None).await.unwrap();
+
+    // Another batch is apart.
+    let other = batch("other.txt", &["a"]);
+    assert_eq!(load(one.as_ref(), &other).await, (1, 0), "one prompt in two batches: two lines");
+    assert_eq!(
+        one.batch(None).await.unwrap().unwrap().name,
+        "other.txt",
+        "the batch loaded last"
+    );
+    let status = one.status("loads.txt").await.unwrap();
+    assert_eq!((status.left, status.done), (5, 0), "{status:?}");
+}
+
+async fn claims(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    let names: Vec<String> = (0..40).map(|n| format!("line {n}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    load(one.as_ref(), &batch("claims.txt", &refs)).await;
+    let take = |journal: Arc<dyn Journal>, holder: &'static str| async move {
+        let mut got = Vec::new();
+        loop {
+            let claimed = journal.claim("claims.txt", holder, 3, LONG).await.unwrap();
+            if claimed.lines.is_empty() {
+                return got;
+            }
+            got.extend(claimed.lines.into_iter().map(|c| c.entry.id));
+        }
+    };
+    let (a, b) = tokio::join!(take(one.clone(), "w1"), take(two.clone(), "w2"));
+    let all: BTreeSet<&String> = a.iter().chain(&b).collect();
+    assert_eq!(a.len() + b.len(), 40, "every line claimed once");
+    assert_eq!(all.len(), 40, "no line claimed twice");
+    let status = one.status("claims.txt").await.unwrap();
+    assert_eq!(status.in_flight_total(), 40, "{status:?}");
+    let nothing = one.claim("claims.txt", "w3", 1, LONG).await.unwrap();
+    assert!(nothing.lines.is_empty());
+    assert!(
+        nothing.others_expire_in.is_some_and(|d| d <= LONG),
+        "a claimer with nothing free learns when a lease expires"
+    );
+    assert_eq!(one.renew("w1", &a, LONG).await.unwrap(), a.len() as u64);
+    assert_eq!(one.renew("w1", &b, LONG).await.unwrap(), 0, "not w1's");
+    two.release("w2", None).await.unwrap();
+    let freed = one.claim("claims.txt", "w3", 100, LONG).await.unwrap();
+    assert_eq!(freed.lines.len(), b.len(), "released lines are free at once");
+}
+
+async fn fencing(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    load(one.as_ref(), &batch("fenced.txt", &["x", "y"])).await;
+    let stale = one.claim("fenced.txt", "stalled", 1, SHORT).await.unwrap();
+    let stale = stale.lines.into_iter().next().expect("a line");
+    // The lease runs out; another holder takes the line over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let taken = loop {
+        let claimed = two.claim("fenced.txt", "fresh", 2, LONG).await.unwrap();
+        if let Some(claim) = claimed.lines.into_iter().find(|c| c.entry.id == stale.entry.id) {
+            break claim;
+        }
+        two.release("fresh", None).await.unwrap();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an expired lease is taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_ne!(taken.fence.token, stale.fence.token, "a claim gets a new token");
+    let mut late = stale.entry.clone();
+    late.stage = Stage::Accepted {
+        job_id: "job-stale".into(),
+    };
+    assert!(
+        matches!(
+            one.write_claimed(&late, &stale.fence).await,
+            Err(JournalError::LeaseLost { .. })
+        ),
+        "a holder whose claim was taken over cannot write"
+    );
+    let mut done = taken.entry.clone();
+    done.done = true;
+    two.write_claimed(&done, &taken.fence).await.unwrap();
+    assert!(one.get(&done.id).await.unwrap().unwrap().done);
+    assert_eq!(one.renew("stalled", &[done.id.clone()], LONG).await.unwrap(), 0);
+
+    // A holder that claims again gets a new token: its older claim is stale too.
+    let single = Deliverer::new_entry("order-9", &GenerateRequest::new("p9"));
+    one.put(&single).await.unwrap();
+    let first = one.claim_entry("order-9", "me", SHORT).await.unwrap().unwrap();
+    let again = one.claim_entry("order-9", "me", LONG).await.unwrap().unwrap();
+    assert!(
+        one.write_claimed(&first.entry, &first.fence).await.is_err(),
+        "an older claim of the same holder is fenced"
+    );
+    one.write_claimed(&again.entry, &again.fence).await.unwrap();
+    assert!(two.claim_entry("order-9", "other", LONG).await.unwrap().is_none());
+}
+
+async fn stops(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    let file = batch("stopped.txt", &["p", "q", "r"]);
+    load(one.as_ref(), &file).await;
+    let first = one.claim("stopped.txt", "w1", 1, LONG).await.unwrap();
+    assert_eq!(first.lines.len(), 1);
+    let stop = BatchStop {
+        reason: FailureReason::InsufficientFunds,
+        message: "402: balance too low".into(),
+        holder: "w1".into(),
+        at: chrono::Utc::now(),
+    };
+    one.stop("stopped.txt", &stop).await.unwrap();
+    let later = BatchStop {
+        reason: FailureReason::Unauthorized,
+        ..stop.clone()
+    };
+    two.stop("stopped.txt", &later).await.unwrap();
+    let refused = two.claim("stopped.txt", "w2", 10, LONG).await.unwrap();
+    assert!(refused.lines.is_empty(), "a stopped batch hands out nothing");
+    assert_eq!(refused.stop.as_ref(), Some(&stop), "the first stop is kept");
+    assert_eq!(
+        two.batch(Some("stopped.txt")).await.unwrap().unwrap().stop,
+        Some(stop.clone())
+    );
+    let status = two.status("stopped.txt").await.unwrap();
+    assert_eq!((status.left, status.failed), (2, 0), "untried lines stay pending");
+    assert!(
+        one.claim("claims.txt", "w2", 1, LONG).await.unwrap().stop.is_none(),
+        "a stop holds for its batch only"
+    );
+    // The next run loads the batch again: the stop is lifted.
+    let mut unread = std::iter::empty();
+    let report = two.load(&file.0, &mut unread).await.unwrap();
+    assert_eq!(report.lifted, Some(stop), "the rerun says what it lifted");
+    let resumed = two.claim("stopped.txt", "w2", 10, LONG).await.unwrap();
+    assert_eq!(resumed.lines.len(), 2, "the rerun continues with the untried lines");
+}
