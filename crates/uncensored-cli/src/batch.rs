@@ -17,7 +17,9 @@ use uncensored_deliver::journal::{JournalError, JournalLocation, LineIds};
 use uncensored_deliver::worker::{self, Worker};
 
 use crate::cli::{Batch, BatchAction, Cli, RequestFields};
-use crate::context::{Pacing, apply, connect, default_journal, deliverer_on, journal, object_storage};
+use crate::context::{
+    Pacing, apply, connect, default_journal, deliverer_on, journal, object_storage,
+};
 use crate::failure::Failure;
 use crate::settings::Settings;
 use crate::tally::Tally;
@@ -139,17 +141,6 @@ impl Iterator for Lines<'_> {
     }
 }
 
-/// This worker's name in the journal: the host and the process.
-fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    format!("{host}-{}", std::process::id())
-}
-
 /// Cancels `shutdown` on the first SIGTERM or Ctrl-C (the worker drains);
 /// the second one ends the process at once (the journal keeps it safe).
 fn on_signals(shutdown: CancellationToken, drain: u64) {
@@ -226,8 +217,13 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         .map_err(|e| Failure::input(format!("--journal {location}: {e}")))?;
     let gallery = match args.gallery {
         true => Some(
-            crate::gallery::start_for_batch(storage, journal.clone(), args.gallery_listen, cli.json)
-                .await?,
+            crate::gallery::start_for_batch(
+                storage,
+                journal.clone(),
+                args.gallery_listen,
+                cli.json,
+            )
+            .await?,
         ),
         false => None,
     };
@@ -244,7 +240,10 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
     }
     let journal_error = |e: JournalError| Failure::other(format!("--journal {location}: {e}"));
     let before = journal.status(&name).await.map_err(journal_error)?;
-    let worker = Worker::new(Arc::new(deliverer), &name, holder())
+    worker::release_dead_local_holders(journal.as_ref(), &name)
+        .await
+        .map_err(journal_error)?;
+    let worker = Worker::new(Arc::new(deliverer), &name, worker::holder_name())
         .concurrency(usize::from(settings.concurrency.max(1)))
         .lease(Duration::from_secs(args.lease))
         .drain(Duration::from_secs(args.drain));

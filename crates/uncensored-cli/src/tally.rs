@@ -127,7 +127,8 @@ impl Tally {
     }
 
     fn fail(&mut self, outcome: &Outcome, reason: FailureReason) {
-        self.bar.inc(u64::from(!self.failed.contains_key(&outcome.id)));
+        self.bar
+            .inc(u64::from(!self.failed.contains_key(&outcome.id)));
         self.failed.insert(
             outcome.id.clone(),
             Failed {
@@ -210,8 +211,12 @@ impl Tally {
             for (reason, lines) in by_reason.values() {
                 let mut lines = lines.clone();
                 lines.sort();
-                let mut numbers: Vec<String> =
-                    lines.iter().flatten().take(10).map(u64::to_string).collect();
+                let mut numbers: Vec<String> = lines
+                    .iter()
+                    .flatten()
+                    .take(10)
+                    .map(u64::to_string)
+                    .collect();
                 if lines.len() > numbers.len() {
                     numbers.push("…".into());
                 }

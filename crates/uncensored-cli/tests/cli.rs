@@ -341,7 +341,10 @@ async fn a_batch_killed_halfway_and_rerun_stores_200_files_for_200_charges() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("200 lines: 200 stored"), "{stdout}");
+    assert!(
+        stdout.contains("the batch: 200 done, 0 failed, 0 left"),
+        "{stdout}"
+    );
     assert_eq!(
         images_in(&dir.join("images")),
         (200, 0),
@@ -764,6 +767,15 @@ async fn the_readme_shell_examples_run_against_the_emulator() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The process id at the end of a worker's name.
+fn batch_pid(worker: &str) -> u32 {
+    worker
+        .rsplit('-')
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no process id in {worker}"))
+}
+
 #[test]
 fn outputs_people_and_programs_read() {
     let dir = temp_dir("outputs");
@@ -781,10 +793,14 @@ fn outputs_people_and_programs_read() {
         String::from_utf8(batch.stdout).unwrap()
     );
     let batch = run(&["--emulator", "--json", "batch", "two.txt"]);
-    insta::assert_snapshot!(
-        "batch_summary_json",
-        String::from_utf8(batch.stdout).unwrap()
+    let mut summary: serde_json::Value = serde_json::from_slice(&batch.stdout).unwrap();
+    let worker = summary["worker"].as_str().unwrap_or_default().to_string();
+    assert!(
+        worker.ends_with(&format!("-{}", batch_pid(&worker))),
+        "the worker is named by its host and process: {worker}"
     );
+    summary["worker"] = "HOST-PID".into();
+    insta::assert_snapshot!("batch_summary_json", summary.to_string());
 
     let moderated = run(&["--emulator", "generate", "a forbidden-term"]);
     insta::assert_snapshot!(

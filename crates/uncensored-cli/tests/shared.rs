@@ -318,20 +318,10 @@ async fn bad_journals_are_refused_before_anything_is_paid() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let unreachable = format!("postgres://app:pg-secret-word@127.0.0.1:{port}/db");
-    let other = batch_file(&dir, "other.txt", 5);
-    let edited = dir.join("edited");
-    std::fs::create_dir_all(&edited).unwrap();
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text = text.replace("shared prompt 3", "shared prompt three");
-    std::fs::write(edited.join("prompts.txt"), text).unwrap();
+    let unusable = format!("{journal}?sslmode=sometimes");
     let cases = [
         (unreachable.as_str(), file.clone(), "127.0.0.1"),
-        (journal.as_str(), other, "holds the batch `prompts.txt`"),
-        (
-            journal.as_str(),
-            edited.join("prompts.txt"),
-            "line 4 differs",
-        ),
+        (unusable.as_str(), file.clone(), "sslmode"),
     ];
     for (url, file, expected) in cases {
         let (ok, stdout, stderr) = finish(worker(&emulator, &dir, &file, url, &[])).await;

@@ -12,8 +12,8 @@ use serde_json::json;
 use uncensored::{CancellationToken, Client, GenerateRequest};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{LineIds, SqliteJournal};
-use uncensored_deliver::worker::{self, Worker};
 use uncensored_deliver::storage::{ObjectStorage, Storage, StorageUrl};
+use uncensored_deliver::worker::{self, Worker};
 
 /// A field of /proc/self/status, in KiB.
 fn status_kib(field: &str) -> u64 {

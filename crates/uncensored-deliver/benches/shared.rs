@@ -26,8 +26,8 @@ use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{
     BatchFile, Entries as _, Journal, JournalError, LineIds, PostgresJournal, SqliteJournal,
 };
-use uncensored_deliver::testing::observed::{Call, Observed, Observer};
 use uncensored_deliver::storage::StorageUrl;
+use uncensored_deliver::testing::observed::{Call, Observed, Observer};
 use uncensored_deliver::worker::{self, Worker};
 
 fn main() {
@@ -151,7 +151,9 @@ fn prompt(i: usize) -> String {
 
 /// The batch's lines, numbered from 1, made as they are read (a file of a
 /// million lines is never in memory).
-fn lines(count: usize) -> impl Iterator<Item = Result<(u64, GenerateRequest), JournalError>> + Send {
+fn lines(
+    count: usize,
+) -> impl Iterator<Item = Result<(u64, GenerateRequest), JournalError>> + Send {
     (1..=count).map(|n| Ok((n as u64, GenerateRequest::new(prompt(n)).size(256, 256))))
 }
 
@@ -287,7 +289,9 @@ async fn journal_cost(
     std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
     let baseline_kib = status_kib("VmRSS:");
     let started = Instant::now();
-    let report = worker::load(&journal, &file, lines(load_count)).await.unwrap();
+    let report = worker::load(&journal, &file, lines(load_count))
+        .await
+        .unwrap();
     assert_eq!(report.added as usize, load_count);
     let load_seconds = started.elapsed().as_secs_f64();
     let peak_kib = status_kib("VmHWM:");

@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt as _, stream};
 
-
 use uncensored::{
     Client, Error, FailureReason, GenerateRequest, Generation, ImageFormat, RetryPolicy,
     validate_idempotency_key,
@@ -455,7 +454,11 @@ impl Deliverer {
     /// at once. A claimed entry checks its claim before each notifier, so a
     /// worker that stalled past its lease does not announce a line another
     /// worker took over.
-    async fn announce(&self, entry: &mut Entry, fence: Option<&Fence>) -> Result<(), DeliveryError> {
+    async fn announce(
+        &self,
+        entry: &mut Entry,
+        fence: Option<&Fence>,
+    ) -> Result<(), DeliveryError> {
         let notification = notification(entry);
         let mut failures = Vec::new();
         for notifier in &self.notifiers {

@@ -14,9 +14,7 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use uncensored::{CancellationToken, GenerateRequest};
 
-use crate::journal::{
-    BatchFile, BatchLine, BatchStop, Journal, JournalError, LineIds, LoadReport,
-};
+use crate::journal::{BatchFile, BatchLine, BatchStop, Journal, JournalError, LineIds, LoadReport};
 use crate::{Deliverer, DeliveryError};
 
 /// Loads the lines of `file` into `journal` ([`crate::journal::Batches::load`]):
@@ -58,6 +56,47 @@ pub async fn load(
         }
     });
     journal.load(file, &mut checked).await
+}
+
+/// A name for this process's worker, unique among workers: the host and the
+/// process id (`host-1234`).
+pub fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Releases the lines of `batch` held by workers of this host (named by
+/// [`holder_name`]) whose process no longer exists: a worker killed with
+/// SIGKILL on this machine, whose leases would otherwise keep its lines
+/// until they expire. A process that still exists (or a worker of another
+/// host) keeps its lines. Returns how many holders were released.
+pub async fn release_dead_local_holders(
+    journal: &dyn Journal,
+    batch: &str,
+) -> Result<usize, JournalError> {
+    let me = holder_name();
+    let Some((host, _)) = me.rsplit_once('-') else {
+        return Ok(0);
+    };
+    let mut released = 0;
+    for holder in journal.status(batch).await?.in_flight.into_keys() {
+        let dead = holder
+            .rsplit_once('-')
+            .filter(|(h, _)| *h == host)
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if dead && holder != me {
+            tracing::info!(%holder, "releasing the lines of a worker of this host that is gone");
+            journal.release(&holder, None).await?;
+            released += 1;
+        }
+    }
+    Ok(released)
 }
 
 /// How often a worker with nothing to claim looks again at the lines other
@@ -205,7 +244,9 @@ impl Worker {
                         // when its lease expires. Looked at again at least
                         // twice a second: lines usually end long before.
                         match claimed.others_expire_in {
-                            Some(expiry) => idle = Some((expiry + Duration::from_millis(50)).min(RECHECK)),
+                            Some(expiry) => {
+                                idle = Some((expiry + Duration::from_millis(50)).min(RECHECK))
+                            }
                             None => return Ok(Ending::Finished),
                         }
                     }

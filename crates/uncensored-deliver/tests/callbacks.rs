@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 use uncensored::callback::{CallbackNonce, CallbackSecret};
 use uncensored::{Client, GenerateRequest, Generation, RetryPolicy, WaitOptions};
 use uncensored_deliver::callbacks::{CallbackService, CallbackServiceError};
-use uncensored_deliver::journal::{CallbackNonces as _, Entry, Journal, JournalError, SqliteJournal};
-use uncensored_deliver::testing::observed::{Call, Observed, Observer};
+use uncensored_deliver::journal::{
+    CallbackNonces as _, Entry, Journal, JournalError, SqliteJournal,
+};
 use uncensored_deliver::storage::StorageUrl;
+use uncensored_deliver::testing::observed::{Call, Observed, Observer};
 use uncensored_deliver::{Deliverer, DeliveryError};
 use uncensored_emulator::{Config, Emulator, EmulatorHandle};
 
@@ -343,7 +345,8 @@ async fn a_bad_tag_is_refused_without_a_read_or_any_journal_access() {
     let (emulator, client) = emulator(quiet()).await;
     let path = temp_journal("bad-tag");
     let journal = Counted::open(&path);
-    let (service, base, _delivered) = serve(&client, journal.shared(), |b| b.secret(secret())).await;
+    let (service, base, _delivered) =
+        serve(&client, journal.shared(), |b| b.secret(secret())).await;
     // A real job of ours, its callback going nowhere.
     let job_id = queue(&client, "bad tag", "http://127.0.0.1:9/none").await;
     let reads_before = job_reads(&emulator);
@@ -434,7 +437,8 @@ async fn a_nonce_names_one_job_even_after_a_restart() {
 
     // A new service (another port) on the same journal: the binding holds.
     let journal = Counted::open(&path);
-    let (service, base, _delivered) = serve(&client, journal.shared(), |b| b.secret(secret())).await;
+    let (service, base, _delivered) =
+        serve(&client, journal.shared(), |b| b.secret(secret())).await;
     let before = job_reads(&emulator);
     let writes_before = journal.calls().1;
     assert_eq!(
@@ -512,8 +516,10 @@ async fn unsigned_callbacks_are_served_only_when_accepted() {
     assert!(message.contains("UNCENSORED_CALLBACK_SECRET"), "{message}");
 
     let path = temp_journal("unsigned");
-    let (service, base, mut delivered) =
-        serve(&client, Counted::open(&path).shared(), |b| b.accept_unsigned(true)).await;
+    let (service, base, mut delivered) = serve(&client, Counted::open(&path).shared(), |b| {
+        b.accept_unsigned(true)
+    })
+    .await;
     let url = format!("{base}/callback");
     // The emulator's own callback, to the plain URL, is confirmed and delivered.
     let job_id = queue(&client, "unsigned", &url).await;

@@ -146,7 +146,11 @@ async fn a_batch_of_many_chunks_loads_whole_and_once() {
         worker::load(&one, &file, lines()),
         worker::load(&two, &file, lines())
     );
-    assert_eq!(a.unwrap().added + b.unwrap().added, LINES, "every line written once");
+    assert_eq!(
+        a.unwrap().added + b.unwrap().added,
+        LINES,
+        "every line written once"
+    );
     let status = one.status("big.txt").await.unwrap();
     assert_eq!(status.left, LINES, "{status:?}");
     // A file that changed while it was read loads nothing.
@@ -156,7 +160,10 @@ async fn a_batch_of_many_chunks_loads_whole_and_once() {
         edited.next(&line.unwrap().1);
     }
     let changed = worker::load(&one, &edited.file(), lines()).await;
-    assert!(changed.is_err(), "the lines read differ from the file: {changed:?}");
+    assert!(
+        changed.is_err(),
+        "the lines read differ from the file: {changed:?}"
+    );
     assert_eq!(one.counts().await.unwrap().0, LINES, "nothing was added");
 }
 

@@ -19,7 +19,9 @@ use std::time::Duration;
 use chrono::Utc;
 use uncensored::GenerateRequest;
 use uncensored_deliver::PostgresPacer;
-use uncensored_deliver::journal::{Entry, Batches as _, Entries as _, JournalError, PostgresJournal, Stage};
+use uncensored_deliver::journal::{
+    Batches as _, Entries as _, Entry, JournalError, PostgresJournal, Stage,
+};
 use uncensored_test_servers::Postgres;
 
 const PASSWORD: &str = "tls-Secret-Pa55word";

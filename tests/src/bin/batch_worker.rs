@@ -11,9 +11,9 @@ use std::time::Duration;
 use uncensored::{CancellationToken, Client, GenerateRequest, WaitOptions};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{Journal, LineIds, SqliteJournal};
-use uncensored_deliver::worker::{self, Worker};
 use uncensored_deliver::notify::{SignedWebhookNotifier, SlackNotifier};
 use uncensored_deliver::storage::ObjectStorage;
+use uncensored_deliver::worker::{self, Worker};
 
 /// The signing secret the crash test verifies with.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -266,7 +266,11 @@ mod tests {
         assert_ne!(edited.file().digest, file.digest);
 
         let mut other = LineIds::new("other.txt");
-        assert_ne!(other.next(&GenerateRequest::new("a cat")), a, "batches apart");
+        assert_ne!(
+            other.next(&GenerateRequest::new("a cat")),
+            a,
+            "batches apart"
+        );
         let mut defaults = LineIds::new("prompts.txt");
         let explicit = GenerateRequest::new("a cat")
             .model(uncensored::api::limits::generate_image_request::MODEL_DEFAULT);

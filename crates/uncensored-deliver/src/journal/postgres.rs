@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim, Claimed,
-    Entries, Entry, Fence, JournalError, LoadReport, Stage,
+    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim,
+    Claimed, Entries, Entry, Fence, JournalError, LoadReport, Stage,
 };
 use crate::postgres::Database;
 
@@ -162,7 +162,6 @@ impl Entries for PostgresJournal {
                 .await?,
         )
     }
-
 }
 
 #[async_trait::async_trait]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rusqlite::OptionalExtension as _;
 
 use super::{
-    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim, Claimed,
-    Entries, Entry, Fence, JournalError, LoadReport, Stage,
+    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim,
+    Claimed, Entries, Entry, Fence, JournalError, LoadReport, Stage,
 };
 
 /// The journal in an SQLite file (WAL, synchronous=FULL: a committed record
@@ -204,9 +204,7 @@ impl SqliteJournal {
         })
         .transpose()
     }
-
 }
-
 
 fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalError> {
     rows.mapped(|row| {
@@ -331,9 +329,11 @@ impl Batches for SqliteJournal {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(error)?;
         let loaded: i64 = transaction
-            .query_row("SELECT COALESCE(MAX(loaded), 0) + 1 FROM batches", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE(MAX(loaded), 0) + 1 FROM batches",
+                [],
+                |r| r.get(0),
+            )
             .map_err(error)?;
         let row = Self::batch_row(&transaction, &file.name)?;
         let lifted = row.as_ref().and_then(|(_, _, stop)| stop.clone());
@@ -356,7 +356,9 @@ impl Batches for SqliteJournal {
                     )
                     .map_err(error)?;
                 let mut keep = transaction
-                    .prepare("UPDATE entries SET batch = ?2, line = ?3, generation = ?4 WHERE id = ?1")
+                    .prepare(
+                        "UPDATE entries SET batch = ?2, line = ?3, generation = ?4 WHERE id = ?1",
+                    )
                     .map_err(error)?;
                 for line in lines {
                     let line = line?;
@@ -366,14 +368,23 @@ impl Batches for SqliteJournal {
                     changed += 1;
                     let written = insert
                         .execute(rusqlite::params![
-                            line.entry.id, body, seq, changed, file.name, number, generation
+                            line.entry.id,
+                            body,
+                            seq,
+                            changed,
+                            file.name,
+                            number,
+                            generation
                         ])
                         .map_err(error)?;
                     if written > 0 {
                         added += 1;
                     } else {
                         keep.execute(rusqlite::params![
-                            line.entry.id, file.name, number, generation
+                            line.entry.id,
+                            file.name,
+                            number,
+                            generation
                         ])
                         .map_err(error)?;
                     }
@@ -600,7 +611,14 @@ impl Batches for SqliteJournal {
                 "UPDATE entries SET done = ?2, failed = ?3, body = ?4,
                      changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries)
                  WHERE id = ?1 AND holder = ?5 AND token = ?6",
-                rusqlite::params![entry.id, entry.done, failed, body, fence.holder, fence.token],
+                rusqlite::params![
+                    entry.id,
+                    entry.done,
+                    failed,
+                    body,
+                    fence.holder,
+                    fence.token
+                ],
             )
             .map_err(error)?;
         if written == 0 {

@@ -8,7 +8,7 @@ use deadpool_postgres::Object;
 const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
-    "CREATE SEQUENCE uncensored_changes;
+        "CREATE SEQUENCE uncensored_changes;
      CREATE TABLE uncensored_entries (
          id          text PRIMARY KEY,
          seq         bigserial NOT NULL,

@@ -94,7 +94,11 @@ async fn entries(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
         .into_iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(open, ["order-1", "order-2"], "oldest first; an update keeps its place");
+    assert_eq!(
+        open,
+        ["order-1", "order-2"],
+        "oldest first; an update keeps its place"
+    );
     assert_eq!(
         one.recent(1).await.unwrap()[0].id,
         "order-1",
@@ -139,9 +143,16 @@ async fn loads(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     let report = one.load(&original.0, &mut untouched).await.unwrap();
     assert_eq!((report.added, report.no_longer_in_file), (0, 0));
     let info = one.batch(Some("loads.txt")).await.unwrap().unwrap();
-    assert_eq!((info.name.as_str(), info.lines, info.stop), ("loads.txt", 5, None));
+    assert_eq!(
+        (info.name.as_str(), info.lines, info.stop),
+        ("loads.txt", 5, None)
+    );
     assert!(
-        one.unfinished().await.unwrap().iter().all(|e| e.id.starts_with("order")),
+        one.unfinished()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.id.starts_with("order")),
         "batch lines are claimed, not resumed as single entries"
     );
 
@@ -163,7 +174,11 @@ async fn loads(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
 
     // Another batch is apart.
     let other = batch("other.txt", &["a"]);
-    assert_eq!(load(one.as_ref(), &other).await, (1, 0), "one prompt in two batches: two lines");
+    assert_eq!(
+        load(one.as_ref(), &other).await,
+        (1, 0),
+        "one prompt in two batches: two lines"
+    );
     assert_eq!(
         one.batch(None).await.unwrap().unwrap().name,
         "other.txt",
@@ -203,7 +218,11 @@ async fn claims(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     assert_eq!(one.renew("w1", &b, LONG).await.unwrap(), 0, "not w1's");
     two.release("w2", None).await.unwrap();
     let freed = one.claim("claims.txt", "w3", 100, LONG).await.unwrap();
-    assert_eq!(freed.lines.len(), b.len(), "released lines are free at once");
+    assert_eq!(
+        freed.lines.len(),
+        b.len(),
+        "released lines are free at once"
+    );
 }
 
 async fn fencing(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
@@ -214,7 +233,11 @@ async fn fencing(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let taken = loop {
         let claimed = two.claim("fenced.txt", "fresh", 2, LONG).await.unwrap();
-        if let Some(claim) = claimed.lines.into_iter().find(|c| c.entry.id == stale.entry.id) {
+        if let Some(claim) = claimed
+            .lines
+            .into_iter()
+            .find(|c| c.entry.id == stale.entry.id)
+        {
             break claim;
         }
         two.release("fresh", None).await.unwrap();
@@ -224,7 +247,10 @@ async fn fencing(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    assert_ne!(taken.fence.token, stale.fence.token, "a claim gets a new token");
+    assert_ne!(
+        taken.fence.token, stale.fence.token,
+        "a claim gets a new token"
+    );
     let mut late = stale.entry.clone();
     late.stage = Stage::Accepted {
         job_id: "job-stale".into(),
@@ -240,19 +266,37 @@ async fn fencing(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     done.done = true;
     two.write_claimed(&done, &taken.fence).await.unwrap();
     assert!(one.get(&done.id).await.unwrap().unwrap().done);
-    assert_eq!(one.renew("stalled", &[done.id.clone()], LONG).await.unwrap(), 0);
+    assert_eq!(
+        one.renew("stalled", &[done.id.clone()], LONG)
+            .await
+            .unwrap(),
+        0
+    );
 
     // A holder that claims again gets a new token: its older claim is stale too.
     let single = Deliverer::new_entry("order-9", &GenerateRequest::new("p9"));
     one.put(&single).await.unwrap();
-    let first = one.claim_entry("order-9", "me", SHORT).await.unwrap().unwrap();
-    let again = one.claim_entry("order-9", "me", LONG).await.unwrap().unwrap();
+    let first = one
+        .claim_entry("order-9", "me", SHORT)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = one
+        .claim_entry("order-9", "me", LONG)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         one.write_claimed(&first.entry, &first.fence).await.is_err(),
         "an older claim of the same holder is fenced"
     );
     one.write_claimed(&again.entry, &again.fence).await.unwrap();
-    assert!(two.claim_entry("order-9", "other", LONG).await.unwrap().is_none());
+    assert!(
+        two.claim_entry("order-9", "other", LONG)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn stops(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
@@ -273,16 +317,27 @@ async fn stops(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     };
     two.stop("stopped.txt", &later).await.unwrap();
     let refused = two.claim("stopped.txt", "w2", 10, LONG).await.unwrap();
-    assert!(refused.lines.is_empty(), "a stopped batch hands out nothing");
+    assert!(
+        refused.lines.is_empty(),
+        "a stopped batch hands out nothing"
+    );
     assert_eq!(refused.stop.as_ref(), Some(&stop), "the first stop is kept");
     assert_eq!(
         two.batch(Some("stopped.txt")).await.unwrap().unwrap().stop,
         Some(stop.clone())
     );
     let status = two.status("stopped.txt").await.unwrap();
-    assert_eq!((status.left, status.failed), (2, 0), "untried lines stay pending");
+    assert_eq!(
+        (status.left, status.failed),
+        (2, 0),
+        "untried lines stay pending"
+    );
     assert!(
-        one.claim("claims.txt", "w2", 1, LONG).await.unwrap().stop.is_none(),
+        one.claim("claims.txt", "w2", 1, LONG)
+            .await
+            .unwrap()
+            .stop
+            .is_none(),
         "a stop holds for its batch only"
     );
     // The next run loads the batch again: the stop is lifted.
@@ -290,5 +345,9 @@ async fn stops(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     let report = two.load(&file.0, &mut unread).await.unwrap();
     assert_eq!(report.lifted, Some(stop), "the rerun says what it lifted");
     let resumed = two.claim("stopped.txt", "w2", 10, LONG).await.unwrap();
-    assert_eq!(resumed.lines.len(), 2, "the rerun continues with the untried lines");
+    assert_eq!(
+        resumed.lines.len(),
+        2,
+        "the rerun continues with the untried lines"
+    );
 }

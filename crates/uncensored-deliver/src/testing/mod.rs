@@ -15,7 +15,7 @@
 //!
 //! Each suite panics with a message naming the broken guarantee.
 
-pub mod notify;
-pub mod storage;
 pub mod journal;
+pub mod notify;
 pub mod observed;
+pub mod storage;

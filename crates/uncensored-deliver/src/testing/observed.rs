@@ -67,7 +67,8 @@ impl Entries for Observed {
         self.call("insert", true, self.inner.insert(entry)).await
     }
     async fn unfinished(&self) -> Result<Vec<Entry>, JournalError> {
-        self.call("unfinished", false, self.inner.unfinished()).await
+        self.call("unfinished", false, self.inner.unfinished())
+            .await
     }
     async fn counts(&self) -> Result<(u64, u64), JournalError> {
         self.call("counts", false, self.inner.counts()).await
@@ -80,8 +81,12 @@ impl Entries for Observed {
 #[async_trait::async_trait]
 impl CallbackNonces for Observed {
     async fn callback_nonce_job(&self, nonce: &str) -> Result<Option<String>, JournalError> {
-        self.call("callback_nonce_job", false, self.inner.callback_nonce_job(nonce))
-            .await
+        self.call(
+            "callback_nonce_job",
+            false,
+            self.inner.callback_nonce_job(nonce),
+        )
+        .await
     }
     async fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError> {
         self.call(
@@ -127,8 +132,12 @@ impl Batches for Observed {
         holder: &str,
         lease: Duration,
     ) -> Result<Option<Claim>, JournalError> {
-        self.call("claim_entry", true, self.inner.claim_entry(id, holder, lease))
-            .await
+        self.call(
+            "claim_entry",
+            true,
+            self.inner.claim_entry(id, holder, lease),
+        )
+        .await
     }
     async fn renew(
         &self,
@@ -140,8 +149,12 @@ impl Batches for Observed {
             .await
     }
     async fn write_claimed(&self, entry: &Entry, fence: &Fence) -> Result<(), JournalError> {
-        self.call("write_claimed", true, self.inner.write_claimed(entry, fence))
-            .await
+        self.call(
+            "write_claimed",
+            true,
+            self.inner.write_claimed(entry, fence),
+        )
+        .await
     }
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
         self.call("release", true, self.inner.release(holder, id))
