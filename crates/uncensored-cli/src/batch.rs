@@ -214,7 +214,7 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         .map(|line| line.map_err(|failure| JournalError::new(failure.message)));
     let load = worker::load(journal.as_ref(), &batch, reread)
         .await
-        .map_err(|e| Failure::input(format!("--journal {location}: {e}")))?;
+        .map_err(|e| Failure::journal(&location, e))?;
     let gallery = match args.gallery {
         true => Some(
             crate::gallery::start_for_batch(
@@ -238,7 +238,7 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
             }
         }
     }
-    let journal_error = |e: JournalError| Failure::other(format!("--journal {location}: {e}"));
+    let journal_error = |e: JournalError| Failure::journal(&location, e);
     let before = journal.status(&name).await.map_err(journal_error)?;
     worker::release_dead_local_holders(journal.as_ref(), &name)
         .await

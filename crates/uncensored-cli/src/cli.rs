@@ -62,7 +62,8 @@ Exit codes:
   2  usage error                  8  the API or a backend is unavailable
   3  authentication or scope      9  the job failed
   4  insufficient funds          10  storing or notifying failed
-  5  the prompt was moderated    11  a batch finished with failed lines";
+  5  the prompt was moderated    11  a batch finished with failed lines
+                                 12  the journal failed";
 
 /// The commands.
 #[derive(Debug, Subcommand)]

@@ -200,5 +200,5 @@ pub async fn journal(location: &JournalLocation) -> Result<Arc<dyn Journal>, Fai
     location
         .open()
         .await
-        .map_err(|e| Failure::input(format!("--journal {location}: {e}")))
+        .map_err(|e| Failure::journal(location, e))
 }

@@ -1,10 +1,16 @@
 //! Errors as a person and a program see them: one line saying what happened
 //! and what to do next, a distinct exit code per class, and with --json an
 //! error object on stdout. Secrets never appear: the SDK's errors carry none.
+//!
+//! Every failure has one typed reason ([`DeliveryReason`]: the SDK's for the
+//! API, the delivery crate's for storage, notification and journal); its
+//! word and its advice come from the reason's owner, its exit code from the
+//! one table here ([`exit_code`]).
 
 use uncensored::{Error, FailureReason};
-use uncensored_deliver::DeliveryError;
+use uncensored_deliver::journal::JournalError;
 use uncensored_deliver::storage::StorageError;
+use uncensored_deliver::{DeliveryError, DeliveryReason};
 
 /// A failure with its exit code and next step.
 #[derive(Debug)]
@@ -60,7 +66,7 @@ impl Failure {
     /// the reason's exit code and advice.
     pub fn stopped(stop: &uncensored_deliver::journal::BatchStop, left: u64) -> Self {
         Self::new(
-            exit_code(stop.reason),
+            exit_code(stop.reason.into()),
             stop.reason.as_str(),
             format!(
                 "the batch stopped for every worker ({}): {}; {left} lines are left pending, none of them failed",
@@ -94,32 +100,51 @@ impl Failure {
     }
 }
 
-/// The exit code of each failure reason: the one table behind `--help`'s list.
-pub fn exit_code(reason: FailureReason) -> u8 {
+/// The exit code of each failure reason: the one table behind `--help`'s
+/// list ([`crate::cli::EXIT_CODES`]) and the README's. A journal failure
+/// has its own code (12): progress may not be recorded, and the fix is the
+/// journal's database, not the storage (10) nor the API (8).
+pub fn exit_code(reason: DeliveryReason) -> u8 {
     use FailureReason as R;
     match reason {
-        R::Unauthorized | R::Forbidden | R::Configuration => 3,
-        R::InsufficientFunds => 4,
-        R::Moderation => 5,
-        R::InvalidRequest | R::IdempotencyKeyReuse => 6,
-        R::NotFound => 7,
-        R::GaveUp | R::TimedOut | R::Cancelled | R::Download => 8,
-        R::JobFailed => 9,
-        R::Storage | R::Notification => 10,
+        DeliveryReason::Api(api) => match api {
+            R::Unauthorized | R::Forbidden | R::Configuration => 3,
+            R::InsufficientFunds => 4,
+            R::Moderation => 5,
+            R::InvalidRequest | R::IdempotencyKeyReuse => 6,
+            R::NotFound => 7,
+            R::GaveUp | R::TimedOut | R::Cancelled | R::Download => 8,
+            R::JobFailed => 9,
+            _ => 1,
+        },
+        DeliveryReason::Storage | DeliveryReason::Notification => 10,
+        DeliveryReason::Journal => 12,
         _ => 1,
     }
 }
 
 impl Failure {
-    /// A failure of a typed reason: its exit code, its word and its advice,
-    /// each from the reason.
-    pub fn of(reason: FailureReason, message: impl Into<String>) -> Self {
+    /// A failure of a typed reason: its exit code (from [`exit_code`]), its
+    /// word and its advice (from the reason).
+    pub fn of(reason: impl Into<DeliveryReason>, message: impl Into<String>) -> Self {
+        let reason = reason.into();
         Self::new(
             exit_code(reason),
             reason.as_str(),
             message,
             Some(reason.advice()),
         )
+    }
+
+    /// A journal at `location` that failed: a location or batch that cannot
+    /// be used as given is bad input; a database that failed or cannot be
+    /// reached is the journal's failure.
+    pub fn journal(location: impl std::fmt::Display, error: JournalError) -> Self {
+        let message = format!("--journal {location}: {error}");
+        match error {
+            JournalError::Location(_) => Self::input(message),
+            _ => Self::of(DeliveryReason::Journal, message),
+        }
     }
 }
 

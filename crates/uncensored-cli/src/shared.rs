@@ -15,9 +15,7 @@ pub async fn status(
     name: Option<&str>,
 ) -> Result<(), Failure> {
     let journal = journal(location).await?;
-    let failed = |e: uncensored_deliver::journal::JournalError| {
-        Failure::other(format!("--journal {location}: {e}"))
-    };
+    let failed = |e: uncensored_deliver::journal::JournalError| Failure::journal(location, e);
     let Some(batch) = journal.batch(name).await.map_err(failed)? else {
         return Err(Failure::input(match name {
             Some(name) => format!("--journal {location} holds no batch `{name}`"),

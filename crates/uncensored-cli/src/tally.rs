@@ -8,16 +8,16 @@ use std::io::IsTerminal as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use uncensored::FailureReason;
-use uncensored_deliver::DeliveryError;
 use uncensored_deliver::journal::{BatchStatus, JournalError, LoadReport, Stage};
 use uncensored_deliver::worker::{Ending, Outcome};
+use uncensored_deliver::{DeliveryError, DeliveryReason};
 
 use crate::failure::Failure;
 
 /// A line's failure: its number and why.
 struct Failed {
     line: Option<u64>,
-    reason: FailureReason,
+    reason: DeliveryReason,
 }
 
 /// The lines this run has seen. A line is known by its id: when a line
@@ -82,14 +82,14 @@ impl Tally {
                 Stage::Failed {
                     reason, message, ..
                 } => {
-                    self.fail(outcome, *reason);
+                    self.fail(outcome, (*reason).into());
                     (
                         false,
                         format!("line {number}: failed ({reason}): {message}"),
                     )
                 }
                 other => {
-                    self.fail(outcome, FailureReason::Other);
+                    self.fail(outcome, FailureReason::Other.into());
                     (false, format!("line {number}: stopped at {other:?}"))
                 }
             },
@@ -126,7 +126,7 @@ impl Tally {
         }
     }
 
-    fn fail(&mut self, outcome: &Outcome, reason: FailureReason) {
+    fn fail(&mut self, outcome: &Outcome, reason: DeliveryReason) {
         self.bar
             .inc(u64::from(!self.failed.contains_key(&outcome.id)));
         self.failed.insert(
@@ -150,7 +150,7 @@ impl Tally {
         mut extra: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Failure> {
         self.bar.finish_and_clear();
-        let mut by_reason: BTreeMap<&'static str, (FailureReason, Vec<Option<u64>>)> =
+        let mut by_reason: BTreeMap<&'static str, (DeliveryReason, Vec<Option<u64>>)> =
             BTreeMap::new();
         for failed in self.failed.values() {
             by_reason

@@ -34,6 +34,7 @@ use uncensored::{
     validate_idempotency_key,
 };
 
+use crate::DeliveryReason;
 use crate::journal::{BatchStop, Claim, Entry, Fence, Journal, JournalError, Stage};
 use crate::notify::{Notification, Notifier, NotifyError};
 use crate::storage::{ImageMeta, NameTemplate, ObjectName, Storage, StorageError};
@@ -72,22 +73,28 @@ impl DeliveryError {
         }
     }
 
-    /// The class of this failure, with its advice.
-    pub fn reason(&self) -> FailureReason {
+    /// The class of this failure, with its advice: the API's reason, or
+    /// the step's own (storage, notification, journal).
+    pub fn reason(&self) -> DeliveryReason {
         match self {
-            DeliveryError::Invalid(_) => FailureReason::InvalidRequest,
-            DeliveryError::Api(error) => error.reason(),
+            DeliveryError::Invalid(_) => FailureReason::InvalidRequest.into(),
+            DeliveryError::Api(error) => error.reason().into(),
             DeliveryError::Storage(error) => error.reason(),
-            DeliveryError::Notify(_) => FailureReason::Notification,
-            DeliveryError::Journal(_) => FailureReason::Storage,
+            DeliveryError::Notify(_) => DeliveryReason::Notification,
+            DeliveryError::Journal(_) => DeliveryReason::Journal,
         }
     }
 }
 
-/// How each step retries, on top of the client's own retries.
+/// How each step retries what no other layer retried: a download (one
+/// attempt each) and a notification (one attempt per call).
 #[derive(Debug, Clone)]
 pub struct StepPolicies {
-    /// Download and store (a truncated download or an unreachable storage).
+    /// Download and store, again from the start: after a failed or truncated
+    /// download, or a transient error of a store that does not retry itself
+    /// (the local file system). Never after an S3, GCS or Azure error: the
+    /// store retried that request already
+    /// ([`STORE_ATTEMPTS`](crate::storage::STORE_ATTEMPTS)).
     pub store: RetryPolicy,
     /// Each notifier.
     pub notify: RetryPolicy,

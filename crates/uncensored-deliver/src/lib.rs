@@ -79,6 +79,7 @@
 #[cfg(feature = "callbacks")]
 pub mod callbacks;
 mod deliverer;
+mod failure;
 pub mod journal;
 pub mod notify;
 #[cfg(feature = "postgres")]
@@ -93,6 +94,7 @@ pub mod thumbnail;
 pub mod worker;
 
 pub use deliverer::{Deliverer, DeliveryError, StepPolicies};
+pub use failure::DeliveryReason;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresPacer;
 

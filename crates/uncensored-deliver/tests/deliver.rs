@@ -385,7 +385,10 @@ async fn an_endpoint_that_always_fails_gets_exactly_the_policys_attempts() {
         .await
         .unwrap_err();
     assert!(matches!(error, DeliveryError::Notify(_)), "{error}");
-    assert_eq!(error.reason(), FailureReason::Notification);
+    assert_eq!(
+        error.reason(),
+        uncensored_deliver::DeliveryReason::Notification
+    );
     assert_eq!(
         broken.received_requests().await.unwrap().len(),
         4,

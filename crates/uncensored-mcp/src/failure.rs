@@ -1,12 +1,15 @@
-//! A tool's failure as the caller reads it: the typed reason, the message,
-//! the one piece of advice `uncensored::FailureReason::advice` gives, and the
-//! request field at fault when there is one.
+//! A tool's failure as the caller reads it: the typed reason (the SDK's for
+//! the API, the delivery crate's for storage, notification and journal:
+//! [`DeliveryReason`]), the message, the one piece of advice the reason
+//! gives, and the request field at fault when there is one. The one place
+//! this server turns an error into its error object.
 
 use serde::Serialize;
 use uncensored::{FailureReason, ValidationError};
-use uncensored_deliver::DeliveryError;
+use uncensored_deliver::journal::JournalError;
 use uncensored_deliver::storage::StorageError;
 use uncensored_deliver::thumbnail::ThumbnailError;
+use uncensored_deliver::{DeliveryError, DeliveryReason};
 
 /// Why a tool call failed. Sent as `isError: true` with this as structured
 /// content (`{"error": …}`) and as text. Its JSON Schema (derived here) is
@@ -14,9 +17,10 @@ use uncensored_deliver::thumbnail::ThumbnailError;
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, thiserror::Error)]
 #[error("{message}")]
 pub struct ToolFailure {
-    /// The class of failure (`invalid_request`, `moderation`, ...).
+    /// The class of failure (`invalid_request`, `moderation`, `storage`,
+    /// `journal`, ...).
     #[schemars(with = "String")]
-    pub reason: FailureReason,
+    pub reason: DeliveryReason,
     /// What happened.
     pub message: String,
     /// What to do next.
@@ -29,12 +33,14 @@ impl ToolFailure {
     /// A failure of `reason`, with its advice. Moderation names the
     /// `prompt`: it is the field the API's moderation judges, and the
     /// journal's record of a refused line keeps the reason, not the field.
-    pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+    pub fn new(reason: impl Into<DeliveryReason>, message: impl Into<String>) -> Self {
+        let reason = reason.into();
         Self {
             reason,
             message: message.into(),
             advice: reason.advice(),
-            field: (reason == FailureReason::Moderation).then(|| "prompt".to_string()),
+            field: (reason == DeliveryReason::Api(FailureReason::Moderation))
+                .then(|| "prompt".to_string()),
         }
     }
 
@@ -76,6 +82,12 @@ impl From<DeliveryError> for ToolFailure {
 impl From<StorageError> for ToolFailure {
     fn from(error: StorageError) -> Self {
         Self::new(error.reason(), error.to_string())
+    }
+}
+
+impl From<JournalError> for ToolFailure {
+    fn from(error: JournalError) -> Self {
+        Self::new(DeliveryReason::Journal, error.to_string())
     }
 }
 

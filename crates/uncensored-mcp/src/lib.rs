@@ -10,7 +10,9 @@
 //! - Resources: each stored image at `uncensored://images/{id}`, with its MIME
 //!   type, refused above [`McpOptions::max_resource_bytes`].
 //! - Errors are tool errors (`isError: true`) with the reason and advice of
-//!   [`uncensored::FailureReason`] and the field at fault, in structured
+//!   [`uncensored_deliver::DeliveryReason`] (the API's
+//!   [`uncensored::FailureReason`], or storage, notification, journal) and
+//!   the field at fault, in structured
 //!   content (`{"error": ToolFailure}`) that every tool's output schema
 //!   admits beside its success shape: clients that validate error results
 //!   too (the TypeScript SDK does) pass the failure on. Bad input is refused

@@ -17,6 +17,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt as _};
 use serde_json::{Map, Value, json};
 use uncensored::{CancellationToken, FailureReason};
+use uncensored_deliver::DeliveryReason;
 use uncensored_deliver::serve::{require_bearer, serve};
 
 use crate::args::{GenerateArgs, GetJobArgs, ListArgs, RequestArgs, parse};
@@ -123,7 +124,7 @@ impl Handler {
             let failure: ToolFailure = ToolFailure {
                 field: error["field"].as_str().map(str::to_string),
                 ..ToolFailure::new(
-                    serde_json::from_value(error["reason"].clone()).unwrap_or(FailureReason::Other),
+                    DeliveryReason::parse(error["reason"].as_str().unwrap_or_default()),
                     error["message"].as_str().unwrap_or_default(),
                 )
             };
@@ -273,7 +274,7 @@ impl ServerHandler for Handler {
                 let contents = ResourceContents::blob(blob, request.uri).with_mime_type(image.mime);
                 Ok(ReadResourceResult::new(vec![contents]).into())
             }
-            Err(failure) if failure.reason == FailureReason::NotFound => Err(
+            Err(failure) if failure.reason == FailureReason::NotFound.into() => Err(
                 ErrorData::resource_not_found(failure.text(), Some(json!({"uri": request.uri}))),
             ),
             Err(failure) => Err(ErrorData::invalid_request(

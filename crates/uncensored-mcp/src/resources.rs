@@ -53,7 +53,7 @@ pub async fn read(tools: &Tools, uri: &str, max_bytes: u64) -> Result<Image, Too
         .journal()
         .get(id)
         .await
-        .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))?
+        .map_err(ToolFailure::from)?
         .ok_or_else(not_found)?;
     let Stage::Stored { name, .. } = &entry.stage else {
         return Err(not_found());
@@ -167,6 +167,6 @@ mod tests {
         }
         assert_eq!(tools.thumbnailer.decodes(), 1, "decoded once");
         let missing = thumbnail(&tools, &uri("nothing")).await.unwrap_err();
-        assert_eq!(missing.reason, FailureReason::NotFound);
+        assert_eq!(missing.reason, FailureReason::NotFound.into());
     }
 }

@@ -156,10 +156,7 @@ impl Tools {
     /// `get_job`: a delivery of this server (from its journal), else a job of the API.
     pub async fn get_job(&self, id: &str) -> Result<Value, ToolFailure> {
         let journal = self.deliverer.journal();
-        let entry = journal
-            .get(id)
-            .await
-            .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))?;
+        let entry = journal.get(id).await.map_err(ToolFailure::from)?;
         if let Some(entry) = entry {
             let mut value = delivery_value(&entry);
             let stopped = self
@@ -214,7 +211,7 @@ impl Tools {
             .journal()
             .recent(limit)
             .await
-            .map_err(|e| ToolFailure::new(FailureReason::Storage, e.to_string()))
+            .map_err(ToolFailure::from)
     }
 }
 

@@ -1,7 +1,9 @@
-//! Why something ended without an image, as one typed reason with one piece
-//! of advice. The SDK's errors name their reason ([`crate::Error::reason`]);
-//! the delivery pipeline stores reasons in its journal and announces them;
-//! the CLI turns them into exit codes. Nothing matches strings back.
+//! Why the API (or this client) ended without an image, as one typed reason
+//! with one piece of advice. The SDK's errors name their reason
+//! ([`crate::Error::reason`]); the delivery pipeline stores them in its
+//! journal and announces them, next to its own reasons (storage,
+//! notification, journal), which are its concern, not the SDK's; the CLI
+//! turns them into exit codes. Nothing matches strings back.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,11 +39,7 @@ pub enum FailureReason {
     Cancelled,
     /// The image could not be downloaded.
     Download,
-    /// The image could not be stored.
-    Storage,
-    /// A notification could not be delivered.
-    Notification,
-    /// The client or a backend is misconfigured.
+    /// The client is misconfigured.
     Configuration,
     /// Anything else.
     #[serde(other, alias = "api_error")]
@@ -64,8 +62,6 @@ impl FailureReason {
             Self::TimedOut => "timed_out",
             Self::Cancelled => "cancelled",
             Self::Download => "download",
-            Self::Storage => "storage",
-            Self::Notification => "notification",
             Self::Configuration => "configuration",
             Self::Other => "other",
         }
@@ -93,12 +89,6 @@ impl FailureReason {
             }
             Self::Download => {
                 "the image could not be downloaded; run `uncensored download JOB` later"
-            }
-            Self::Storage => {
-                "check the storage: that the bucket or container exists and its credentials (AWS_*, GOOGLE_*, AZURE_*) are accepted, or a directory's disk space and permissions"
-            }
-            Self::Notification => {
-                "the image is stored; run the same command again to retry the notification"
             }
             Self::Configuration => {
                 "set UNCENSORED_API_KEY, or use --emulator to try without an account"

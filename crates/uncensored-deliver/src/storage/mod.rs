@@ -21,7 +21,11 @@ use serde::{Deserialize, Serialize};
 use uncensored::{DownloadError, DownloadedImage, ImageFormat, ImageStream};
 
 pub use browse::ListedImage;
-pub use object::{DEFAULT_PART_SIZE, ObjectStorage};
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+pub use object::store_retry_config;
+pub use object::{
+    DEFAULT_PART_SIZE, ObjectStorage, STORE_ATTEMPTS, STORE_CLIENT_TIMEOUTS, STORE_RETRY_TIMEOUT,
+};
 pub use url::{StorageKind, StorageUrl};
 
 /// Facts about an image, stored beside it (a `.json` sidecar, or object metadata).
@@ -85,7 +89,9 @@ pub enum StorageError {
         location: String,
         /// What went wrong.
         message: String,
-        /// Whether trying again may succeed.
+        /// Whether trying again may succeed and nothing tried again already:
+        /// false for the error of a store that retries its own requests (S3,
+        /// GCS, Azure: see [`STORE_ATTEMPTS`]), returned after its retries.
         retryable: bool,
     },
     /// The storage is misconfigured.
@@ -121,20 +127,21 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// The class of this failure: bad configuration, a download that could
-    /// not be read, or storage.
-    pub fn reason(&self) -> uncensored::FailureReason {
-        use uncensored::FailureReason as R;
+    /// The class of this failure: a download that could not be read (the
+    /// SDK's [`Download`](uncensored::FailureReason::Download)), else
+    /// storage, its configuration included.
+    pub fn reason(&self) -> crate::DeliveryReason {
         match self {
-            StorageError::Config(_)
-            | StorageError::InvalidUrl { .. }
-            | StorageError::InvalidName(_) => R::Configuration,
-            StorageError::Source(_) => R::Download,
-            _ => R::Storage,
+            StorageError::Source(_) => uncensored::FailureReason::Download.into(),
+            _ => crate::DeliveryReason::Storage,
         }
     }
 
-    /// Whether trying the same put again may succeed.
+    /// Whether the caller should try the same put again: a download that
+    /// failed or was cut short (each download is one attempt), or a
+    /// transient error of a store that does not retry itself (the local file
+    /// system). An S3, GCS or Azure error is not: the store already retried
+    /// the request ([`STORE_ATTEMPTS`] times at most).
     pub fn is_retryable(&self) -> bool {
         match self {
             StorageError::Backend { retryable, .. } => *retryable,

@@ -20,6 +20,19 @@
 //! On the local file system every write is fsynced, file and directory, so
 //! an image is durable once `put` returns; a crash leaves the whole image or
 //! none under its name.
+//!
+//! # Retries: one layer per request
+//!
+//! S3, GCS and Azure stores retry each of their HTTP requests themselves
+//! (5xx answers, 429, dropped or refused connections), as
+//! [`store_retry_config`] and [`STORE_CLIENT_TIMEOUTS`] configure them: at
+//! most [`STORE_ATTEMPTS`] attempts per request, within
+//! [`STORE_RETRY_TIMEOUT`]. An error such a store returns has been retried
+//! already, so it is not retryable ([`StorageError::is_retryable`]): the
+//! [`Deliverer`](crate::Deliverer) does not send the same failing request
+//! again on top. Errors of stores that do not retry (the local file system,
+//! memory, a store given to [`ObjectStorage::new`] without
+//! [`ObjectStorage::retried_by_store`]) stay retryable when transient.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +46,8 @@ use object_store::signer::Signer;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload,
 };
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
@@ -41,6 +56,53 @@ use super::{ImageMeta, ImageSource, ObjectName, Storage, StorageError, Stored};
 /// Part size of multipart uploads (S3's minimum is 5 MiB); smaller images go
 /// in one PUT.
 pub const DEFAULT_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// How many times an S3, GCS or Azure store sends one request at most: the
+/// first attempt and [`STORE_ATTEMPTS`]` - 1` retries (object_store's
+/// `RetryConfig::max_retries`).
+pub const STORE_ATTEMPTS: usize = 6;
+
+/// How long after a request's first attempt an S3, GCS or Azure store still
+/// retries it (object_store's `RetryConfig::retry_timeout`); an attempt
+/// started before it may take up to its own timeout
+/// ([`STORE_CLIENT_TIMEOUTS`]).
+pub const STORE_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP timeouts of S3, GCS and Azure stores, as object_store
+/// configuration keys: a request (a PUT of one multipart part included) may
+/// take 60 s, a connection 5 s. Keys given to
+/// [`StorageUrl::open_with`](super::StorageUrl::open_with) (`timeout`,
+/// `connect_timeout`) replace them.
+pub const STORE_CLIENT_TIMEOUTS: [(&str, &str); 2] =
+    [("timeout", "60s"), ("connect_timeout", "5s")];
+
+/// The retries of each request to S3, GCS or Azure: [`STORE_ATTEMPTS`]
+/// attempts at most, the pause between two starting at 100 ms and doubling
+/// (with jitter) up to 5 s, none started after [`STORE_RETRY_TIMEOUT`].
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+pub fn store_retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: STORE_ATTEMPTS - 1,
+        retry_timeout: STORE_RETRY_TIMEOUT,
+    }
+}
+
+/// [`STORE_CLIENT_TIMEOUTS`] as object_store client keys.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+pub(super) fn store_client_timeouts() -> impl Iterator<Item = (ClientConfigKey, &'static str)> {
+    STORE_CLIENT_TIMEOUTS.into_iter().map(|(key, value)| {
+        (
+            key.parse()
+                .expect("the timeouts are object_store client keys"),
+            value,
+        )
+    })
+}
 
 /// How locations are shown to people.
 #[derive(Debug, Clone)]
@@ -63,6 +125,8 @@ pub struct ObjectStorage {
     attributes: bool,
     part_size: usize,
     presign: Option<Duration>,
+    /// Whether the store retries its own requests (S3, GCS, Azure).
+    retried_by_store: bool,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -105,7 +169,17 @@ impl ObjectStorage {
             attributes,
             part_size: DEFAULT_PART_SIZE,
             presign: None,
+            retried_by_store: false,
         }
+    }
+
+    /// Says that the store retries each of its requests itself (an S3, GCS
+    /// or Azure store of object_store, which [`StorageUrl`](super::StorageUrl)
+    /// configures with [`store_retry_config`]): its errors are then final,
+    /// never retried again on top ([`StorageError::is_retryable`] is false).
+    pub fn retried_by_store(mut self) -> Self {
+        self.retried_by_store = true;
+        self
     }
 
     /// Files in the directory `root` (created when missing), through
@@ -194,7 +268,7 @@ impl ObjectStorage {
     }
 
     pub(super) fn error(&self, key: &Path, error: object_store::Error) -> StorageError {
-        backend_error(self.location_of(key), error)
+        backend_error(self.location_of(key), error, self.retried_by_store)
     }
 
     pub(super) async fn read_meta(&self, key: &Path) -> Result<Option<ImageMeta>, StorageError> {
@@ -340,7 +414,8 @@ impl ObjectStorage {
         writer.shutdown().await.map_err(|e| StorageError::Backend {
             location: location.clone(),
             message: e.to_string(),
-            retryable: true,
+            // The last part and the completion are requests of the store.
+            retryable: !self.retried_by_store,
         })?;
         Ok((format!("{:x}", hasher.finalize()), size))
     }
@@ -353,9 +428,14 @@ enum PutOutcome {
 }
 
 /// An object_store error as a storage error at `location`. Retryable when
-/// the store's own retries gave up on something transient.
-pub(crate) fn backend_error(location: String, error: object_store::Error) -> StorageError {
-    let retryable = matches!(error, object_store::Error::Generic { .. });
+/// it is transient (a `Generic` error: I/O, a server error) and the store
+/// did not retry it already (`retried_by_store` false).
+pub(crate) fn backend_error(
+    location: String,
+    error: object_store::Error,
+    retried_by_store: bool,
+) -> StorageError {
+    let retryable = !retried_by_store && matches!(error, object_store::Error::Generic { .. });
     StorageError::Backend {
         location,
         message: error.to_string(),

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use object_store::ObjectStoreScheme;
 
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+use super::object::{store_client_timeouts, store_retry_config};
 use super::{ObjectStorage, StorageError};
 
 /// The kinds of storage a URL can name.
@@ -168,7 +170,11 @@ impl StorageUrl {
     }
 
     /// Opens the storage, configured from the environment as object_store's
-    /// builders read it (see [`StorageKind::settings`]).
+    /// builders read it (see [`StorageKind::settings`]). S3, GCS and Azure
+    /// stores retry each request themselves, bounded as
+    /// [`store_retry_config`](super::store_retry_config) and
+    /// [`STORE_CLIENT_TIMEOUTS`](super::STORE_CLIENT_TIMEOUTS) say; their
+    /// errors are not retried again on top.
     pub fn open(&self) -> Result<ObjectStorage, StorageError> {
         self.open_with(std::iter::empty::<(String, String)>())
     }
@@ -211,8 +217,13 @@ impl StorageUrl {
             }
             #[cfg(feature = "s3")]
             StorageKind::S3 => {
-                let mut builder =
-                    object_store::aws::AmazonS3Builder::from_env().with_url(self.url_text());
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(self.url_text())
+                    .with_retry(store_retry_config());
+                for (key, value) in store_client_timeouts() {
+                    builder = builder
+                        .with_config(object_store::aws::AmazonS3ConfigKey::Client(key), value);
+                }
                 for (key, value) in options {
                     builder = builder.with_config(key.parse().map_err(|e| config(&e))?, value);
                 }
@@ -222,7 +233,12 @@ impl StorageUrl {
             #[cfg(feature = "gcs")]
             StorageKind::Gcs => {
                 let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(self.url_text());
+                    .with_url(self.url_text())
+                    .with_retry(store_retry_config());
+                for (key, value) in store_client_timeouts() {
+                    builder =
+                        builder.with_config(object_store::gcp::GoogleConfigKey::Client(key), value);
+                }
                 for (key, value) in options {
                     builder = builder.with_config(key.parse().map_err(|e| config(&e))?, value);
                 }
@@ -232,7 +248,12 @@ impl StorageUrl {
             #[cfg(feature = "azure")]
             StorageKind::Azure => {
                 let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(self.url_text());
+                    .with_url(self.url_text())
+                    .with_retry(store_retry_config());
+                for (key, value) in store_client_timeouts() {
+                    builder = builder
+                        .with_config(object_store::azure::AzureConfigKey::Client(key), value);
+                }
                 for (key, value) in options {
                     builder = builder.with_config(key.parse().map_err(|e| config(&e))?, value);
                 }
@@ -257,7 +278,9 @@ impl StorageUrl {
     ) -> ObjectStorage {
         let url = self.url.as_ref().expect("a cloud storage URL is a URL");
         let base = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-        ObjectStorage::new(store, base, &self.prefix, true).with_signer(signer)
+        ObjectStorage::new(store, base, &self.prefix, true)
+            .with_signer(signer)
+            .retried_by_store()
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uncensored::{DownloadedImage, FailureReason, GenerateRequest, ImageFormat};
-use uncensored_deliver::journal::{Entry, Journal, SqliteJournal, Stage};
+use uncensored_deliver::journal::{Entries as _, Entry, SqliteJournal, Stage};
 use uncensored_deliver::storage::{
     ImageMeta, InMemory, ObjectName, ObjectStorage, Storage as _, StorageUrl,
 };
