@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, BoxStream, StreamExt as _};
 use serde::Serialize;
 use uncensored_api::limits::list_billing_transactions as page_spec;
+use uncensored_api::limits::spend_limits_request as limits_spec;
 use uncensored_api::types;
 
 use crate::client::Client;
@@ -169,16 +170,30 @@ impl SpendLimits {
     }
 
     fn to_api(self) -> Result<types::SpendLimitsRequest> {
-        let check = |field: &'static str, limit: Option<Money>| match limit {
-            Some(money) if money.is_negative() => Err(ValidationError::new(
+        let check = |field: &'static str, minimum: u64, limit: Option<Money>| match limit {
+            Some(money) if u64::try_from(money.nanos()).is_ok_and(|n| n >= minimum) => {
+                Ok(Some(money.nanos()))
+            }
+            Some(money) => Err(ValidationError::new(
                 field,
-                format!("must be at least 0, not {money}"),
+                format!(
+                    "must be at least {}, not {money}",
+                    Money::from_nanos(i64::try_from(minimum).unwrap_or(i64::MAX))
+                ),
             )),
-            other => Ok(other.map(Money::nanos)),
+            None => Ok(None),
         };
         Ok(types::SpendLimitsRequest {
-            daily_limit_nanos: check("daily_limit_nanos", self.daily)?,
-            monthly_limit_nanos: check("monthly_limit_nanos", self.monthly)?,
+            daily_limit_nanos: check(
+                "daily_limit_nanos",
+                limits_spec::DAILY_LIMIT_NANOS_MINIMUM,
+                self.daily,
+            )?,
+            monthly_limit_nanos: check(
+                "monthly_limit_nanos",
+                limits_spec::MONTHLY_LIMIT_NANOS_MINIMUM,
+                self.monthly,
+            )?,
         })
     }
 }

@@ -291,3 +291,32 @@ async fn a_key_without_billing_read_gets_the_typed_scope_error() {
         credit()
     );
 }
+
+#[tokio::test]
+async fn a_page_that_makes_no_progress_ends_the_stream_with_an_error() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    let page = serde_json::json!({
+        "data": [{"id": "t1", "type": "refund", "amount_usd": -0.5, "amount_nanos": -500_000_000,
+                  "created_at": "2026-05-09T10:30:05Z"}],
+        "next_cursor": "same-cursor",
+    });
+    Mock::given(method("GET"))
+        .and(path("/v1/billing/transactions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .mount(&server)
+        .await;
+    let client = client_for(&server.uri(), "sk-test");
+    let items: Vec<_> = client.transactions().collect().await;
+    // The first page's transaction, then the error (the second page names
+    // the cursor it was read with), and the stream ends instead of asking
+    // forever.
+    assert_eq!(items.len(), 2, "{items:?}");
+    let first = items[0].as_ref().unwrap();
+    assert_eq!(first.kind, TransactionKind::Other("refund".into()));
+    assert_eq!(first.amount.to_string(), "-$0.50");
+    assert!(matches!(items[1], Err(Error::UnexpectedResponse { .. })));
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}

@@ -12,6 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use uncensored_api::limits::list_billing_transactions as page_spec;
+use uncensored_api::limits::spend_limits_request as limits_spec;
 
 use super::middleware::{Account, BILLING_READ, has_billing_scope};
 use super::validation::{json_object, validate};
@@ -237,24 +238,24 @@ fn parse_limits(fields: &Map<String, Value>) -> Result<Limits, ApiError> {
             format!("Unsupported parameter: {unknown}"),
         ));
     }
-    let limit = |name: &str| -> Result<Option<u64>, ApiError> {
+    let limit = |name: &str, minimum: u64| -> Result<Option<u64>, ApiError> {
         let Some(value) = fields.get(name) else {
             return Ok(None);
         };
         value
             .as_u64()
-            .filter(|n| *n <= i64::MAX as u64)
+            .filter(|n| (minimum..=i64::MAX as u64).contains(n))
             .map(Some)
             .ok_or_else(|| {
                 ApiError::invalid(
                     Some(name),
-                    format!("{name} must be an integer from 0 to {}", i64::MAX),
+                    format!("{name} must be an integer from {minimum} to {}", i64::MAX),
                 )
             })
     };
     Ok(Limits {
-        daily_nanos: limit(LIMIT_FIELDS[0])?,
-        monthly_nanos: limit(LIMIT_FIELDS[1])?,
+        daily_nanos: limit(LIMIT_FIELDS[0], limits_spec::DAILY_LIMIT_NANOS_MINIMUM)?,
+        monthly_nanos: limit(LIMIT_FIELDS[1], limits_spec::MONTHLY_LIMIT_NANOS_MINIMUM)?,
     })
 }
 
