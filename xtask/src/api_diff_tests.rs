@@ -60,7 +60,14 @@ fn assert_needs(report: &Report, needed: &str, refused: &[&str]) {
 
 fn remove_operation(text: &str) -> String {
     let start = text.find("  /v1/images/generation/jobs/{job_id}:").unwrap();
-    let end = text.find("\ncomponents:").unwrap();
+    // Up to the next path, or to the components when it is the last one.
+    let rest = &text[start + 1..];
+    let end = start
+        + 1
+        + rest
+            .find("\n  /v1/")
+            .or_else(|| rest.find("\ncomponents:"))
+            .unwrap();
     format!("{}{}", &text[..start], &text[end + 1..])
 }
 

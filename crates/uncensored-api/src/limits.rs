@@ -6,6 +6,12 @@
 //! const: the one place the SDK, the emulator and the CLI read a limit from.
 //! Each const names the spec location it comes from.
 
+/// Limits of `#/components/schemas/Estimate`.
+pub mod estimate {
+    /// `minimum` of `#/components/schemas/Estimate/properties/cost_nanos` in openapi.yaml.
+    pub const COST_NANOS_MINIMUM: u64 = 0;
+}
+
 /// Limits of `#/components/schemas/GenerateImageRequest`.
 pub mod generate_image_request {
     /// `maxLength` of `#/components/schemas/GenerateImageRequest/properties/callback_url` in openapi.yaml.
@@ -56,4 +62,34 @@ pub mod idempotency_key {
     pub const MAX_LENGTH: usize = 255;
     /// `pattern` of `#/components/schemas/IdempotencyKey` in openapi.yaml.
     pub const PATTERN: &str = "^[A-Za-z0-9_.:/-]{1,255}$";
+}
+
+/// Limits of the parameters of operation `list_billing_transactions`.
+pub mod list_billing_transactions {
+    /// `minimum` of `#/paths/~1v1~1billing~1transactions/get/parameters/0/schema` in openapi.yaml.
+    pub const LIMIT_MINIMUM: u32 = 1;
+    /// `maximum` of `#/paths/~1v1~1billing~1transactions/get/parameters/0/schema` in openapi.yaml.
+    pub const LIMIT_MAXIMUM: u32 = 100;
+    /// `default` of `#/paths/~1v1~1billing~1transactions/get/parameters/0/schema` in openapi.yaml.
+    pub const LIMIT_DEFAULT: u32 = 20;
+    /// `minLength` of `#/paths/~1v1~1billing~1transactions/get/parameters/1/schema` in openapi.yaml.
+    pub const CURSOR_MIN_LENGTH: usize = 1;
+    /// `maxLength` of `#/paths/~1v1~1billing~1transactions/get/parameters/1/schema` in openapi.yaml.
+    pub const CURSOR_MAX_LENGTH: usize = 256;
+}
+
+/// Limits of `#/components/schemas/SpendLimits`.
+pub mod spend_limits {
+    /// `minimum` of `#/components/schemas/SpendLimits/properties/daily_limit_nanos` in openapi.yaml.
+    pub const DAILY_LIMIT_NANOS_MINIMUM: u64 = 0;
+    /// `minimum` of `#/components/schemas/SpendLimits/properties/monthly_limit_nanos` in openapi.yaml.
+    pub const MONTHLY_LIMIT_NANOS_MINIMUM: u64 = 0;
+}
+
+/// Limits of `#/components/schemas/SpendLimitsRequest`.
+pub mod spend_limits_request {
+    /// `minimum` of `#/components/schemas/SpendLimitsRequest/properties/daily_limit_nanos` in openapi.yaml.
+    pub const DAILY_LIMIT_NANOS_MINIMUM: u64 = 0;
+    /// `minimum` of `#/components/schemas/SpendLimitsRequest/properties/monthly_limit_nanos` in openapi.yaml.
+    pub const MONTHLY_LIMIT_NANOS_MINIMUM: u64 = 0;
 }

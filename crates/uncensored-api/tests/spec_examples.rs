@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 use uncensored_api::types::{
-    ErrorEnvelope, GenerateImageRequest, GenerationJob, GenerationResponse, WebhookPayload,
+    Balance, ErrorEnvelope, Estimate, GenerateImageRequest, GenerationJob, GenerationResponse,
+    SpendLimits, SpendLimitsRequest, TransactionPage, WebhookPayload,
 };
 
 fn spec() -> Value {
@@ -41,6 +42,11 @@ fn round_trip(schema: &str, example: &Value) -> Value {
         "GenerationJob" => through::<GenerationJob>(example),
         "ErrorEnvelope" => through::<ErrorEnvelope>(example),
         "WebhookPayload" => through::<WebhookPayload>(example),
+        "Balance" => through::<Balance>(example),
+        "Estimate" => through::<Estimate>(example),
+        "TransactionPage" => through::<TransactionPage>(example),
+        "SpendLimitsRequest" => through::<SpendLimitsRequest>(example),
+        "SpendLimits" => through::<SpendLimits>(example),
         other => panic!("no generated type is mapped for schema {other}; add it to round_trip"),
     }
 }
@@ -116,10 +122,11 @@ fn assert_preserves(original: &Value, value: &Value, path: &str) {
 fn every_spec_example_round_trips_through_the_generated_types() {
     let spec = spec();
     let examples = all_examples(&spec);
-    // 2 request, 2 success, 11 + 7 error, 2 job and 1 callback examples.
+    // Images: 2 request, 2 success, 11 + 7 error, 2 job and 1 callback
+    // examples. Billing: 2 request, 4 success and 5 + 7 + 7 + 6 error examples.
     assert_eq!(
         examples.len(),
-        25,
+        56,
         "{:?}",
         examples.iter().map(|e| &e.0).collect::<Vec<_>>()
     );

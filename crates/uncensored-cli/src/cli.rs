@@ -90,6 +90,13 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Print the account's balance, the funds held and the day's and month's spend.
+    ///
+    /// The whole balance, the funds held for async jobs still running, what
+    /// is available, and the spend of the UTC day and month, in USD. Needs a
+    /// key with the billing:read scope. With --json: the same in nanos
+    /// (1 USD = 1,000,000,000 nanos), the API's authoritative unit.
+    Balance,
     /// Generate a batch: one prompt a line, or JSON Lines with per-line fields.
     Batch(Batch),
     /// Receive the API's job callbacks and deliver each job (store, announce) as a service.

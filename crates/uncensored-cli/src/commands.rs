@@ -1,4 +1,4 @@
-//! The single-job commands: generate, status, wait, download, config show.
+//! The single-job commands: generate, status, wait, download, balance, config show.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,6 +165,27 @@ pub async fn download(cli: &Cli, job: &str, output: &Output) -> Result<(), Failu
         .deliver_job(&format!("download-{job}"), &found.job_id, &described)
         .await?;
     print_entry(&entry, cli.json)
+}
+
+/// `balance`: the SDK's [`uncensored::Balance`], in USD or (`--json`) nanos.
+pub async fn balance(cli: &Cli) -> Result<(), Failure> {
+    let settings = Settings::load(cli, None)?;
+    let connection = connect(&settings, cli.emulator, Pacing::Off).await?;
+    let balance = connection.client.balance().await?;
+    if cli.json {
+        println!("{}", json!(balance));
+    } else {
+        for (label, amount) in [
+            ("balance", balance.balance),
+            ("held", balance.held),
+            ("available", balance.available),
+            ("daily spend", balance.daily_spend),
+            ("monthly spend", balance.monthly_spend),
+        ] {
+            println!("{label:<14} {amount}");
+        }
+    }
+    Ok(())
 }
 
 /// `config show`.

@@ -40,6 +40,7 @@ async fn main() -> ExitCode {
         Command::Status { job } => commands::status(&cli, job).await,
         Command::Wait { job, timeout } => commands::wait(&cli, job, *timeout).await,
         Command::Download { job, output } => commands::download(&cli, job, output).await,
+        Command::Balance => commands::balance(&cli).await,
         Command::Batch(args) => batch::run(&cli, args).await,
         Command::Webhook {
             action:

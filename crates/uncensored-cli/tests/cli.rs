@@ -43,6 +43,7 @@ fn every_help_text() {
         vec!["status", "--help"],
         vec!["wait", "--help"],
         vec!["download", "--help"],
+        vec!["balance", "--help"],
         vec!["batch", "--help"],
         vec!["emulator", "--help"],
         vec!["gallery", "--help"],

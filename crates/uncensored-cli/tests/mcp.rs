@@ -199,7 +199,7 @@ fn typescript_sdk_over_stdio() {
     ];
     args.extend(emulator_mcp(&dir, &[]));
     let summary = ts_client(&sdk, &args);
-    assert_eq!(summary["tool_errors"], 5, "{summary}");
+    assert_eq!(summary["tool_errors"], 6, "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -228,6 +228,6 @@ fn typescript_sdk_over_streamable_http() {
     server.kill().unwrap();
     server.wait().unwrap();
     let summary = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    assert_eq!(summary["tool_errors"], 5, "{summary}");
+    assert_eq!(summary["tool_errors"], 6, "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }

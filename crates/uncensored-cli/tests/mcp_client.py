@@ -17,7 +17,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-TOOLS = {"generate_image", "submit_generation", "get_job", "list_images"}
+TOOLS = {"generate_image", "submit_generation", "get_job", "list_images", "get_balance"}
 SEEN = []  # every result and notification, as JSON, for the secrets check
 
 
@@ -71,6 +71,19 @@ async def checks(session):
     check(thumb[:2] == b"\xff\xd8" and len(thumb) < 32_000, f"thumbnail of {len(thumb)} bytes")
     plain = await call(session, "generate_image", {"prompt": "a quiet harbour"})
     check(not plain.is_error and not [c for c in plain.content if c.type == "image"], "no thumbnail unless asked")
+
+    # The cost in the result, and the balance that paid it.
+    cost = data.get("cost_nanos")
+    check(isinstance(cost, int) and cost > 0 and data.get("cost", "").startswith("$"), f"cost {data}")
+    check(plain.structured_content.get("cost_nanos") == cost, "the same request costs the same")
+    balance = await call(session, "get_balance", {})
+    check(not balance.is_error, f"get_balance failed: {balance.content}")
+    money = balance.structured_content
+    check(money["daily_spend_nanos"] >= 2 * cost, f"the spend counts both images: {money}")
+    check(money["available_nanos"] == money["balance_nanos"] - money["held_nanos"], f"available {money}")
+    check(money["balance"].startswith("$") and "available" in balance.content[0].text, f"balance text {balance.content}")
+    odd = await call(session, "get_balance", {"unexpected": 1})
+    check(odd.is_error and odd.structured_content["error"]["reason"] == "invalid_request", f"get_balance args {odd.structured_content}")
 
     # The stored image as a resource: its bytes are the stored ones.
     read = record(await session.read_resource(data["uri"]))

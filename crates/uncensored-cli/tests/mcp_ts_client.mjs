@@ -22,7 +22,7 @@ const { StdioClientTransport } = require("@modelcontextprotocol/sdk/client/stdio
 const { StreamableHTTPClientTransport } = require("@modelcontextprotocol/sdk/client/streamableHttp.js");
 const { AjvJsonSchemaValidator } = require("@modelcontextprotocol/sdk/validation/ajv");
 
-const TOOLS = ["generate_image", "get_job", "list_images", "submit_generation"];
+const TOOLS = ["generate_image", "get_balance", "get_job", "list_images", "submit_generation"];
 
 function check(condition, what) {
   if (!condition) throw new Error(`check failed: ${what}`);
@@ -64,6 +64,9 @@ async function checks(client) {
 
   const job = await call("get_job", { id: data.id });
   check(!job.isError && job.structuredContent.status === "stored", `get_job ${JSON.stringify(job.structuredContent)}`);
+  check(Number.isInteger(data.cost_nanos) && data.cost_nanos > 0 && data.cost.startsWith("$"), `cost ${JSON.stringify(data)}`);
+  const balance = await call("get_balance", {});
+  check(!balance.isError && balance.structuredContent.daily_spend_nanos >= data.cost_nanos, `get_balance ${JSON.stringify(balance.structuredContent)}`);
   const listed = await call("list_images", { limit: 5 });
   check(!listed.isError && listed.structuredContent.images.length >= 1, `list_images ${JSON.stringify(listed.structuredContent)}`);
 
@@ -86,6 +89,7 @@ async function checks(client) {
   await toolError("submit_generation", { prompt: "a harbour", image_height: 1001 }, "invalid_request", "image_height");
   await toolError("get_job", { id: "no-such-job" }, "not_found");
   await toolError("list_images", { limit: "many" }, "invalid_request");
+  await toolError("get_balance", { unexpected: 1 }, "invalid_request");
   return summary;
 }
 

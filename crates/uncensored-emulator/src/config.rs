@@ -43,6 +43,12 @@ pub struct Config {
     pub faults: Faults,
     /// Webhook delivery.
     pub webhooks: WebhookConfig,
+    /// What a credit is worth, in nanos (1 USD = 1,000,000,000 nanos): the
+    /// rate at which balances and prices in credits appear on the billing
+    /// endpoints. The default, 1,000,000, makes a credit $0.001.
+    pub nanos_per_credit: u64,
+    /// Transactions kept per account; the oldest go first.
+    pub max_transactions: usize,
 }
 
 /// A closed range of numbers.
@@ -63,7 +69,9 @@ pub struct KeyConfig {
     pub key: String,
     /// A label for stats, so that stats never show the key itself.
     pub name: String,
-    /// Scopes, such as `image:*`, `image:gen:*` or `image:gen:model-pro`.
+    /// Scopes, such as `image:*`, `image:gen:*`, `image:gen:model-pro` or
+    /// `billing:read` (the balance, the transactions and the limits; `image:*`
+    /// does not imply it). The default is `image:*` and `billing:read`.
     #[serde(default = "all_scopes")]
     pub scopes: Vec<String>,
     /// Starting balance, in credits.
@@ -134,7 +142,7 @@ pub struct WebhookConfig {
 }
 
 fn all_scopes() -> Vec<String> {
-    vec!["image:*".into()]
+    vec!["image:*".into(), "billing:read".into()]
 }
 
 fn default_balance() -> u64 {
@@ -192,6 +200,8 @@ impl Default for Config {
             default_model: uncensored_api::limits::generate_image_request::MODEL_DEFAULT.into(),
             faults: Faults::default(),
             webhooks: WebhookConfig::default(),
+            nanos_per_credit: 1_000_000,
+            max_transactions: 100_000,
         }
     }
 }
@@ -283,6 +293,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "a rate limit must allow at least 1 request per minute".into(),
             ));
+        }
+        if self.nanos_per_credit == 0 {
+            return Err(ConfigError::Invalid(
+                "nanos_per_credit must be at least 1".into(),
+            ));
+        }
+        if let Some(key) = self.keys.iter().find(|k| {
+            k.balance
+                .checked_mul(self.nanos_per_credit)
+                .is_none_or(|nanos| nanos > i64::MAX as u64)
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "the balance of key {:?} ({} credits at {} nanos each) does not fit the API's 64-bit nanos",
+                key.name, key.balance, self.nanos_per_credit
+            )));
         }
         if !self.models.iter().any(|m| m.name == self.default_model) {
             return Err(ConfigError::Invalid(format!(

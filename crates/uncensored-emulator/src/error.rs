@@ -57,6 +57,28 @@ impl ApiError {
         )
     }
 
+    /// `402 insufficient_funds` for a price the ledger would not hold: funds
+    /// short, or a spend limit passed (the service documents no error of its
+    /// own for a limit; `code` says which, an assumption of this emulator).
+    pub fn refused(refusal: crate::ledger::Refusal) -> Self {
+        use crate::ledger::Refusal;
+        match refusal {
+            Refusal::Funds { price, available } => Self::insufficient_funds(price, available),
+            Refusal::DailyLimit => Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                "The daily spend limit would be passed",
+            )
+            .with_code("daily_spend_limit"),
+            Refusal::MonthlyLimit => Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                "The monthly spend limit would be passed",
+            )
+            .with_code("monthly_spend_limit"),
+        }
+    }
+
     /// `403 permission_error`.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "permission_error", message)

@@ -2,7 +2,9 @@
 //!
 //! It serves exactly the operations `openapi.yaml` describes, with the
 //! behaviour the service documents: API keys with scopes, validation with the
-//! error envelope, balances and prices, moderation, per-key rate limits with
+//! error envelope, balances and prices (and the billing endpoints over them:
+//! the balance with the funds held for async jobs, daily and monthly spend
+//! reset at UTC midnight, spend limits, a transaction per charge), moderation, per-key rate limits with
 //! the `x-ratelimit-*` headers, `Idempotency-Key` replay, sync and async jobs,
 //! webhooks, and real JPEGs. On top of that it injects faults on demand
 //! (server errors, dropped connections, truncated downloads, duplicate or late
@@ -35,8 +37,10 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+mod clock;
 pub mod config;
 mod error;
+mod ledger;
 mod picture;
 mod rng;
 mod routes;
@@ -47,6 +51,7 @@ mod wire;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, DEFAULT_KEY, Faults, KeyConfig, ModelConfig};
 pub use picture::render_jpeg;
 pub use state::{Charges, FaultStats, Stats, WebhookStats};
@@ -77,6 +82,16 @@ impl Emulator {
     /// Binds `config.listen` and serves in the background until the handle is
     /// shut down or dropped.
     pub async fn start(config: Config) -> Result<EmulatorHandle, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Emulator::start`], with the ledger reading the time from
+    /// `clock` (for example a [`ManualClock`], to cross UTC midnight in a test
+    /// without waiting for it).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<EmulatorHandle, StartError> {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -88,7 +103,7 @@ impl Emulator {
             addr: config.listen,
             source,
         })?;
-        let state = Arc::new(Shared::new(config, format!("http://{addr}")));
+        let state = Arc::new(Shared::with_clock(config, format!("http://{addr}"), clock));
         let app = routes::router(state.clone());
         let token = state.shutdown.clone();
         let server = tokio::spawn(async move {
@@ -130,7 +145,8 @@ impl EmulatorHandle {
         self.state.stats()
     }
 
-    /// The balance of the account named `name`, in credits.
+    /// What the account named `name` can spend now, in credits: its balance
+    /// less the funds held for jobs still running.
     pub fn balance(&self, name: &str) -> u64 {
         self.state.balance(name)
     }

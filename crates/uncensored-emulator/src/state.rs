@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{Config, KeyConfig, ModelConfig};
+use crate::ledger::{Ledger, Refusal, Snapshot};
 use crate::rng::Rng;
 
 /// Shared state behind every handler.
@@ -33,7 +35,10 @@ pub struct Shared {
     /// Job ids come from their own source, seeded from the clock: unique
     /// across runs and emulators, without shifting the seeded fault stream.
     ids: Mutex<Rng>,
-    balances: Mutex<HashMap<String, u64>>,
+    /// Balances, holds, spend, limits and transactions.
+    ledger: Mutex<Ledger>,
+    /// What the ledger reads the time from.
+    clock: Arc<dyn Clock>,
     jobs: RwLock<HashMap<String, Job>>,
     idempotency: Mutex<HashMap<(String, String), Cached>>,
     windows: Mutex<HashMap<String, Window>>,
@@ -223,6 +228,15 @@ fn clock_seed() -> u64 {
     crate::rng::mix(nanos as u64 ^ u64::from(std::process::id()).rotate_left(32))
 }
 
+/// The ledger as `config` starts it: each key's balance, no limits.
+fn fresh_ledger(config: &Config) -> Ledger {
+    Ledger::new(
+        config.keys.iter().map(|k| (k.name.clone(), k.balance)),
+        config.nanos_per_credit,
+        config.max_transactions,
+    )
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in one handler must not wedge the emulator for the others.
     mutex
@@ -231,17 +245,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Fresh state for `config`, serving at `origin`.
+    /// Fresh state for `config`, serving at `origin`, on the system's clock.
+    #[cfg(test)]
     pub fn new(config: Config, origin: String) -> Self {
+        Self::with_clock(config, origin, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// Fresh state for `config`, serving at `origin`, reading time from `clock`.
+    pub fn with_clock(config: Config, origin: String, clock: Arc<dyn Clock>) -> Self {
         let accounts = config
             .keys
             .iter()
             .map(|k| (k.key.clone(), k.clone()))
-            .collect();
-        let balances = config
-            .keys
-            .iter()
-            .map(|k| (k.name.clone(), k.balance))
             .collect();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.webhooks.timeout_secs))
@@ -256,7 +271,8 @@ impl Shared {
             http,
             rng: Mutex::new(Rng::new(config.seed)),
             ids: Mutex::new(Rng::new(clock_seed())),
-            balances: Mutex::new(balances),
+            ledger: Mutex::new(fresh_ledger(&config)),
+            clock,
             jobs: RwLock::new(HashMap::new()),
             idempotency: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
@@ -301,12 +317,7 @@ impl Shared {
     /// Forgets jobs, cached responses, windows and statistics; restores balances.
     pub fn reset(&self) {
         *lock(&self.rng) = Rng::new(self.config.seed);
-        *lock(&self.balances) = self
-            .config
-            .keys
-            .iter()
-            .map(|k| (k.name.clone(), k.balance))
-            .collect();
+        *lock(&self.ledger) = fresh_ledger(&self.config);
         self.jobs.write().unwrap_or_else(|p| p.into_inner()).clear();
         lock(&self.idempotency).clear();
         lock(&self.windows).clear();
@@ -355,20 +366,23 @@ impl Shared {
         }
     }
 
-    /// Takes `price` credits from `owner`, or reports the balance when short.
-    pub fn charge(
+    /// The time on the ledger's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Holds `price` credits of `owner` for `job` until it ends, or says why
+    /// not (funds short, a spend limit passed).
+    pub fn hold(
         &self,
         owner: &str,
+        job: &str,
         price: u64,
+        model: &str,
         idempotency_key: Option<&str>,
-    ) -> Result<(), u64> {
-        let mut balances = lock(&self.balances);
-        let balance = balances.entry(owner.to_string()).or_default();
-        if *balance < price {
-            return Err(*balance);
-        }
-        *balance -= price;
-        drop(balances);
+    ) -> Result<(), Refusal> {
+        let now = self.now();
+        lock(&self.ledger).hold(owner, job, price, model, now)?;
         self.with_stats(|s| {
             s.charges.total += 1;
             s.charges.credits += price;
@@ -383,15 +397,33 @@ impl Shared {
         Ok(())
     }
 
-    /// Gives `price` credits back to `owner` (a failed job).
-    pub fn refund(&self, owner: &str, price: u64) {
-        *lock(&self.balances).entry(owner.to_string()).or_default() += price;
-        self.with_stats(|s| s.charges.refunds += 1);
+    /// Charges what `job` holds (it completed), with a transaction.
+    pub fn settle(&self, owner: &str, job: &str) {
+        let now = self.now();
+        lock(&self.ledger).settle(owner, job, now);
     }
 
-    /// The current balance of `owner`.
+    /// Gives back what `job` holds (it failed): nothing is charged.
+    pub fn release(&self, owner: &str, job: &str) {
+        if lock(&self.ledger).release(owner, job).is_some() {
+            self.with_stats(|s| s.charges.refunds += 1);
+        }
+    }
+
+    /// What `owner` can spend now, in credits.
     pub fn balance(&self, owner: &str) -> u64 {
-        lock(&self.balances).get(owner).copied().unwrap_or_default()
+        self.billing(owner).available
+    }
+
+    /// `owner`'s balance, holds and spend now, in credits.
+    pub fn billing(&self, owner: &str) -> Snapshot {
+        let now = self.now();
+        lock(&self.ledger).snapshot(owner, now)
+    }
+
+    /// Runs `f` with the ledger.
+    pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        f(&mut lock(&self.ledger))
     }
 
     /// Stores a new job.

@@ -49,6 +49,11 @@ pub struct ListArgs {
     pub limit: Option<usize>,
 }
 
+/// `get_balance`'s arguments: none.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceArgs {}
+
 /// Reads a tool's arguments; a wrong shape is the caller's to fix.
 pub fn parse<T: serde::de::DeserializeOwned>(
     arguments: Map<String, Value>,

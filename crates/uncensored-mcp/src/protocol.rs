@@ -20,7 +20,7 @@ use uncensored::{CancellationToken, FailureReason};
 use uncensored_deliver::DeliveryReason;
 use uncensored_deliver::serve::{require_bearer, serve};
 
-use crate::args::{GenerateArgs, GetJobArgs, ListArgs, RequestArgs, parse};
+use crate::args::{BalanceArgs, GenerateArgs, GetJobArgs, ListArgs, RequestArgs, parse};
 use crate::failure::ToolFailure;
 use crate::tools::{Progress, Tools, delivery_value};
 use crate::{HttpOptions, McpError, resources, schema};
@@ -40,8 +40,8 @@ pub fn tool_list(tools: &Tools) -> Vec<Tool> {
         Tool::new(
             "generate_image",
             "Generate an image from a text prompt, wait for it (with progress), store it and \
-             return a resource_link to it with its job id, location, SHA-256, model, size and \
-             generation time. Set thumbnail to also get a small JPEG preview.",
+             return a resource_link to it with its job id, location, SHA-256, model, size, \
+             generation time and cost. Set thumbnail to also get a small JPEG preview.",
             object(schema::generate_input(options.max_wait.as_secs())),
         )
         .with_title("Generate an image")
@@ -69,6 +69,15 @@ pub fn tool_list(tools: &Tools) -> Vec<Tool> {
         )
         .with_title("List images")
         .with_raw_output_schema(object(schema::list_output())),
+        Tool::new(
+            "get_balance",
+            "The account's balance: the whole of it, the funds held for async jobs still \
+             running, what is available now, and the spend of the UTC day and month, each in \
+             nanos and in USD. Needs a key with the billing:read scope.",
+            object(schema::balance_input()),
+        )
+        .with_title("Get the balance")
+        .with_raw_output_schema(object(schema::balance_output())),
     ]
 }
 
@@ -100,6 +109,7 @@ impl Handler {
             .map(Duration::from_secs)
             .unwrap_or(options.default_wait)
             .clamp(Duration::from_secs(1), options.max_wait);
+        let cost = self.0.estimate(&request).await;
         let id = self.0.start(request);
         let token = context.meta.get_progress_token();
         let peer = context.peer.clone();
@@ -119,7 +129,11 @@ impl Handler {
         };
         let cancel: CancellationToken = context.ct.clone();
         let entry = self.0.wait(&id, timeout, &cancel, &report).await?;
-        let value = delivery_value(&entry);
+        let mut value = delivery_value(&entry);
+        if let Some(cost) = cost {
+            value["cost_nanos"] = json!(cost.nanos());
+            value["cost"] = json!(cost.to_string());
+        }
         if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
             let failure: ToolFailure = ToolFailure {
                 field: error["field"].as_str().map(str::to_string),
@@ -174,6 +188,19 @@ impl Handler {
                 let text = format!("{}: {}", args.id, value["status"].as_str().unwrap_or("?"));
                 Ok(succeeded(text, value, vec![]))
             }
+            "get_balance" => {
+                parse::<BalanceArgs>(arguments)?;
+                let value = self.0.balance().await?;
+                let text = format!(
+                    "balance {}, held {}, available {}, spent today {}, this month {}",
+                    value["balance"].as_str().unwrap_or("?"),
+                    value["held"].as_str().unwrap_or("?"),
+                    value["available"].as_str().unwrap_or("?"),
+                    value["daily_spend"].as_str().unwrap_or("?"),
+                    value["monthly_spend"].as_str().unwrap_or("?"),
+                );
+                Ok(succeeded(text, value, vec![]))
+            }
             "list_images" => {
                 let args: ListArgs = parse(arguments)?;
                 let limit = args.limit.unwrap_or(10).clamp(1, self.0.options.max_list);
@@ -200,7 +227,8 @@ impl ServerHandler for Handler {
         .with_server_info(Implementation::new("uncensored", env!("CARGO_PKG_VERSION")))
         .with_instructions(
             "Generate images with generate_image (or submit_generation and get_job for long \
-             jobs); stored images are resources at uncensored://images/{id}.",
+             jobs); stored images are resources at uncensored://images/{id}; get_balance says \
+             what is left to spend.",
         )
     }
 

@@ -126,6 +126,43 @@ pub fn list_input(max_limit: usize) -> Value {
     )
 }
 
+/// `get_balance`'s arguments: none.
+pub fn balance_input() -> Value {
+    object(Map::new(), vec![])
+}
+
+/// The money fields of the balance: `(name, description)`.
+pub const BALANCE_FIELDS: [(&str, &str); 5] = [
+    ("balance", "The whole balance, held funds included"),
+    ("held", "Funds held for async jobs still pending"),
+    ("available", "What can be spent now"),
+    ("daily_spend", "Spent since UTC midnight"),
+    ("monthly_spend", "Spent in the current UTC calendar month"),
+];
+
+/// What `get_balance` answers: each amount in nanos (`balance_nanos`, ...)
+/// and in USD for people (`balance`, ...), or a failure.
+pub fn balance_output() -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for (name, description) in BALANCE_FIELDS {
+        let nanos = format!("{name}_nanos");
+        properties.insert(
+            nanos.clone(),
+            json!({"type": "integer", "description": format!("{description}, in nanos (1 USD = 1,000,000,000 nanos).")}),
+        );
+        properties.insert(
+            name.to_string(),
+            json!({"type": "string", "description": format!("{description}, in USD ($12.50).")}),
+        );
+        required.push(json!(nanos));
+    }
+    with_failure(
+        json!({"type": "object", "properties": properties, "required": required}),
+        "Why the call failed (a result with isError): a key without the billing:read scope, for one.",
+    )
+}
+
 fn nullable(kind: &str, description: &str) -> Value {
     json!({"type": [kind, "null"], "description": description})
 }
@@ -148,6 +185,8 @@ pub fn delivery_output() -> Value {
                 "height": nullable("integer", "Height in pixels."),
                 "generation_time": nullable("number", "Seconds the generation took."),
                 "share_url": nullable("string", "A URL that shows the image for a while, when the storage makes one."),
+                "cost_nanos": nullable("integer", "generate_image: what the image costs, in nanos (1 USD = 1,000,000,000 nanos), as the API's estimate priced it when it was submitted."),
+                "cost": nullable("string", "generate_image: the same cost in USD, for people ($0.004)."),
             },
             "required": ["id", "status"]
         }),

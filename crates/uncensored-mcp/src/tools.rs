@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use uncensored::{CancellationToken, FailureReason, GenerateRequest};
+use uncensored::{Balance, CancellationToken, FailureReason, GenerateRequest, Money};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::journal::{Entry, Stage};
 use uncensored_deliver::thumbnail::Thumbnailer;
@@ -54,6 +54,24 @@ impl Tools {
             thumbnailer: Thumbnailer::new(options.thumbnail_side),
             options,
             running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The account's balance (`get_balance`), as [`crate::schema::balance_output`] describes it.
+    pub async fn balance(&self) -> Result<Value, ToolFailure> {
+        let balance = self.deliverer.client().balance().await?;
+        Ok(balance_value(&balance))
+    }
+
+    /// What `request` would cost now, as the API's estimate says (`None`
+    /// when it cannot say: the result then carries no cost).
+    pub async fn estimate(&self, request: &GenerateRequest) -> Option<Money> {
+        match self.deliverer.client().estimate(request).await {
+            Ok(estimate) => Some(estimate.cost),
+            Err(error) => {
+                tracing::debug!(%error, "no estimate for the result's cost");
+                None
+            }
         }
     }
 
@@ -281,4 +299,21 @@ pub fn delivery_value(entry: &Entry) -> Value {
         _ => {}
     }
     value
+}
+
+/// A balance as `get_balance` answers it: nanos and USD text per amount.
+pub fn balance_value(balance: &Balance) -> Value {
+    let amounts = [
+        balance.balance,
+        balance.held,
+        balance.available,
+        balance.daily_spend,
+        balance.monthly_spend,
+    ];
+    let mut value = serde_json::Map::new();
+    for ((name, _), amount) in crate::schema::BALANCE_FIELDS.iter().zip(amounts) {
+        value.insert(format!("{name}_nanos"), json!(amount.nanos()));
+        value.insert((*name).to_string(), json!(amount.to_string()));
+    }
+    Value::Object(value)
 }

@@ -1,4 +1,5 @@
-//! The client: configuration, the retry loop, and the two API operations.
+//! The client: configuration, the retry loop, and the image operations (the
+//! billing ones are in `billing.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -330,6 +331,10 @@ impl Client {
         &self.inner.wait
     }
 
+    pub(crate) fn api(&self) -> &uncensored_api::Client {
+        &self.inner.api
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
@@ -395,7 +400,7 @@ impl Client {
 
     /// Runs `attempt` under the retry policy and the pacer, with a tracing span
     /// per attempt.
-    async fn send<T, F, Fut>(
+    pub(crate) async fn send<T, F, Fut>(
         &self,
         method: &'static str,
         route: &'static str,

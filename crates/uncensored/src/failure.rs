@@ -73,7 +73,9 @@ impl FailureReason {
             Self::Moderation => "change the prompt: content moderation refused it",
             Self::InsufficientFunds => "top up the account's balance, then run the command again",
             Self::Unauthorized => "check the API key (UNCENSORED_API_KEY or --api-key)",
-            Self::Forbidden => "use a key with the image:gen:* scope for this model",
+            Self::Forbidden => {
+                "use a key with the scope the operation needs: image:gen:* for this model, billing:read for the balance and the transactions"
+            }
             Self::InvalidRequest => "fix the request field the message names",
             Self::IdempotencyKeyReuse => "use a new Idempotency-Key for a different request",
             Self::NotFound => "check the job id; jobs of other accounts are not visible",

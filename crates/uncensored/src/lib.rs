@@ -19,6 +19,10 @@
 //! - **Downloads**: streamed, size-capped, truncation-checked and retried, with
 //!   the format sniffed and a SHA-256 computed on the way. The API key is never
 //!   sent to image storage.
+//! - **Billing**: [`Client::balance`], [`Client::estimate`] (what a request
+//!   would cost), [`Client::transactions`] (a stream over the pages) and
+//!   [`Client::set_limits`], every amount a [`Money`]: integer nanos,
+//!   printed as USD, never a float.
 //! - **Callbacks**: [`callback::CallbackSecret`] signs a callback URL per
 //!   job (`BASE/callback/NONCE.TAG`, HMAC-SHA256) and verifies one in
 //!   constant time with no state; [`callback::parse_callback`] reads the
@@ -53,11 +57,13 @@
 #![deny(missing_docs)]
 
 mod address;
+mod billing;
 pub mod callback;
 mod client;
 mod download;
 mod error;
 mod failure;
+mod money;
 mod pacer;
 mod request;
 mod response;
@@ -65,12 +71,14 @@ mod retry;
 mod wait;
 
 pub use address::{MAX_DOWNLOAD_REDIRECTS, is_loopback_url, is_public};
+pub use billing::{Balance, Estimate, SpendLimits, Transaction, TransactionKind};
 pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES, key_fingerprint,
 };
 pub use download::{DownloadedImage, ImageFormat, ImageStream, body_prefix};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
 pub use failure::FailureReason;
+pub use money::{Money, MoneyParseError, NANOS_PER_USD};
 pub use pacer::{LocalPacer, PACE_SHARE, PROBE_PATIENCE, Pace, pace_interval};
 pub use request::{GenerateRequest, Side, validate_idempotency_key, validate_side};
 pub use response::{

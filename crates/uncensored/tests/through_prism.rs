@@ -1,5 +1,5 @@
 //! An independent check of what the SDK sends: the same calls as a user would
-//! make, through Prism's validating proxy for openapi.yaml in front of the
+//! make (image generation and the billing group), through Prism's validating proxy for openapi.yaml in front of the
 //! emulator. Prism answers a violation (of a request or a response) with an
 //! error, so every call here must succeed or fail exactly as the API would.
 //!
@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use uncensored::{ApiErrorKind, Client, GenerateRequest, Generation, RetryPolicy, WaitOptions};
+use futures_util::StreamExt as _;
+use uncensored::{
+    ApiErrorKind, Client, GenerateRequest, Generation, RetryPolicy, SpendLimits, WaitOptions,
+};
 
 fn client_with(key: &str) -> Client {
     let base =
@@ -85,4 +88,31 @@ async fn sdk_calls_conform_to_the_spec() {
         .await
         .unwrap_err();
     assert_eq!(wrong_key.api().unwrap().kind, ApiErrorKind::Authentication);
+
+    // The billing group, in the same test: a limit must not stop another
+    // test's generations.
+    let estimate = client.estimate(&flex).await.unwrap();
+    let before = client.balance().await.unwrap();
+    client.generate(&flex).await.unwrap();
+    let after = client.balance().await.unwrap();
+    assert_eq!(
+        before.balance.checked_sub(after.balance),
+        Some(estimate.cost)
+    );
+    let pages: Vec<_> = client.transactions_paged(2).collect().await;
+    assert!(pages.len() >= 4, "several pages of transactions");
+    assert!(pages.iter().all(Result::is_ok), "{pages:?}");
+    let limits = SpendLimits::none().daily(after.daily_spend);
+    assert_eq!(client.set_limits(&limits).await.unwrap(), limits);
+    let stopped = client.generate(&flex).await.unwrap_err();
+    assert_eq!(stopped.api().unwrap().kind, ApiErrorKind::InsufficientFunds);
+    let invalid = client
+        .estimate(&GenerateRequest::new("p").model("model-nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.api().unwrap().kind, ApiErrorKind::InvalidRequest);
+    assert_eq!(
+        client.set_limits(&SpendLimits::none()).await.unwrap(),
+        SpendLimits::none()
+    );
 }

@@ -1,6 +1,8 @@
 //! `POST /v1/images/generations`: the `Idempotency-Key` (replay, reuse, in
-//! flight), then validation, scope, moderation and charge, then the job, sync
-//! (`200` once it ends) or async (`202` at once, the webhook later).
+//! flight), then validation, scope, moderation and the hold of its price,
+//! then the job, sync (`200` once it ends) or async (`202` at once, the
+//! webhook later); the price is charged when the job completes and released
+//! when it fails.
 
 use std::time::Duration;
 
@@ -172,9 +174,16 @@ async fn process(
             .with_param("prompt")
             .with_code("content_moderation"));
     }
+    let id = state.new_job_id();
     state
-        .charge(&account.name, valid.price, idempotency_key)
-        .map_err(|balance| ApiError::insufficient_funds(valid.price, balance))?;
+        .hold(
+            &account.name,
+            &id,
+            valid.price,
+            &valid.model.name,
+            idempotency_key,
+        )
+        .map_err(ApiError::refused)?;
 
     let g = state.config.generation_seconds;
     let (generation_time, fails) = state.with_rng(|rng| {
@@ -182,7 +191,6 @@ async fn process(
         let seconds = valid.generation_seconds.unwrap_or(drawn);
         (seconds, rng.chance(state.config.faults.failed_job_rate))
     });
-    let id = state.new_job_id();
     let job = Job {
         id: id.clone(),
         owner: account.name.clone(),
@@ -204,7 +212,6 @@ async fn process(
     } else {
         Duration::try_from_secs_f64(seconds.clamp(0.0, 3600.0)).unwrap_or_default()
     };
-    let price = valid.price;
 
     match valid.callback_url {
         Some(url) => {
@@ -212,7 +219,7 @@ async fn process(
             let target = url.clone();
             tokio::spawn(async move {
                 if background.pause(real_time).await
-                    && let Some(job) = complete(&background, &id, fails, price)
+                    && let Some(job) = complete(&background, &id, fails)
                 {
                     crate::webhook::deliver(background, job, target).await;
                 }
@@ -223,14 +230,14 @@ async fn process(
             if !state.pause(real_time).await {
                 return Err(ApiError::server(true));
             }
-            let job = complete(state, &id, fails, price).expect("the job was just inserted");
+            let job = complete(state, &id, fails).expect("the job was just inserted");
             Ok((StatusCode::OK, wire::finished(state, &job)))
         }
     }
 }
 
-/// Ends a job as completed or failed (refunding a failed one).
-fn complete(state: &AppState, id: &str, fails: bool, price: u64) -> Option<Job> {
+/// Ends a job as completed (charging what it holds) or failed (releasing it).
+fn complete(state: &AppState, id: &str, fails: bool) -> Option<Job> {
     let now = chrono::Utc::now();
     let job = state.finish_job(
         id,
@@ -241,8 +248,10 @@ fn complete(state: &AppState, id: &str, fails: bool, price: u64) -> Option<Job> 
         },
     )?;
     if fails {
-        state.refund(&job.owner, price);
+        state.release(&job.owner, &job.id);
         state.with_stats(|s| s.faults.failed_jobs += 1);
+    } else {
+        state.settle(&job.owner, &job.id);
     }
     Some(job)
 }

@@ -31,6 +31,15 @@ pub fn has_scope(account: &KeyConfig, model: Option<&str>) -> bool {
     })
 }
 
+/// The scope of the billing group: the balance, the transactions and (an
+/// assumption of openapi.yaml) the limits.
+pub const BILLING_READ: &str = "billing:read";
+
+/// Whether `account` may read the balance and the transactions.
+pub fn has_billing_scope(account: &KeyConfig) -> bool {
+    account.scopes.iter().any(|scope| scope == BILLING_READ)
+}
+
 /// Auth, rate limit, faults, rate-limit headers and statistics for every API request.
 pub async fn api_middleware(
     State(state): State<AppState>,
@@ -63,8 +72,15 @@ pub async fn api_middleware(
     };
     let rate = state.rate_check(&bucket, limit);
 
+    // The billing routes check their own scope (`billing:read`, which
+    // `image:*` does not imply); every other route needs an image scope.
+    let image_route = !request
+        .uri()
+        .path()
+        .trim_start_matches("/api")
+        .starts_with("/v1/billing/");
     let mut response = if let Some(account) = account {
-        authenticated(&state, account, rate, request, next).await
+        authenticated(&state, account, rate, image_route, request, next).await
     } else {
         let message = if request.headers().contains_key("x-api-key") {
             "Invalid API key"
@@ -94,13 +110,14 @@ async fn authenticated(
     state: &AppState,
     account: KeyConfig,
     rate: RateInfo,
+    image_route: bool,
     mut request: Request,
     next: Next,
 ) -> Response {
     if let Some(retry_after) = rate.retry_after {
         return ApiError::rate_limited(retry_after).into_response();
     }
-    if !has_scope(&account, None) {
+    if image_route && !has_scope(&account, None) {
         return ApiError::forbidden("This API key lacks the image:gen:* scope").into_response();
     }
     let faults = &state.config.faults;

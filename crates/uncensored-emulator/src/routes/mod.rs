@@ -1,4 +1,4 @@
-//! The HTTP surface: the two API operations under `/api`, the image files, and
+//! The HTTP surface: the API operations under `/api`, the image files, and
 //! the `/_emulator` admin routes. This module only routes; every handler is a
 //! plain async fn over the one [`AppState`]:
 //!
@@ -7,12 +7,16 @@
 //! - [`generation`]: `POST /v1/images/generations`, with [`validation`] for
 //!   what it accepts and what it costs;
 //! - [`jobs`]: `GET /v1/images/generation/jobs/{job_id}`;
+//! - [`billing`]: `GET /v1/billing/balance`, `GET /v1/billing/transactions`,
+//!   `POST /v1/billing/estimate` and `PUT /v1/billing/limits`, over the
+//!   ledger;
 //! - [`images`]: the generated JPEGs;
 //! - [`admin`]: `/_emulator/stats` and `/_emulator/reset`.
 //!
 //! The JSON bodies about jobs come from [`crate::wire`].
 
 mod admin;
+mod billing;
 mod generation;
 mod images;
 mod jobs;
@@ -20,7 +24,7 @@ mod middleware;
 mod validation;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -30,6 +34,10 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/images/generations", post(generation::generate_image))
         .route("/v1/images/generation/jobs/{job_id}", get(jobs::get_job))
+        .route("/v1/billing/balance", get(billing::balance))
+        .route("/v1/billing/transactions", get(billing::transactions))
+        .route("/v1/billing/estimate", post(billing::estimate))
+        .route("/v1/billing/limits", put(billing::set_limits))
         .fallback(|| async { ApiError::not_found(None, "No such API route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

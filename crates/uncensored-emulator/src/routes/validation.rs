@@ -65,6 +65,18 @@ pub fn validate<'a>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Valid<'a>, ApiError> {
+    let fields = json_object(headers, body)?;
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            Some(unknown),
+            format!("Unsupported parameter: {unknown}"),
+        ));
+    }
+    validate_fields(state, &fields)
+}
+
+/// A JSON request body: `Content-Type: application/json` and an object.
+pub fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -78,20 +90,21 @@ pub fn validate<'a>(
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(None, format!("Malformed JSON body: {e}")))?;
-    let Value::Object(fields) = value else {
-        return Err(ApiError::invalid(
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(ApiError::invalid(
             None,
             "The request body must be a JSON object",
-        ));
-    };
-    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            Some(unknown),
-            format!("Unsupported parameter: {unknown}"),
-        ));
+        )),
     }
+}
 
-    let prompt = string(&fields, "prompt")?
+/// The fields of a `GenerateImageRequest`, checked and priced.
+fn validate_fields<'a>(
+    state: &'a Shared,
+    fields: &Map<String, Value>,
+) -> Result<Valid<'a>, ApiError> {
+    let prompt = string(fields, "prompt")?
         .ok_or_else(|| ApiError::invalid(Some("prompt"), "prompt is required"))?;
     let length = prompt.chars().count();
     let (min, max) = (spec::PROMPT_MIN_LENGTH, spec::PROMPT_MAX_LENGTH);
@@ -101,13 +114,13 @@ pub fn validate<'a>(
             format!("prompt must be {min} to {max} characters, not {length}"),
         ));
     }
-    let model_name = min_length(&fields, "model", spec::MODEL_MIN_LENGTH)?
-        .unwrap_or(&state.config.default_model);
+    let model_name =
+        min_length(fields, "model", spec::MODEL_MIN_LENGTH)?.unwrap_or(&state.config.default_model);
     let model = state
         .model(model_name)
         .ok_or_else(|| ApiError::invalid(Some("model"), format!("Unknown model: {model_name}")))?;
     let width = dimension(
-        &fields,
+        fields,
         "image_width",
         Side {
             minimum: spec::IMAGE_WIDTH_MINIMUM,
@@ -117,7 +130,7 @@ pub fn validate<'a>(
         },
     )?;
     let height = dimension(
-        &fields,
+        fields,
         "image_height",
         Side {
             minimum: spec::IMAGE_HEIGHT_MINIMUM,
@@ -126,7 +139,7 @@ pub fn validate<'a>(
             default: spec::IMAGE_HEIGHT_DEFAULT,
         },
     )?;
-    let callback_url = match string(&fields, "callback_url")? {
+    let callback_url = match string(fields, "callback_url")? {
         None => None,
         Some(text) => Some(callback_url(text).ok_or_else(|| {
             ApiError::invalid(
@@ -138,8 +151,8 @@ pub fn validate<'a>(
             )
         })?),
     };
-    let resolution = min_length(&fields, "resolution", spec::RESOLUTION_MIN_LENGTH)?;
-    let quality = min_length(&fields, "quality", spec::QUALITY_MIN_LENGTH)?;
+    let resolution = min_length(fields, "resolution", spec::RESOLUTION_MIN_LENGTH)?;
+    let quality = min_length(fields, "quality", spec::QUALITY_MIN_LENGTH)?;
     let price = model.price
         * multiplier(model, "resolution", resolution, &model.resolutions)?
         * multiplier(model, "quality", quality, &model.qualities)?;
