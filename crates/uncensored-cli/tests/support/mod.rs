@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its part
 
+pub mod batch;
+
 /// The settings a user's environment may hold, removed from every command
 /// a test starts.
 pub const MACHINE_VARS: [&str; 7] = [

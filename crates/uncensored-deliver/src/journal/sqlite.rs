@@ -26,6 +26,52 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 /// Version of the schema this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 3;
 
+/// The schema, as numbered migrations: each runs once, in a transaction
+/// that holds the database's write lock (`BEGIN IMMEDIATE`) and reads the
+/// version again inside it, so processes opening a new journal together
+/// migrate it once. Never edit one that has shipped: add the next.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    "CREATE TABLE IF NOT EXISTS entries (
+                         id TEXT PRIMARY KEY,
+                         done INTEGER NOT NULL,
+                         body TEXT NOT NULL,
+                         seq INTEGER NOT NULL
+                     );
+                     CREATE INDEX IF NOT EXISTS entries_open ON entries (done, seq);
+                     CREATE TABLE IF NOT EXISTS callback_nonces (
+                         nonce TEXT PRIMARY KEY,
+                         job_id TEXT NOT NULL
+                     );",
+    "ALTER TABLE entries ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE entries ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE entries ADD COLUMN holder TEXT;
+                     ALTER TABLE entries ADD COLUMN lease_until INTEGER;
+                     UPDATE entries SET changed = seq;
+                     CREATE INDEX entries_changed ON entries (changed);
+                     CREATE TABLE batch (
+                         only INTEGER PRIMARY KEY CHECK (only = 1),
+                         manifest TEXT NOT NULL
+                     );",
+    // Batches known by name, lines by content (`LineIds`), claims with
+    // fencing tokens. A batch of the one-batch schema is dropped: its line
+    // ids were positions, not contents.
+    "ALTER TABLE entries ADD COLUMN batch TEXT;
+                     ALTER TABLE entries ADD COLUMN line INTEGER;
+                     ALTER TABLE entries ADD COLUMN generation INTEGER;
+                     ALTER TABLE entries ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
+                     CREATE INDEX entries_seq ON entries (seq);
+                     CREATE INDEX entries_batch ON entries (batch, generation, done, line);
+                     DROP TABLE batch;
+                     CREATE TABLE batches (
+                         name TEXT PRIMARY KEY,
+                         digest TEXT NOT NULL,
+                         lines INTEGER NOT NULL,
+                         generation INTEGER NOT NULL,
+                         stop TEXT,
+                         loaded INTEGER NOT NULL
+                     );",
+];
+
 /// Milliseconds since the epoch, the clock of leases on one machine.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -58,81 +104,35 @@ impl SqliteJournal {
     fn from_connection(connection: rusqlite::Connection) -> Result<Self, JournalError> {
         connection
             .execute_batch(
-                "PRAGMA journal_mode = WAL;
+                "PRAGMA busy_timeout = 5000;
+                 PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
-                 PRAGMA busy_timeout = 5000;
                  PRAGMA cache_size = -256;",
             )
             .map_err(error)?;
-        let version: i64 = connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
+        // Versioned migrations, each under the write lock, the version read
+        // again inside it.
+        let mut version = 0;
+        for (number, sql) in (1..).zip(MIGRATIONS) {
+            let transaction = rusqlite::Transaction::new_unchecked(
+                &connection,
+                rusqlite::TransactionBehavior::Immediate,
+            )
             .map_err(error)?;
-        // Versioned migrations, each in its own transaction.
-        if version < 1 {
-            connection
-                .execute_batch(
-                    "BEGIN;
-                     CREATE TABLE IF NOT EXISTS entries (
-                         id TEXT PRIMARY KEY,
-                         done INTEGER NOT NULL,
-                         body TEXT NOT NULL,
-                         seq INTEGER NOT NULL
-                     );
-                     CREATE INDEX IF NOT EXISTS entries_open ON entries (done, seq);
-                     CREATE TABLE IF NOT EXISTS callback_nonces (
-                         nonce TEXT PRIMARY KEY,
-                         job_id TEXT NOT NULL
-                     );
-                     PRAGMA user_version = 1;
-                     COMMIT;",
-                )
+            version = transaction
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
                 .map_err(error)?;
-        }
-        if version < 2 {
-            connection
-                .execute_batch(
-                    "BEGIN;
-                     ALTER TABLE entries ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE entries ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE entries ADD COLUMN holder TEXT;
-                     ALTER TABLE entries ADD COLUMN lease_until INTEGER;
-                     UPDATE entries SET changed = seq;
-                     CREATE INDEX entries_changed ON entries (changed);
-                     CREATE TABLE batch (
-                         only INTEGER PRIMARY KEY CHECK (only = 1),
-                         manifest TEXT NOT NULL
-                     );
-                     PRAGMA user_version = 2;
-                     COMMIT;",
-                )
-                .map_err(error)?;
-        }
-        if version < 3 {
-            // Batches known by name, lines by content (`LineIds`), claims
-            // with fencing tokens. A batch of the one-batch schema is
-            // dropped: its line ids were positions, not contents.
-            connection
-                .execute_batch(
-                    "BEGIN;
-                     ALTER TABLE entries ADD COLUMN batch TEXT;
-                     ALTER TABLE entries ADD COLUMN line INTEGER;
-                     ALTER TABLE entries ADD COLUMN generation INTEGER;
-                     ALTER TABLE entries ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
-                     CREATE INDEX entries_seq ON entries (seq);
-                     CREATE INDEX entries_batch ON entries (batch, generation, done, line);
-                     DROP TABLE batch;
-                     CREATE TABLE batches (
-                         name TEXT PRIMARY KEY,
-                         digest TEXT NOT NULL,
-                         lines INTEGER NOT NULL,
-                         generation INTEGER NOT NULL,
-                         stop TEXT,
-                         loaded INTEGER NOT NULL
-                     );
-                     PRAGMA user_version = 3;
-                     COMMIT;",
-                )
-                .map_err(error)?;
+            if version < number {
+                transaction.execute_batch(sql).map_err(error)?;
+                transaction
+                    .execute_batch(&format!("PRAGMA user_version = {number}"))
+                    .map_err(error)?;
+                version = number;
+            }
+            transaction.commit().map_err(error)?;
+            if version > SCHEMA_VERSION {
+                break;
+            }
         }
         if version > SCHEMA_VERSION {
             return Err(JournalError::new(format!(
@@ -638,6 +638,37 @@ impl Batches for SqliteJournal {
             )
             .map_err(error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    #[test]
+    fn processes_opening_a_new_journal_together_migrate_it_once() {
+        let dir = std::env::temp_dir().join(format!("journal-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("journal.sqlite");
+        let barrier = std::sync::Barrier::new(6);
+        std::thread::scope(|scope| {
+            let opened: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        SqliteJournal::open(&path).map(drop)
+                    })
+                })
+                .collect();
+            for opened in opened {
+                opened.join().unwrap().expect("every opener succeeds");
+            }
+        });
+        let version: i64 = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
 

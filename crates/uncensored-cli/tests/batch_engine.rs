@@ -1,0 +1,256 @@
+//! The one batch engine as `uncensored batch` runs it, on the SQLite journal
+//! beside the images and on a shared PostgreSQL one: lines known by their
+//! content (an edited file pays only for its new lines), stops that hold for
+//! every worker (the account out of funds, a revoked key), two runs of one
+//! batch at once, SIGTERM, and a worker stopped past its lease (SIGSTOP)
+//! whose late writes are refused.
+
+mod support;
+
+use std::path::Path;
+use std::process::Child;
+
+use support::batch::*;
+use uncensored_emulator::{Config, Emulator, EmulatorHandle, KeyConfig};
+
+/// Where a test's batch journal lives: the SQLite file beside the images,
+/// or a fresh PostgreSQL database.
+enum Journal {
+    Sqlite,
+    Postgres(uncensored_test_servers::Postgres),
+}
+
+impl Journal {
+    /// Each kind, PostgreSQL when its server starts (in CI it must).
+    fn each() -> Vec<Journal> {
+        let mut kinds = vec![Journal::Sqlite];
+        kinds.extend(postgres().map(Journal::Postgres));
+        kinds
+    }
+
+    fn location(&self, dir: &Path, name: &str) -> String {
+        match self {
+            Journal::Sqlite => dir.join("journal.sqlite").display().to_string(),
+            Journal::Postgres(server) => server.create_database(name),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Journal::Sqlite => "sqlite",
+            Journal::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// The emulator with its default key and `poor-key`, whose balance pays for
+/// `images` images of the default model (1 credit each).
+async fn emulator_with_poor_key(images: u64, time_scale: f64) -> EmulatorHandle {
+    let mut config = Config {
+        time_scale,
+        seed: 7,
+        ..Config::default()
+    };
+    let mut poor: KeyConfig = config.keys[0].clone();
+    poor.key = "poor-key".into();
+    poor.name = "poor".into();
+    poor.balance = images;
+    config.keys.push(poor);
+    Emulator::start(config).await.unwrap()
+}
+
+fn write(path: &Path, prompts: &[String]) {
+    let text: String = prompts.iter().map(|p| format!("{p}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_file_pays_only_for_its_new_lines() {
+    for journal in Journal::each() {
+        let emulator = emulator_with_poor_key(0, 0.0).await;
+        let dir = temp_dir(&format!("edited-{}", journal.name()));
+        let location = journal.location(&dir, "edited");
+        let file = dir.join("prompts.txt");
+        let mut prompts: Vec<String> = (0..12).map(|i| format!("shared prompt {i}")).collect();
+        write(&file, &prompts);
+        let run = || worker(&emulator, &dir, &file, &location, &["--json"]);
+        let (code, stdout, stderr) = outcome(run()).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        assert_eq!(emulator.stats().charges.total, 12);
+
+        // Edited as people edit files: a line inserted at the top, one
+        // deleted from the middle, one reworded, two swapped, one written twice.
+        prompts.insert(0, "shared prompt new".into());
+        prompts.remove(6);
+        prompts[3] = "shared prompt 2, reworded".into();
+        prompts.swap(8, 9);
+        prompts.push("shared prompt 11".into());
+        write(&file, &prompts);
+        let (code, stdout, stderr) = outcome(run()).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let summary = summary(&stdout);
+        assert_eq!(summary["added"], 3, "{summary}");
+        assert_eq!(summary["stored"], 3, "{summary}");
+        assert_eq!(
+            summary["no_longer_in_file"], 2,
+            "the deleted and the reworded line: {summary}"
+        );
+        assert_eq!(
+            emulator.stats().charges.total,
+            15,
+            "{}: only the new lines are paid for",
+            journal.name()
+        );
+        assert_eq!(images_in(&dir.join("images")), 15);
+
+        // A third run finds the batch as it left it: nothing read, nothing paid.
+        let (code, stdout, _) = outcome(run()).await;
+        assert_eq!(code, Some(0));
+        assert_eq!(summary_of(&stdout, "added"), 0);
+        assert_eq!(emulator.stats().charges.total, 15);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+fn summary_of(stdout: &str, field: &str) -> u64 {
+    summary(stdout)[field].as_u64().unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_funds_stops_every_worker_and_a_rerun_continues() {
+    for journal in Journal::each() {
+        const LINES: usize = 40;
+        const FUNDS: u64 = 10;
+        let emulator = emulator_with_poor_key(FUNDS, 0.002).await;
+        let dir = temp_dir(&format!("funds-{}", journal.name()));
+        let location = journal.location(&dir, "funds");
+        let file = batch_file(&dir, "prompts.txt", LINES);
+        let workers: Vec<Child> = (0..3)
+            .map(|_| {
+                worker_as(
+                    &emulator,
+                    "poor-key",
+                    &dir,
+                    &file,
+                    &location,
+                    &["--concurrency", "2"],
+                )
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for child in workers {
+            let (code, stdout, stderr) = outcome(child).await;
+            assert_eq!(
+                code,
+                Some(4),
+                "{}: every worker ends with the funds' exit code\n{stdout}\n{stderr}",
+                journal.name()
+            );
+            assert!(stderr.contains("top up"), "the advice: {stderr}");
+            assert!(stderr.contains("none of them failed"), "{stderr}");
+        }
+        assert_eq!(emulator.stats().charges.total, FUNDS);
+        let refused = answered(&emulator, 402);
+        assert!(
+            (1..=6).contains(&refused),
+            "{}: the stop holds for every worker at once: {refused} answers 402, at most the 6 lines in flight",
+            journal.name()
+        );
+        let status = support::uncensored()
+            .args(["--json", "batch", "status", "--journal", &location])
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(status["done"], FUNDS, "{status}");
+        assert_eq!(
+            status["failed"], 0,
+            "untried lines are not failed: {status}"
+        );
+        assert_eq!(status["left"], LINES as u64 - FUNDS, "{status}");
+        assert_eq!(
+            status["stopped"]["reason"], "insufficient_funds",
+            "{status}"
+        );
+
+        // Topped up (here: a key with funds), the same command continues.
+        let (code, stdout, stderr) =
+            outcome(worker(&emulator, &dir, &file, &location, &["--json"])).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        assert_eq!(summary_of(&stdout, "stored"), LINES as u64 - FUNDS);
+        assert_eq!(emulator.stats().charges.total, LINES as u64);
+        assert_eq!(images_in(&dir.join("images")), LINES);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_the_batch_at_once_with_its_advice() {
+    let emulator = emulator_with_poor_key(0, 0.0).await;
+    let dir = temp_dir("revoked");
+    let location = dir.join("journal.sqlite").display().to_string();
+    let file = batch_file(&dir, "prompts.txt", 30);
+    let (code, stdout, stderr) = outcome(
+        worker_as(
+            &emulator,
+            "revoked-key",
+            &dir,
+            &file,
+            &location,
+            &["--concurrency", "3"],
+        )
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    assert!(stderr.contains("check the API key"), "{stderr}");
+    assert!(
+        answered(&emulator, 401) <= 3,
+        "no more than the lines in flight were sent: {:?}",
+        emulator.stats().requests
+    );
+    let status = support::uncensored()
+        .args(["--json", "batch", "status", "--journal", &location])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (status["left"].as_u64(), status["failed"].as_u64()),
+        (Some(30), Some(0))
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_local_runs_of_one_batch_at_once_deliver_and_announce_each_line_once() {
+    const LINES: usize = 60;
+    let emulator = emulator_with_poor_key(0, 0.002).await;
+    let slack = slack().await;
+    let dir = temp_dir("twice");
+    let location = dir.join("journal.sqlite").display().to_string();
+    let file = batch_file(&dir, "prompts.txt", LINES);
+    let notify = format!("slack:{}/hook", slack.uri());
+    let runs: Vec<Child> = (0..2)
+        .map(|_| {
+            worker(
+                &emulator,
+                &dir,
+                &file,
+                &location,
+                &["--concurrency", "4", "--notify", &notify],
+            )
+        })
+        .collect();
+    for child in runs {
+        let (code, stdout, stderr) = outcome(child).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    }
+    assert_eq!(emulator.stats().charges.total, LINES as u64);
+    assert_eq!(images_in(&dir.join("images")), LINES);
+    let told = announcements(&slack).await;
+    assert_eq!(told.len(), LINES, "every line announced");
+    assert!(told.values().all(|n| *n == 1), "announced twice: {told:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
