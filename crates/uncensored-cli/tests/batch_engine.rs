@@ -254,3 +254,111 @@ async fn two_local_runs_of_one_batch_at_once_deliver_and_announce_each_line_once
     assert!(told.values().all(|n| *n == 1), "announced twice: {told:?}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Sends `signal` (`-TERM`, `-STOP`, `-CONT`) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal}");
+}
+
+fn status(location: &str) -> serde_json::Value {
+    let status = support::uncensored()
+        .args(["--json", "batch", "status", "--journal", location])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&status.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_what_is_in_flight_and_a_rerun_pays_nothing_twice() {
+    for journal in Journal::each() {
+        const LINES: usize = 30;
+        // Generations of 0.25-1.5 s: lines are in flight when the signal comes.
+        let emulator = emulator_with_poor_key(0, 0.05).await;
+        let dir = temp_dir(&format!("sigterm-{}", journal.name()));
+        let location = journal.location(&dir, "sigterm");
+        let file = batch_file(&dir, "prompts.txt", LINES);
+        let mut first = worker(
+            &emulator,
+            &dir,
+            &file,
+            &location,
+            &["--concurrency", "4", "--drain", "0"],
+        );
+        let reader = progress(&mut first, 3).await;
+        signal(&first, "-TERM");
+        let rest = tokio::task::spawn_blocking(move || {
+            std::io::read_to_string(reader).unwrap_or_default()
+        });
+        let (code, stdout, _) = outcome(first).await;
+        let stderr = rest.await.unwrap();
+        assert_eq!(code, Some(130), "{}: {stdout}\n{stderr}", journal.name());
+        assert!(stdout.contains("lines:"), "a summary: {stdout}");
+        assert!(stderr.contains("stopped on request"), "{stderr}");
+        let now = status(&location);
+        assert_eq!(
+            now["in_flight"],
+            serde_json::json!({}),
+            "what was in flight is released: {now}"
+        );
+        assert!(now["left"].as_u64().unwrap() > 0, "{now}");
+
+        let (code, stdout, stderr) = outcome(worker(&emulator, &dir, &file, &location, &[])).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        assert_eq!(
+            emulator.stats().charges.total,
+            LINES as u64,
+            "{}: the interrupted lines resume with their keys",
+            journal.name()
+        );
+        assert_eq!(images_in(&dir.join("images")), LINES);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_past_its_lease_cannot_announce_what_another_finished() {
+    for journal in Journal::each() {
+        const LINES: usize = 12;
+        let emulator = emulator_with_poor_key(0, 0.05).await;
+        let slack = slack().await;
+        let notify = format!("slack:{}/hook", slack.uri());
+        let dir = temp_dir(&format!("fenced-{}", journal.name()));
+        let location = journal.location(&dir, "fenced");
+        let file = batch_file(&dir, "prompts.txt", LINES);
+        let extra = ["--concurrency", "4", "--lease", "1", "--notify", &notify];
+        let mut stalled = worker(&emulator, &dir, &file, &location, &extra);
+        let reader = progress(&mut stalled, 2).await;
+        // Paused as a stalled process or a paused virtual machine would be,
+        // with lines in flight; another worker takes them over and finishes.
+        signal(&stalled, "-STOP");
+        let (code, stdout, stderr) =
+            outcome(worker(&emulator, &dir, &file, &location, &extra)).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        assert_eq!(status(&location)["done"], LINES as u64);
+        signal(&stalled, "-CONT");
+        let rest = tokio::task::spawn_blocking(move || {
+            std::io::read_to_string(reader).unwrap_or_default()
+        });
+        let (code, stdout, _) = outcome(stalled).await;
+        let stderr = rest.await.unwrap();
+        assert_eq!(code, Some(0), "{}: {stdout}\n{stderr}", journal.name());
+        assert!(
+            stderr.contains("taken over by another worker"),
+            "its late writes were refused: {stderr}"
+        );
+        let told = announcements(&slack).await;
+        assert_eq!(told.len(), LINES, "every line announced");
+        assert!(
+            told.values().all(|n| *n == 1),
+            "{}: announced twice: {told:?}",
+            journal.name()
+        );
+        assert_eq!(images_in(&dir.join("images")), LINES);
+        assert_eq!(emulator.stats().charges.total, LINES as u64);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

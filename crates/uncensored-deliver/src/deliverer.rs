@@ -473,12 +473,9 @@ impl Deliverer {
             if entry.notified.contains(&name) {
                 continue;
             }
-            if fence.is_some() {
-                self.write(entry, fence).await?;
-            }
             match self
-                .notify_with_retries(notifier.as_ref(), &notification)
-                .await
+                .notify_with_retries(notifier.as_ref(), &notification, entry, fence)
+                .await?
             {
                 Ok(()) => {
                     entry.notified.insert(name);
@@ -497,28 +494,37 @@ impl Deliverer {
     /// The one retry loop of a notification: the notifier makes one
     /// attempt per call; this waits between attempts with the step's policy,
     /// never sooner than the receiver's `Retry-After`.
+    ///
+    /// A claimed entry's claim is checked before each attempt, once the
+    /// notifier is ready to send at once.
     async fn notify_with_retries(
         &self,
         notifier: &dyn Notifier,
         notification: &Notification,
-    ) -> Result<(), NotifyError> {
+        entry: &Entry,
+        fence: Option<&Fence>,
+    ) -> Result<Result<(), NotifyError>, JournalError> {
         let policy = &self.policies.notify;
         let mut backoffs = policy.backoffs();
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if fence.is_some() {
+                notifier.ready().await;
+                self.write(entry, fence).await?;
+            }
             match notifier.notify(notification).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Ok(())),
                 Err(error) if error.is_retryable() && attempt < policy.max_attempts => {
                     let backoff = backoffs.next().unwrap_or_default();
                     let Some(delay) = policy.delay(backoff, error.retry_after()) else {
                         // The receiver asked for a longer pause than the policy allows.
-                        return Err(error);
+                        return Ok(Err(error));
                     };
                     tracing::warn!(%error, attempt, ?delay, notifier = %notifier.id(), "notify failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
-                Err(error) => return Err(error),
+                Err(error) => return Ok(Err(error)),
             }
         }
     }

@@ -246,7 +246,15 @@ pub trait Notifier: Send + Sync + Debug {
         Ok(())
     }
 
-    /// Makes one attempt to deliver one notification.
+    /// Waits for this notifier's own pace (a chat webhook's messages per
+    /// second), so that the `notify` that follows sends at once. The
+    /// Deliverer checks a claimed line's lease between the two: a worker
+    /// that stalled while it waited does not announce a line another worker
+    /// took over. The default waits for nothing.
+    async fn ready(&self) {}
+
+    /// Makes one attempt to deliver one notification (after waiting for its
+    /// pace, unless [`Notifier::ready`] just did).
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError>;
 }
 

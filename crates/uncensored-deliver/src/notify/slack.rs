@@ -68,6 +68,8 @@ pub struct SlackNotifier {
     http: reqwest::Client,
     min_interval: Duration,
     next_slot: Mutex<Instant>,
+    /// Turns taken by [`Notifier::ready`] and not yet used by `notify`.
+    ready: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for SlackNotifier {
@@ -87,6 +89,7 @@ impl SlackNotifier {
             http: super::http_client(Duration::from_secs(15)),
             min_interval: Duration::from_secs(1),
             next_slot: Mutex::new(Instant::now()),
+            ready: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -195,8 +198,24 @@ impl Notifier for SlackNotifier {
         NotifierId::new("slack", self.url.expose_secret())
     }
 
-    async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
+    async fn ready(&self) {
         self.pace().await;
+        self.ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
+        // A turn waited for by `ready` is used at once; else this waits for one.
+        let prepaid = self
+            .ready
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if !prepaid {
+            self.pace().await;
+        }
         let response = self
             .http
             .post(self.url.expose_secret())
