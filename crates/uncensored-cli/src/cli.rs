@@ -63,7 +63,8 @@ Exit codes:
   3  authentication or scope      9  the job failed
   4  insufficient funds          10  storing or notifying failed
   5  the prompt was moderated    11  a batch finished with failed lines
-                                 12  the journal failed";
+                                 12  the journal failed
+                                130  a batch stopped by SIGTERM or Ctrl-C";
 
 /// The commands.
 #[derive(Debug, Subcommand)]
