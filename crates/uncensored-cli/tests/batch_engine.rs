@@ -185,6 +185,46 @@ async fn out_of_funds_stops_every_worker_and_a_rerun_continues() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_the_scope_stops_the_batch_at_once_with_its_advice() {
+    let mut config = Config {
+        time_scale: 0.0,
+        ..Config::default()
+    };
+    let mut narrow: KeyConfig = config.keys[0].clone();
+    narrow.key = "narrow-key".into();
+    narrow.name = "narrow".into();
+    narrow.scopes = vec!["image:gen:model-pro".into()];
+    config.keys.push(narrow);
+    let emulator = Emulator::start(config).await.unwrap();
+    let dir = temp_dir("scope");
+    let location = dir.join("journal.sqlite").display().to_string();
+    let file = batch_file(&dir, "prompts.txt", 30);
+    let (code, stdout, stderr) = outcome(
+        worker_as(
+            &emulator,
+            "narrow-key",
+            &dir,
+            &file,
+            &location,
+            &["--concurrency", "3"],
+        )
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains("forbidden"), "{stderr}");
+    assert!(stderr.contains("scope"), "the advice: {stderr}");
+    assert!(
+        answered(&emulator, 403) <= 3,
+        "{:?}",
+        emulator.stats().requests
+    );
+    assert_eq!(status(&location)["left"], 30);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_the_batch_at_once_with_its_advice() {
     let emulator = emulator_with_poor_key(0, 0.0).await;
     let dir = temp_dir("revoked");

@@ -103,3 +103,35 @@ fn a_plain_http_api_off_the_machine_is_refused() {
     assert!(stderr.contains("--allow-insecure-http"), "{stderr}");
     assert!(!stderr.contains(KEY), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_batch_line_past_a_mebibyte_is_refused_unread_before_anything_is_sent() {
+    let api = MockServer::start().await;
+    let dir = std::env::temp_dir().join(format!("uncensored-long-line-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("prompts.txt");
+    let mut text = String::from("a fine prompt\n");
+    text.push_str(&"x".repeat(3 << 20));
+    text.push_str("\nanother fine prompt\n");
+    std::fs::write(&file, text).unwrap();
+    let base = api.uri();
+    let output = tokio::task::spawn_blocking(move || {
+        uncensored()
+            .current_dir(&dir)
+            .args(["--base-url", &base, "--api-key", KEY, "batch"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("prompts.txt:2"), "names the line: {stderr}");
+    assert!(stderr.contains("longer than"), "{stderr}");
+    assert!(stderr.len() < 2_000, "the line is not echoed back");
+    assert!(
+        api.received_requests().await.unwrap().is_empty(),
+        "nothing sent"
+    );
+}
