@@ -258,13 +258,6 @@ pub trait Notifier: Send + Sync + Debug {
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError>;
 }
 
-/// The HTTP client of a notifier: plain, with a `timeout` per request.
-#[cfg(any(
-    feature = "slack",
-    feature = "webhook-notify",
-    feature = "discord",
-    feature = "email"
-))]
 /// The most of a receiver's error body a notifier reads: 16 KiB.
 #[cfg(any(feature = "slack", feature = "discord"))]
 pub(crate) const ERROR_BODY_BYTES: usize = 16 * 1024;
@@ -272,6 +265,12 @@ pub(crate) const ERROR_BODY_BYTES: usize = 16 * 1024;
 /// The HTTP client of the notifiers: a timeout, and no redirects (chat
 /// webhooks never redirect; a receiver that does could send the request to
 /// an address inside the machine's network).
+#[cfg(any(
+    feature = "slack",
+    feature = "webhook-notify",
+    feature = "discord",
+    feature = "email"
+))]
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
