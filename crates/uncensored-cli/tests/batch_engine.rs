@@ -17,14 +17,14 @@ use uncensored_emulator::{Config, Emulator, EmulatorHandle, KeyConfig};
 /// or a fresh PostgreSQL database.
 enum Journal {
     Sqlite,
-    Postgres(uncensored_test_servers::Postgres),
+    Postgres(Box<uncensored_test_servers::Postgres>),
 }
 
 impl Journal {
     /// Each kind, PostgreSQL when its server starts (in CI it must).
     fn each() -> Vec<Journal> {
         let mut kinds = vec![Journal::Sqlite];
-        kinds.extend(postgres().map(Journal::Postgres));
+        kinds.extend(postgres().map(|server| Journal::Postgres(Box::new(server))));
         kinds
     }
 

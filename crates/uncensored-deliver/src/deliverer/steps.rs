@@ -3,7 +3,6 @@
 //! loop of what the storage did not retry itself), and announce (with the
 //! one retry loop of a notification, the claim checked before each attempt).
 
-
 use uncensored::{Error, Generation, ImageFormat};
 
 use crate::journal::{BatchStop, Entry, Fence, JournalError, Stage};
