@@ -5,9 +5,10 @@
 use deadpool_postgres::Object;
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE SEQUENCE uncensored_changes;
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE SEQUENCE uncensored_changes;
      CREATE TABLE uncensored_entries (
          id          text PRIMARY KEY,
          seq         bigserial NOT NULL,
@@ -34,7 +35,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          tat          timestamptz NOT NULL DEFAULT now(),
          paused_until timestamptz NOT NULL DEFAULT '-infinity'
      );",
-)];
+    ),
+    (
+        2,
+        // The key's rate-limit window as the API reports it (postgres/pacer.rs):
+        // `window_ends` NULL: no window followed (requests are spaced);
+        // `window_reset` NULL: a window begun by a worker, not yet answered.
+        "ALTER TABLE uncensored_pacing
+             ADD COLUMN window_limit     integer NOT NULL DEFAULT 0,
+             ADD COLUMN window_reset     timestamptz,
+             ADD COLUMN window_previous  timestamptz,
+             ADD COLUMN window_ends      timestamptz,
+             ADD COLUMN window_remaining integer NOT NULL DEFAULT 0;",
+    ),
+];
 
 /// A key for `pg_advisory_xact_lock`: "uncensored" in ASCII, folded.
 const LOCK: i64 = 0x756e_6365_6e73_6f72;
