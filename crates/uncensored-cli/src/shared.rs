@@ -13,7 +13,7 @@ use uncensored_deliver::worker::{self, Worker};
 
 use crate::batch::{Line, Tally};
 use crate::cli::{Batch, Cli};
-use crate::context::{Pacing, connect, deliverer, journal};
+use crate::context::{connect, deliverer, journal, shared_journal};
 use crate::failure::Failure;
 use crate::settings::Settings;
 
@@ -40,7 +40,7 @@ pub async fn run(
 ) -> Result<(), Failure> {
     // Everything that can be refused is refused before the first request:
     // the database, the batch it holds, the storage, the notifiers.
-    let journal = journal(location).await?;
+    let (journal, pacing) = shared_journal(location).await?;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -56,7 +56,7 @@ pub async fn run(
         .iter()
         .map(|line| (line.id.clone(), line.number))
         .collect();
-    let connection = connect(settings, cli.emulator, Pacing::Shared(location.clone())).await?;
+    let connection = connect(settings, cli.emulator, pacing).await?;
     let deliverer = deliverer(settings, connection.client.clone(), journal.clone()).await?;
     let worker = Worker::new(Arc::new(deliverer), holder())
         .concurrency(usize::from(settings.concurrency.max(1)))

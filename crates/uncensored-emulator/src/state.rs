@@ -322,22 +322,24 @@ impl Shared {
             let first = stats.rate_limited_span_ms.map_or(at, |(first, _)| first);
             stats.rate_limited_span_ms = Some((first, at));
         }
+        let length = Duration::from_secs(self.config.rate_window_secs);
         let mut windows = lock(&self.windows);
         let window = windows.entry(bucket.to_string()).or_insert(Window {
             started: now,
             started_utc: Utc::now(),
             count: 0,
         });
-        if now.duration_since(window.started) >= Duration::from_secs(60) {
+        if now.duration_since(window.started) >= length {
             *window = Window {
                 started: now,
                 started_utc: Utc::now(),
                 count: 0,
             };
         }
-        let reset = window.started_utc + chrono::Duration::seconds(60);
+        let reset = window.started_utc
+            + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::seconds(60));
         if window.count >= limit {
-            let left = Duration::from_secs(60).saturating_sub(now.duration_since(window.started));
+            let left = length.saturating_sub(now.duration_since(window.started));
             let retry_after = left.as_secs() + u64::from(left.subsec_nanos() > 0);
             return RateInfo {
                 limit,
