@@ -18,19 +18,22 @@ use crate::bench::write_section;
 use crate::tools::{self, EmulatorProcess};
 
 /// Lines of the shared batch.
-const LINES: usize = 2000;
+pub(crate) const LINES: usize = 2000;
 /// The emulator's ceiling (requests per minute per key) for the shared batch:
 /// below [`LINES`], so that the batch fills the emulator's 60-second window
 /// and a pacer that overshot would be refused (at 3,000/min, 2,000 lines
 /// could never be refused, however they were paced).
-const RPM: u32 = 1500;
+pub(crate) const RPM: u32 = 1500;
+/// The share of the ceiling a long batch reaches: a window's requests every
+/// 61 s (the window, then a second past its reported reset).
+const SHARE: f64 = 60.0 / 61.0;
 /// Worker processes per run.
-const WORKERS: [usize; 3] = [1, 2, 4];
+pub(crate) const WORKERS: [usize; 3] = [1, 2, 4];
 /// `--concurrency` of each worker.
 const CONCURRENCY: &str = "8";
 /// The emulator's time scale for the shared batch: generations of 5-30
 /// modelled seconds take 10-60 ms.
-const TIME_SCALE: &str = "0.002";
+pub(crate) const TIME_SCALE: &str = "0.002";
 /// Worker concurrencies of the journal-cost runs.
 const JOURNAL_CONCURRENCY: [&str; 2] = ["1", "8"];
 /// Lines loaded alone for the sizes of the table and its indexes.
@@ -55,6 +58,8 @@ pub fn run(root: &Path) -> Result<()> {
         "uncensored-cli",
     ]))?;
     let release = tools::target_dir(root).join("release");
+    let one = crate::bench_pace::one_process(&work, &release)?;
+    crate::bench_pace::write_one_process(root, &one)?;
     // Files go to tmpfs when there is one, so that the disk does not pace the runs.
     let shm = Path::new("/dev/shm");
     let scratch = if shm.is_dir() {
@@ -72,17 +77,40 @@ pub fn run(root: &Path) -> Result<()> {
     write_estimate(root, &shared, &journal, &sizes)
 }
 
-/// One run of the shared batch.
-struct SharedRun {
-    workers: usize,
-    requests: u64,
-    refused: u64,
+/// One run of a batch at a ceiling.
+pub(crate) struct SharedRun {
+    pub(crate) workers: usize,
+    pub(crate) lines: usize,
+    pub(crate) rpm: u32,
+    pub(crate) requests: u64,
+    pub(crate) refused: u64,
     /// Requests per minute between the first and the last one.
-    rate: f64,
-    seconds: f64,
-    done: u64,
-    charged: u64,
-    peak_connections: u64,
+    pub(crate) rate: f64,
+    /// Seconds between the first and the last request the emulator's rate
+    /// limiter saw.
+    pub(crate) span: f64,
+    pub(crate) seconds: f64,
+    pub(crate) done: u64,
+    pub(crate) charged: u64,
+    pub(crate) peak_connections: u64,
+}
+
+impl SharedRun {
+    /// The span as a ratio to the physical limit ([`physical_limit`]).
+    pub(crate) fn ratio(&self) -> f64 {
+        self.span / physical_limit(self.lines, self.rpm)
+    }
+}
+
+/// The shortest time, in seconds, from the first to the last request of
+/// `lines` requests at `rpm` per window, with the emulator's fixed 60-second
+/// windows (each begins at the first request after the last one ended):
+/// `ceil(lines / rpm) - 1` full windows, the last window's requests taken
+/// as sent at once (so a ratio to it is an upper bound). 0 when the lines
+/// fit in one window.
+pub(crate) fn physical_limit(lines: usize, rpm: u32) -> f64 {
+    let windows = lines.div_ceil(rpm.max(1) as usize);
+    60.0 * windows.saturating_sub(1) as f64
 }
 
 type Measured = (Vec<SharedRun>, Vec<Value>, Value, Vec<Value>);
@@ -151,6 +179,17 @@ fn measure(
     Ok((shared, journal, sizes, cpu))
 }
 
+/// The emulator's configuration for the runs at a ceiling (given by
+/// `--rate-limit`): the bench's key with credits enough.
+pub(crate) fn ceiling_config(work: &Path) -> Result<PathBuf> {
+    let config = work.join("emulator-ceiling.toml");
+    std::fs::write(
+        &config,
+        "[[keys]]\nkey = \"emulator-key\"\nname = \"bench\"\nbalance = 1000000000000\n",
+    )?;
+    Ok(config)
+}
+
 /// 1, 2 and 4 worker processes on one batch at the ceiling, each run against
 /// a fresh emulator and a database of its own on one PostgreSQL server.
 fn shared_batches(
@@ -191,11 +230,7 @@ fn shared_batches(
                 .next()
                 .context("the PostgreSQL bench server did not start")?,
         )?;
-        let config = work.join("emulator-ceiling.toml");
-        std::fs::write(
-            &config,
-            "[[keys]]\nkey = \"emulator-key\"\nname = \"bench\"\nbalance = 1000000000000\n",
-        )?;
+        let config = ceiling_config(work)?;
         let file = work.join("prompts.txt");
         std::fs::write(
             &file,
@@ -210,7 +245,8 @@ fn shared_batches(
                 .with_context(|| format!("no database {name}"))?;
             runs.push(shared_run(
                 workers,
-                url,
+                (LINES, RPM),
+                Some(url),
                 &config,
                 &file,
                 &scratch.join(name),
@@ -236,17 +272,50 @@ fn shared_batches(
     Ok(runs)
 }
 
-fn shared_run(
+/// A batch of the `lines` lines of `file` run by `workers` processes (the
+/// release `uncensored batch`, on the PostgreSQL `journal` when given, else
+/// each on its own SQLite journal beside the images) against a fresh
+/// release emulator at `rpm` requests per minute.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn shared_run(
     workers: usize,
-    journal: &str,
+    (lines, rpm): (usize, u32),
+    journal: Option<&str>,
     config: &Path,
     file: &Path,
     out: &Path,
     logs: &Path,
     release: &Path,
 ) -> Result<SharedRun> {
+    shared_run_with(
+        workers,
+        (lines, rpm),
+        journal,
+        config,
+        file,
+        out,
+        logs,
+        release,
+        CONCURRENCY,
+    )
+}
+
+/// [`shared_run`] with each worker's `--concurrency`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn shared_run_with(
+    workers: usize,
+    (lines, rpm): (usize, u32),
+    journal: Option<&str>,
+    config: &Path,
+    file: &Path,
+    out: &Path,
+    logs: &Path,
+    release: &Path,
+    concurrency: &str,
+) -> Result<SharedRun> {
     std::fs::create_dir_all(logs)?;
-    let rpm = RPM.to_string();
+    let ceiling = rpm;
+    let rpm = rpm.to_string();
     let emulator = EmulatorProcess::start(
         &release.join("uncensored-emulator"),
         &[
@@ -271,10 +340,16 @@ fn shared_run(
                 .args(["--base-url", &emulator.base_url])
                 .args(["--api-key", "emulator-key", "batch"])
                 .arg(file)
-                .args(["--journal", journal, "--out"])
+                .args(
+                    journal
+                        .map(|journal| ["--journal", journal])
+                        .into_iter()
+                        .flatten(),
+                )
+                .arg("--out")
                 .arg(out)
                 .args(["--width", "256", "--height", "256"])
-                .args(["--concurrency", CONCURRENCY])
+                .args(["--concurrency", concurrency])
                 .stdout(std::fs::File::create(logs.join(format!("worker{i}.out")))?)
                 .stderr(std::fs::File::create(&log)?);
             Ok((command.spawn().context("cannot start a worker")?, log))
@@ -291,16 +366,29 @@ fn shared_run(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let status = uncensored(&bin)
-        .args(["--json", "batch", "status", "--journal", journal])
-        .output()
-        .context("cannot run `uncensored batch status`")?;
+    let status = match journal {
+        Some(journal) => {
+            let status = uncensored(&bin)
+                .args(["--json", "batch", "status", "--journal", journal])
+                .output()
+                .context("cannot run `uncensored batch status`")?;
+            Some(status)
+        }
+        None => None,
+    };
     let stats = emulator.stop()?;
     if let Some(failure) = failed.first() {
         bail!("{workers} workers: {failure}");
     }
-    let status: Value = serde_json::from_slice(&status.stdout)
-        .context("`uncensored batch status --json` printed no JSON")?;
+    let done = match status {
+        Some(status) => {
+            let status: Value = serde_json::from_slice(&status.stdout)
+                .context("`uncensored batch status --json` printed no JSON")?;
+            status["done"].as_u64().unwrap_or(0)
+        }
+        // One process: every line charged once is a line done.
+        None => stats["jobs"]["completed"].as_u64().unwrap_or(0),
+    };
     let (mut requests, mut refused) = (0, 0);
     for by_status in stats["requests"]
         .as_object()
@@ -319,20 +407,25 @@ fn shared_run(
     let span_ms = span[1].as_f64().unwrap_or(0.0) - span[0].as_f64().unwrap_or(0.0);
     let run = SharedRun {
         workers,
+        lines,
+        rpm: ceiling,
         requests,
         refused,
         rate: (requests.saturating_sub(1)) as f64 / (span_ms / 60_000.0).max(1e-9),
+        span: span_ms / 1000.0,
         seconds,
-        done: status["done"].as_u64().unwrap_or(0),
+        done,
         charged: stats["charges"]["total"].as_u64().unwrap_or(0),
         peak_connections: 0,
     };
     println!(
-        "{workers} workers: {} requests, {} refused, {:.0}/min ({:.3} of {RPM}), {} done, {:.1} s",
+        "{workers} workers, {lines} lines at {ceiling}/min: {} requests, {} refused, {:.1} s from \
+         the first to the last ({:.3} of the physical limit, {:.0} s), {} done, {:.1} s wall",
         run.requests,
         run.refused,
-        run.rate,
-        run.rate / f64::from(RPM),
+        run.span,
+        run.ratio(),
+        physical_limit(lines, ceiling),
         run.done,
         run.seconds
     );
@@ -353,25 +446,39 @@ fn uncensored(bin: &Path) -> Command {
     command
 }
 
-fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
+/// A table of batch runs at a ceiling, each as a ratio to the physical limit.
+pub(crate) fn runs_table(runs: &[SharedRun]) -> String {
     let mut table = String::from(
-        "| workers | requests | refused (429) | achieved rate (req/min) | rate / ceiling | lines done | charged | wall time (s) | peak connections |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workers | lines | ceiling (req/min) | requests | refused (429) | first to last request (s) | physical limit (s) | ratio | achieved rate (req/min) | lines done | charged | wall time (s) | peak connections |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for run in runs {
         table.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.3} | {} | {} | {:.1} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.3} | {:.0} | {} | {} | {:.1} | {} |\n",
             run.workers,
+            run.lines,
+            run.rpm,
             run.requests,
             run.refused,
+            run.span,
+            physical_limit(run.lines, run.rpm),
+            run.ratio(),
             run.rate,
-            run.rate / f64::from(RPM),
             run.done,
             run.charged,
             run.seconds,
-            run.peak_connections,
+            if run.peak_connections == 0 {
+                "-".to_string()
+            } else {
+                run.peak_connections.to_string()
+            },
         ));
     }
+    table
+}
+
+pub(crate) fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
+    let table = runs_table(runs);
     print!("{table}");
     write_section(
         root,
@@ -383,19 +490,18 @@ fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
              per run; the test servers' settings: fsync off), against a fresh release emulator per \
              run with a ceiling of {RPM} requests per minute for the key and time scale {TIME_SCALE} \
              (generations of 10-60 ms). The ceiling is below the batch's {LINES} lines, so that the \
-             batch fills the emulator's 60-second window (it counts fixed windows from the first \
-             request): pacing more than 2% too fast would be refused within the first minute, \
-             whereas at 3,000/min 2,000 lines could never be refused however they were paced. It \
-             is also one the emulator sustains on this 2-core machine with 256x256 images (it \
-             draws every image; the shared-batch tests measured 0.99 of a 300/min ceiling) while \
-             the workers and PostgreSQL share the cores. {LINES} lines take about {:.0} s at it. The achieved rate is the \
-             emulator's count of requests between the first and the last that reached its rate \
-             limiter (`rate_limited_span_ms`), 429s included; the workers pace themselves on one \
-             row per key in PostgreSQL at {share} of the ceiling (`uncensored::PACE_SHARE`). Peak \
-             connections: to the run's database, sampled five times a second. Targets: at least \
-             0.95 of the ceiling, no 429.\n\n{table}",
-            LINES as f64 * 60.0 / (0.98 * f64::from(RPM)),
-            share = 0.98,
+             batch spends one whole window of the emulator's and waits for its reset: the emulator \
+             counts fixed 60-second windows, each from the first request after the last one ended, \
+             and reports what is left and the reset in every answer. The workers follow that \
+             window together on one row per key in PostgreSQL (`postgres/pacer.rs`): they spend \
+             what is left, wait until a second past the reported reset (the header has whole \
+             seconds), and spend the next. The physical limit is the shortest time from the first \
+             to the last request that the windows allow: ceil(lines / ceiling) - 1 full windows, \
+             the last window's requests counted as sent at once, so the ratio is an upper bound. \
+             First to last: the emulator's `rate_limited_span_ms`, 429s included. Peak \
+             connections: to the run's database, sampled five times a second (one pool per \
+             worker, shared by its journal and pacer). Targets: at most 1.05 of the physical \
+             limit, no 429.\n\n{table}"
         ),
     )
 }
@@ -524,18 +630,15 @@ fn write_estimate(
     let manifest_1m = number(sizes, "manifest_1m_json_bytes");
     let calls = |field: &str| pg["calls_per_job"][field].as_f64().unwrap_or(0.0);
     let writes = number(pg, "writes_per_job");
-    let jobs_per_second = 0.98 * f64::from(RPM) / 60.0;
+    let jobs_per_second = SHARE * f64::from(RPM) / 60.0;
     let rows_per_claim = number(pg, "rows_claimed_per_claim");
-    let best = shared
-        .iter()
-        .map(|run| run.rate / f64::from(RPM))
-        .fold(f64::NAN, f64::min);
+    let worst = shared.iter().map(SharedRun::ratio).fold(f64::NAN, f64::max);
     let refused: u64 = shared.iter().map(|run| run.refused).sum();
     let peak_per_worker = shared
         .iter()
         .map(|run| run.peak_connections as f64 / run.workers as f64)
         .fold(0.0, f64::max);
-    let hours = PROMPTS / (0.98 * f64::from(RPM)) / 60.0;
+    let hours = PROMPTS / (SHARE * f64::from(RPM)) / 60.0;
     // Little's law: lines in flight = rate x time per line.
     let mean_generation = 17.5;
     let in_flight = jobs_per_second * mean_generation;
@@ -554,10 +657,10 @@ fn write_estimate(
          | manifest | {manifest:.1} MB of JSON (every line id), read and parsed once per worker start: {manifest_all:.0} MB for 50 workers | a 1,000,000-line manifest serialised |\n\
          | journal writes per job | {writes:.2}: claim {claim:.2} (rows per claim {rows_per_claim:.2}), put {put:.2} (generated, stored, done; +1 per notifier and +1 for an async job's accepted), renew {renew:.3} (one UPDATE per worker every lease/3 = 10 s for all its lines), release at the end; the load is one bulk write | Journal cost, PostgreSQL, concurrency 8 (counted) |\n\
          | claims per second needed | API rate / rows per claim = {jobs_per_second:.1} / {rows_per_claim:.2} = ~{claims:.0} claims/s: a worker claims as many lines as it has free slots, and at steady state one slot frees at a time | the ceiling at {share} |\n\
-         | database statements per second | ~{statements:.0}/s: {jobs_per_second:.1} jobs/s x {calls_all:.1} journal calls per job, + {jobs_per_second:.1} pacer slots/s (one UPSERT per API request on the key's one row) | Journal cost; `postgres/pacer.rs` |\n\
+         | database statements per second | ~{statements:.0}/s: {jobs_per_second:.1} jobs/s x {calls_all:.1} journal calls per job, + {pacer:.1} pacer statements/s (per API request: one to take it from the key's one row, one to record its answer's window) | Journal cost; `postgres/pacer.rs` |\n\
          | journal capacity | one worker with PostgreSQL delivered {pg_rate:.0} jobs/s at concurrency 8 ({pg_serial:.0} µs per job serially, {pg_journal:.0} µs of it in journal calls; SQLite: {sqlite_rate:.0} jobs/s) with the emulator and the server on the same 2 cores: {margin:.0}x the {jobs_per_second:.1} jobs/s the ceiling allows | Journal cost |\n\
-         | pacing | {best:.3} of the ceiling at worst over 1, 2 and 4 workers, {refused} 429s; 50 workers take slots from the same row ({jobs_per_second:.1} UPSERTs/s) | Shared batch at the ceiling |\n\
-         | connections | each worker opens up to 8 (journal pool) + 8 (pacer pool); measured peak {peak:.1} per worker at `--concurrency {CONCURRENCY}`; 50 workers: ~{conns:.0} to 800, against PostgreSQL's default `max_connections` of 100: raise it, or put PgBouncer (transaction mode) in front | Shared batch at the ceiling; `postgres/mod.rs` (`max_size(8)`) |\n\
+         | pacing | {worst:.3} of the physical limit at worst over 1, 2 and 4 workers, {refused} 429s; 50 workers take their requests from the same row and record every answer's window in it ({pacer:.1} statements/s) | Shared batch at the ceiling |\n\
+         | connections | each worker opens one pool of up to 8, shared by its journal and its pacer; measured peak {peak:.1} per worker at `--concurrency {CONCURRENCY}`; 50 workers: ~{conns:.0} to 400, against PostgreSQL's default `max_connections` of 100: raise it, or put PgBouncer (transaction mode) in front | Shared batch at the ceiling; `postgres/mod.rs` (`max_size(8)`) |\n\
          | lines in flight needed | rate x time per line: {jobs_per_second:.1}/s x ~{mean_generation} s (the emulator's model: generations of 5-30 s) = ~{in_flight:.0}, so `--concurrency {per_worker:.0}` per worker on 50 workers; at the default 4 (200 in flight) the batch would run at ~{default_rpm:.0}/min ({default_vs} the ceiling) | Little's law |\n\
          | what bounds the run | the API ceiling: {hours:.1} h at {share} of {RPM}/min, whatever the number of workers beyond those needed to keep ~{in_flight:.0} lines in flight; the journal and the pacer need a small fraction of one PostgreSQL | all of the above |\n",
         body_bytes = number(sizes, "body_stored_bytes"),
@@ -579,13 +682,14 @@ fn write_estimate(
         put = calls("put"),
         renew = calls("renew"),
         claims = jobs_per_second / rows_per_claim.max(1e-9),
-        share = 0.98,
+        share = "60/61 (a window's requests every 61 s: the window, then a second past its reset)",
         statements = jobs_per_second
             * (pg["calls_per_job"]
                 .as_object()
                 .map(|calls| calls.values().filter_map(Value::as_f64).sum::<f64>())
                 .unwrap_or(f64::NAN)
-                + 1.0),
+                + 2.0),
+        pacer = 2.0 * jobs_per_second,
         calls_all = pg["calls_per_job"]
             .as_object()
             .map(|calls| calls.values().filter_map(Value::as_f64).sum::<f64>())
@@ -598,8 +702,8 @@ fn write_estimate(
         peak = peak_per_worker,
         conns = peak_per_worker * WORKERS_1M,
         per_worker = (in_flight / WORKERS_1M).ceil(),
-        default_rpm = default_rpm.min(0.98 * f64::from(RPM)),
-        default_vs = if default_rpm < 0.98 * f64::from(RPM) {
+        default_rpm = default_rpm.min(SHARE * f64::from(RPM)),
+        default_vs = if default_rpm < SHARE * f64::from(RPM) {
             "below"
         } else {
             "held to"

@@ -45,10 +45,18 @@ async fn a_paced_client_spends_each_window_without_a_refusal() {
         .collect()
         .await;
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failed.is_empty(), "no request refused, none retried: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "no request refused, none retried: {failed:?}"
+    );
     let stats = emulator.stats();
     let route = &stats.requests["POST /v1/images/generations"];
     assert_eq!(route.get(&429), None, "{:?}", stats.requests);
-    assert_eq!(route.get(&200), Some(&(LINES as u64)), "{:?}", stats.requests);
+    assert_eq!(
+        route.get(&200),
+        Some(&(LINES as u64)),
+        "{:?}",
+        stats.requests
+    );
     assert_eq!(stats.charges.total, LINES as u64);
 }
