@@ -121,8 +121,9 @@ pub(crate) fn write_one_process(root: &Path, run: &SharedRun) -> Result<()> {
              the window each answer reports: the first request learns it, the {left} left in it \
              go at once, the rest wait until a second past the reported reset (the header has \
              whole seconds), then go. The physical limit: ceil({lines} / {rpm}) - 1 = 1 full \
-             window of 60 s from the first request (the emulator's window begins there), the \
-             last window's requests counted as sent at once, so the ratio is an upper bound. \
+             window of 60 s from the first request (the emulator's window begins there), plus \
+             the time the last window's requests took to send (from the start of the emulator's \
+             last window, `rate_window_started_ms`, to the last request). \
              Pacing at 0.98 of the ceiling instead, one request every 1.53 s, took about 91 s, \
              1.51x. Targets: at most 1.05 of the physical limit, no 429.\n\n{table}",
             scale = bench_shared::TIME_SCALE,

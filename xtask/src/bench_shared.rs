@@ -89,6 +89,8 @@ pub(crate) struct SharedRun {
     /// Seconds between the first and the last request the emulator's rate
     /// limiter saw.
     pub(crate) span: f64,
+    /// Seconds from the first request of the last window to the last request.
+    pub(crate) last_window: f64,
     pub(crate) seconds: f64,
     pub(crate) done: u64,
     pub(crate) charged: u64,
@@ -96,21 +98,26 @@ pub(crate) struct SharedRun {
 }
 
 impl SharedRun {
-    /// The span as a ratio to the physical limit ([`physical_limit`]).
+    /// The physical limit ([`physical_limit`]) of this run.
+    pub(crate) fn limit(&self) -> f64 {
+        physical_limit(self.lines, self.rpm, self.last_window)
+    }
+
+    /// The span as a ratio to the physical limit.
     pub(crate) fn ratio(&self) -> f64 {
-        self.span / physical_limit(self.lines, self.rpm)
+        self.span / self.limit()
     }
 }
 
 /// The shortest time, in seconds, from the first to the last request of
 /// `lines` requests at `rpm` per window, with the emulator's fixed 60-second
 /// windows (each begins at the first request after the last one ended):
-/// `ceil(lines / rpm) - 1` full windows, the last window's requests taken
-/// as sent at once (so a ratio to it is an upper bound). 0 when the lines
-/// fit in one window.
-pub(crate) fn physical_limit(lines: usize, rpm: u32) -> f64 {
+/// `ceil(lines / rpm) - 1` full windows, plus `last_window`, the time the
+/// last window's requests took to send (measured: from the emulator's start
+/// of that window to the last request).
+pub(crate) fn physical_limit(lines: usize, rpm: u32, last_window: f64) -> f64 {
     let windows = lines.div_ceil(rpm.max(1) as usize);
-    60.0 * windows.saturating_sub(1) as f64
+    60.0 * windows.saturating_sub(1) as f64 + last_window
 }
 
 type Measured = (Vec<SharedRun>, Vec<Value>, Value, Vec<Value>);
@@ -405,6 +412,10 @@ pub(crate) fn shared_run_with(
     }
     let span = &stats["rate_limited_span_ms"];
     let span_ms = span[1].as_f64().unwrap_or(0.0) - span[0].as_f64().unwrap_or(0.0);
+    let last_window_ms = span[1].as_f64().unwrap_or(0.0)
+        - stats["rate_window_started_ms"]
+            .as_f64()
+            .unwrap_or(span[0].as_f64().unwrap_or(0.0));
     let run = SharedRun {
         workers,
         lines,
@@ -413,6 +424,7 @@ pub(crate) fn shared_run_with(
         refused,
         rate: (requests.saturating_sub(1)) as f64 / (span_ms / 60_000.0).max(1e-9),
         span: span_ms / 1000.0,
+        last_window: last_window_ms / 1000.0,
         seconds,
         done,
         charged: stats["charges"]["total"].as_u64().unwrap_or(0),
@@ -420,12 +432,12 @@ pub(crate) fn shared_run_with(
     };
     println!(
         "{workers} workers, {lines} lines at {ceiling}/min: {} requests, {} refused, {:.1} s from \
-         the first to the last ({:.3} of the physical limit, {:.0} s), {} done, {:.1} s wall",
+         the first to the last ({:.3} of the physical limit, {:.1} s), {} done, {:.1} s wall",
         run.requests,
         run.refused,
         run.span,
         run.ratio(),
-        physical_limit(lines, ceiling),
+        run.limit(),
         run.done,
         run.seconds
     );
@@ -454,14 +466,14 @@ pub(crate) fn runs_table(runs: &[SharedRun]) -> String {
     );
     for run in runs {
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.3} | {:.0} | {} | {} | {:.1} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.0} | {} | {} | {:.1} | {} |\n",
             run.workers,
             run.lines,
             run.rpm,
             run.requests,
             run.refused,
             run.span,
-            physical_limit(run.lines, run.rpm),
+            run.limit(),
             run.ratio(),
             run.rate,
             run.done,
@@ -497,7 +509,8 @@ pub(crate) fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
              what is left, wait until a second past the reported reset (the header has whole \
              seconds), and spend the next. The physical limit is the shortest time from the first \
              to the last request that the windows allow: ceil(lines / ceiling) - 1 full windows, \
-             the last window's requests counted as sent at once, so the ratio is an upper bound. \
+             plus the time the last window's requests took to send (measured: from the start of \
+             the emulator's last window, `rate_window_started_ms`, to the last request). \
              First to last: the emulator's `rate_limited_span_ms`, 429s included. Peak \
              connections: to the run's database, sampled five times a second (one pool per \
              worker, shared by its journal and pacer). Targets: at most 1.05 of the physical \
