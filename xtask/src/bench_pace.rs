@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use anyhow::{Context as _, Result};
 
 use crate::bench::write_section;
-use crate::bench_shared::{self, SharedRun};
+use crate::bench_batch::{self, SharedRun};
+use crate::bench_shared;
 use crate::tools;
 
 /// The one process row: lines, and the emulator's ceiling per minute.
@@ -38,11 +39,11 @@ pub fn run(root: &Path) -> Result<()> {
         let name = format!("workers{workers}");
         let url = server.create_database(&name);
         let peak = Peak::sample(&psql, &server.url(), &name);
-        let mut run = bench_shared::shared_run(
+        let mut run = bench_batch::shared_run(
             workers,
             (bench_shared::LINES, bench_shared::RPM),
             Some(&url),
-            &bench_shared::ceiling_config(&work)?,
+            &bench_batch::ceiling_config(&work)?,
             &file,
             &scratch(&work).join(&name),
             &work.join(&name),
@@ -91,11 +92,11 @@ fn prompts(work: &Path, lines: usize) -> Result<PathBuf> {
 pub(crate) fn one_process(work: &Path, release: &Path) -> Result<SharedRun> {
     let (lines, rpm) = ONE_PROCESS;
     let scratch = scratch(work).join("one-process");
-    let outcome = bench_shared::shared_run_with(
+    let outcome = bench_batch::shared_run_with(
         1,
         (lines, rpm),
         None,
-        &bench_shared::ceiling_config(work)?,
+        &bench_batch::ceiling_config(work)?,
         &prompts(work, lines)?,
         &scratch,
         &work.join("one-process"),
@@ -107,7 +108,7 @@ pub(crate) fn one_process(work: &Path, release: &Path) -> Result<SharedRun> {
 }
 
 pub(crate) fn write_one_process(root: &Path, run: &SharedRun) -> Result<()> {
-    let table = bench_shared::runs_table(std::slice::from_ref(run));
+    let table = bench_batch::runs_table(std::slice::from_ref(run));
     print!("{table}");
     let (lines, rpm) = ONE_PROCESS;
     write_section(

@@ -12,6 +12,7 @@
 mod api_diff;
 mod api_release;
 mod bench;
+mod bench_batch;
 mod bench_gallery;
 mod bench_pace;
 mod bench_shared;
