@@ -7,30 +7,33 @@
 //! sections of BENCHMARKS.md. Nothing here is a test: no assertion on a time.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use crate::bench::write_section;
+use crate::bench_batch::{SharedRun, ceiling_config, runs_table, shared_run};
 use crate::tools::{self, EmulatorProcess};
 
 /// Lines of the shared batch.
-const LINES: usize = 2000;
+pub(crate) const LINES: usize = 2000;
 /// The emulator's ceiling (requests per minute per key) for the shared batch:
 /// below [`LINES`], so that the batch fills the emulator's 60-second window
 /// and a pacer that overshot would be refused (at 3,000/min, 2,000 lines
 /// could never be refused, however they were paced).
-const RPM: u32 = 1500;
+pub(crate) const RPM: u32 = 1500;
+/// The share of the ceiling a long batch reaches: a window's requests every
+/// 61 s (the window, then a second past its reported reset).
+const SHARE: f64 = 60.0 / 61.0;
 /// Worker processes per run.
-const WORKERS: [usize; 3] = [1, 2, 4];
+pub(crate) const WORKERS: [usize; 3] = [1, 2, 4];
 /// `--concurrency` of each worker.
-const CONCURRENCY: &str = "8";
+pub(crate) const CONCURRENCY: &str = "8";
 /// The emulator's time scale for the shared batch: generations of 5-30
 /// modelled seconds take 10-60 ms.
-const TIME_SCALE: &str = "0.002";
+pub(crate) const TIME_SCALE: &str = "0.002";
 /// Worker concurrencies of the journal-cost runs.
 const JOURNAL_CONCURRENCY: [&str; 2] = ["1", "8"];
 /// Lines loaded alone for the sizes of the table and its indexes, and the
@@ -58,6 +61,8 @@ pub fn run(root: &Path) -> Result<()> {
         "uncensored-cli",
     ]))?;
     let release = tools::target_dir(root).join("release");
+    let one = crate::bench_pace::one_process(&work, &release)?;
+    crate::bench_pace::write_one_process(root, &one)?;
     // Files go to tmpfs when there is one, so that the disk does not pace the runs.
     let shm = Path::new("/dev/shm");
     let scratch = if shm.is_dir() {
@@ -73,19 +78,6 @@ pub fn run(root: &Path) -> Result<()> {
     write_journal(root, &journal)?;
     write_cpu(root, &cpu)?;
     write_estimate(root, &shared, &journal, &sizes)
-}
-
-/// One run of the shared batch.
-struct SharedRun {
-    workers: usize,
-    requests: u64,
-    refused: u64,
-    /// Requests per minute between the first and the last one.
-    rate: f64,
-    seconds: f64,
-    done: u64,
-    charged: u64,
-    peak_connections: u64,
 }
 
 type Measured = (Vec<SharedRun>, Vec<Value>, Value, Vec<Value>);
@@ -194,11 +186,7 @@ fn shared_batches(
                 .next()
                 .context("the PostgreSQL bench server did not start")?,
         )?;
-        let config = work.join("emulator-ceiling.toml");
-        std::fs::write(
-            &config,
-            "[[keys]]\nkey = \"emulator-key\"\nname = \"bench\"\nbalance = 1000000000000\n",
-        )?;
+        let config = ceiling_config(work)?;
         let file = work.join("prompts.txt");
         std::fs::write(
             &file,
@@ -213,7 +201,8 @@ fn shared_batches(
                 .with_context(|| format!("no database {name}"))?;
             runs.push(shared_run(
                 workers,
-                url,
+                (LINES, RPM),
+                Some(url),
                 &config,
                 &file,
                 &scratch.join(name),
@@ -239,142 +228,8 @@ fn shared_batches(
     Ok(runs)
 }
 
-fn shared_run(
-    workers: usize,
-    journal: &str,
-    config: &Path,
-    file: &Path,
-    out: &Path,
-    logs: &Path,
-    release: &Path,
-) -> Result<SharedRun> {
-    std::fs::create_dir_all(logs)?;
-    let rpm = RPM.to_string();
-    let emulator = EmulatorProcess::start(
-        &release.join("uncensored-emulator"),
-        &[
-            "--time-scale",
-            TIME_SCALE,
-            "--rate-limit",
-            &rpm,
-            "--seed",
-            "11",
-            "--config",
-            utf8(config)?,
-        ],
-        logs.join("emulator.log"),
-    )?;
-    let bin = release.join("uncensored");
-    let started = Instant::now();
-    let children: Vec<(Child, PathBuf)> = (0..workers)
-        .map(|i| {
-            let log = logs.join(format!("worker{i}.log"));
-            let mut command = uncensored(&bin);
-            command
-                .args(["--base-url", &emulator.base_url])
-                .args(["--api-key", "emulator-key", "batch"])
-                .arg(file)
-                .args(["--journal", journal, "--out"])
-                .arg(out)
-                .args(["--width", "256", "--height", "256"])
-                .args(["--concurrency", CONCURRENCY])
-                .stdout(std::fs::File::create(logs.join(format!("worker{i}.out")))?)
-                .stderr(std::fs::File::create(&log)?);
-            Ok((command.spawn().context("cannot start a worker")?, log))
-        })
-        .collect::<Result<_>>()?;
-    let mut failed = Vec::new();
-    for (mut child, log) in children {
-        let status = child.wait()?;
-        if !status.success() {
-            failed.push(format!(
-                "a worker failed ({status}):\n{}",
-                tail(&std::fs::read_to_string(&log).unwrap_or_default())
-            ));
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let status = uncensored(&bin)
-        .args(["--json", "batch", "status", "--journal", journal])
-        .output()
-        .context("cannot run `uncensored batch status`")?;
-    let stats = emulator.stop()?;
-    if let Some(failure) = failed.first() {
-        bail!("{workers} workers: {failure}");
-    }
-    let status: Value = serde_json::from_slice(&status.stdout)
-        .context("`uncensored batch status --json` printed no JSON")?;
-    let (mut requests, mut refused) = (0, 0);
-    for by_status in stats["requests"]
-        .as_object()
-        .context("no requests in the emulator's statistics")?
-        .values()
-    {
-        for (code, count) in by_status.as_object().into_iter().flatten() {
-            let count = count.as_u64().unwrap_or(0);
-            requests += count;
-            if code == "429" {
-                refused += count;
-            }
-        }
-    }
-    let span = &stats["rate_limited_span_ms"];
-    let span_ms = span[1].as_f64().unwrap_or(0.0) - span[0].as_f64().unwrap_or(0.0);
-    let run = SharedRun {
-        workers,
-        requests,
-        refused,
-        rate: (requests.saturating_sub(1)) as f64 / (span_ms / 60_000.0).max(1e-9),
-        seconds,
-        done: status["done"].as_u64().unwrap_or(0),
-        charged: stats["charges"]["total"].as_u64().unwrap_or(0),
-        peak_connections: 0,
-    };
-    println!(
-        "{workers} workers: {} requests, {} refused, {:.0}/min ({:.3} of {RPM}), {} done, {:.1} s",
-        run.requests,
-        run.refused,
-        run.rate,
-        run.rate / f64::from(RPM),
-        run.done,
-        run.seconds
-    );
-    Ok(run)
-}
-
-/// The release `uncensored` binary, clear of the caller's settings.
-fn uncensored(bin: &Path) -> Command {
-    let mut command = Command::new(bin);
-    for (var, _) in std::env::vars() {
-        if var.starts_with("UNCENSORED_") {
-            command.env_remove(var);
-        }
-    }
-    command
-        .env("XDG_CONFIG_HOME", "/nonexistent-config-dir")
-        .stdin(Stdio::null());
-    command
-}
-
-fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
-    let mut table = String::from(
-        "| workers | requests | refused (429) | achieved rate (req/min) | rate / ceiling | lines done | charged | wall time (s) | peak connections |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for run in runs {
-        table.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.3} | {} | {} | {:.1} | {} |\n",
-            run.workers,
-            run.requests,
-            run.refused,
-            run.rate,
-            run.rate / f64::from(RPM),
-            run.done,
-            run.charged,
-            run.seconds,
-            run.peak_connections,
-        ));
-    }
+pub(crate) fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
+    let table = runs_table(runs);
     print!("{table}");
     write_section(
         root,
@@ -386,19 +241,19 @@ fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
              per run; the test servers' settings: fsync off), against a fresh release emulator per \
              run with a ceiling of {RPM} requests per minute for the key and time scale {TIME_SCALE} \
              (generations of 10-60 ms). The ceiling is below the batch's {LINES} lines, so that the \
-             batch fills the emulator's 60-second window (it counts fixed windows from the first \
-             request): pacing more than 2% too fast would be refused within the first minute, \
-             whereas at 3,000/min 2,000 lines could never be refused however they were paced. It \
-             is also one the emulator sustains on this 2-core machine with 256x256 images (it \
-             draws every image; the shared-batch tests measured 0.99 of a 300/min ceiling) while \
-             the workers and PostgreSQL share the cores. {LINES} lines take about {:.0} s at it. The achieved rate is the \
-             emulator's count of requests between the first and the last that reached its rate \
-             limiter (`rate_limited_span_ms`), 429s included; the workers pace themselves on one \
-             row per key in PostgreSQL at {share} of the ceiling (`uncensored::PACE_SHARE`). Peak \
-             connections: to the run's database, sampled five times a second. Targets: at least \
-             0.95 of the ceiling, no 429.\n\n{table}",
-            LINES as f64 * 60.0 / (0.98 * f64::from(RPM)),
-            share = 0.98,
+             batch spends one whole window of the emulator's and waits for its reset: the emulator \
+             counts fixed 60-second windows, each from the first request after the last one ended, \
+             and reports what is left and the reset in every answer. The workers follow that \
+             window together on one row per key in PostgreSQL (`postgres/pacer.rs`): they spend \
+             what is left, wait until a second past the reported reset (the header has whole \
+             seconds), and spend the next. The physical limit is the shortest time from the first \
+             to the last request that the windows allow: ceil(lines / ceiling) - 1 full windows, \
+             plus the time the last window's requests took to send (measured: from the start of \
+             the emulator's last window, `rate_window_started_ms`, to the last request). \
+             First to last: the emulator's `rate_limited_span_ms`, 429s included. Peak \
+             connections: to the run's database, sampled five times a second (one pool per \
+             worker, shared by its journal and pacer). Targets: at most 1.05 of the physical \
+             limit, no 429.\n\n{table}"
         ),
     )
 }
@@ -527,18 +382,15 @@ fn write_estimate(
     let second_load_ms = number(sizes, "second_load_ms");
     let calls = |field: &str| pg["calls_per_job"][field].as_f64().unwrap_or(0.0);
     let writes = number(pg, "writes_per_job");
-    let jobs_per_second = 0.98 * f64::from(RPM) / 60.0;
+    let jobs_per_second = SHARE * f64::from(RPM) / 60.0;
     let rows_per_claim = number(pg, "rows_claimed_per_claim");
-    let best = shared
-        .iter()
-        .map(|run| run.rate / f64::from(RPM))
-        .fold(f64::NAN, f64::min);
+    let worst = shared.iter().map(SharedRun::ratio).fold(f64::NAN, f64::max);
     let refused: u64 = shared.iter().map(|run| run.refused).sum();
     let peak_per_worker = shared
         .iter()
         .map(|run| run.peak_connections as f64 / run.workers as f64)
         .fold(0.0, f64::max);
-    let hours = PROMPTS / (0.98 * f64::from(RPM)) / 60.0;
+    let hours = PROMPTS / (SHARE * f64::from(RPM)) / 60.0;
     // Little's law: lines in flight = rate x time per line.
     let mean_generation = 17.5;
     let in_flight = jobs_per_second * mean_generation;
@@ -557,10 +409,10 @@ fn write_estimate(
          | every other worker's start | the batch is found loaded by its digest (one row): {second_load_ms:.1} ms, no line read; a worker keeps one counter per distinct line while it reads the file to check it (about 30 MB for a million) | measured on the same database |\n\
          | journal writes per job | {writes:.2}: claim {claim:.2} (rows per claim {rows_per_claim:.2}), put {put:.2} (generated, stored, done; +1 per notifier and +1 for an async job's accepted), renew {renew:.3} (one UPDATE per worker every lease/3 = 10 s for all its lines), release at the end; the load is one bulk write | Journal cost, PostgreSQL, concurrency 8 (counted) |\n\
          | claims per second needed | API rate / rows per claim = {jobs_per_second:.1} / {rows_per_claim:.2} = ~{claims:.0} claims/s: a worker claims as many lines as it has free slots, and at steady state one slot frees at a time | the ceiling at {share} |\n\
-         | database statements per second | ~{statements:.0}/s: {jobs_per_second:.1} jobs/s x {calls_all:.1} journal calls per job, + {jobs_per_second:.1} pacer slots/s (one UPSERT per API request on the key's one row) | Journal cost; `postgres/pacer.rs` |\n\
+         | database statements per second | ~{statements:.0}/s: {jobs_per_second:.1} jobs/s x {calls_all:.1} journal calls per job, + {pacer:.1} pacer statements/s (per API request: one to take it from the key's one row, one to record its answer's window) | Journal cost; `postgres/pacer.rs` |\n\
          | journal capacity | one worker with PostgreSQL delivered {pg_rate:.0} jobs/s at concurrency 8 ({pg_serial:.0} µs per job serially, {pg_journal:.0} µs of it in journal calls; SQLite: {sqlite_rate:.0} jobs/s) with the emulator and the server on the same 2 cores: {margin:.0}x the {jobs_per_second:.1} jobs/s the ceiling allows | Journal cost |\n\
-         | pacing | {best:.3} of the ceiling at worst over 1, 2 and 4 workers, {refused} 429s; 50 workers take slots from the same row ({jobs_per_second:.1} UPSERTs/s) | Shared batch at the ceiling |\n\
-         | connections | each worker opens up to 8 (journal pool) + 8 (pacer pool); measured peak {peak:.1} per worker at `--concurrency {CONCURRENCY}`; 50 workers: ~{conns:.0} to 800, against PostgreSQL's default `max_connections` of 100: raise it, or put PgBouncer (transaction mode) in front | Shared batch at the ceiling; `postgres/mod.rs` (`max_size(8)`) |\n\
+         | pacing | {worst:.3} of the physical limit at worst over 1, 2 and 4 workers, {refused} 429s; 50 workers take their requests from the same row and record every answer's window in it ({pacer:.1} statements/s) | Shared batch at the ceiling |\n\
+         | connections | each worker opens one pool of up to 8, shared by its journal and its pacer; measured peak {peak:.1} per worker at `--concurrency {CONCURRENCY}`; 50 workers: ~{conns:.0} to 400, against PostgreSQL's default `max_connections` of 100: raise it, or put PgBouncer (transaction mode) in front | Shared batch at the ceiling; `postgres/mod.rs` (`max_size(8)`) |\n\
          | lines in flight needed | rate x time per line: {jobs_per_second:.1}/s x ~{mean_generation} s (the emulator's model: generations of 5-30 s) = ~{in_flight:.0}, so `--concurrency {per_worker:.0}` per worker on 50 workers; at the default 4 (200 in flight) the batch would run at ~{default_rpm:.0}/min ({default_vs} the ceiling) | Little's law |\n\
          | what bounds the run | the API ceiling: {hours:.1} h at {share} of {RPM}/min, whatever the number of workers beyond those needed to keep ~{in_flight:.0} lines in flight; the journal and the pacer need a small fraction of one PostgreSQL | all of the above |\n",
         body_bytes = number(sizes, "body_stored_bytes"),
@@ -579,13 +431,14 @@ fn write_estimate(
         put = calls("put"),
         renew = calls("renew"),
         claims = jobs_per_second / rows_per_claim.max(1e-9),
-        share = 0.98,
+        share = "60/61 (a window's requests every 61 s: the window, then a second past its reset)",
         statements = jobs_per_second
             * (pg["calls_per_job"]
                 .as_object()
                 .map(|calls| calls.values().filter_map(Value::as_f64).sum::<f64>())
                 .unwrap_or(f64::NAN)
-                + 1.0),
+                + 2.0),
+        pacer = 2.0 * jobs_per_second,
         calls_all = pg["calls_per_job"]
             .as_object()
             .map(|calls| calls.values().filter_map(Value::as_f64).sum::<f64>())
@@ -598,8 +451,8 @@ fn write_estimate(
         peak = peak_per_worker,
         conns = peak_per_worker * WORKERS_1M,
         per_worker = (in_flight / WORKERS_1M).ceil(),
-        default_rpm = default_rpm.min(0.98 * f64::from(RPM)),
-        default_vs = if default_rpm < 0.98 * f64::from(RPM) {
+        default_rpm = default_rpm.min(SHARE * f64::from(RPM)),
+        default_vs = if default_rpm < SHARE * f64::from(RPM) {
             "below"
         } else {
             "held to"
@@ -652,12 +505,6 @@ fn cargo_bench(
         .collect()
 }
 
-fn utf8(path: &Path) -> Result<&str> {
+pub(crate) fn utf8(path: &Path) -> Result<&str> {
     path.to_str().context("a UTF-8 path")
-}
-
-/// The last lines of a log.
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }

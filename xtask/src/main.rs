@@ -12,7 +12,9 @@
 mod api_diff;
 mod api_release;
 mod bench;
+mod bench_batch;
 mod bench_gallery;
+mod bench_pace;
 mod bench_shared;
 mod codegen;
 mod conformance;
@@ -45,6 +47,7 @@ commands:
   bench                measure throughput against anchors run alongside; writes BENCHMARKS.md
   bench gallery        only the gallery's first paint (headless Chromium); writes its section
   bench shared         only the shared-batch rows (workers on PostgreSQL, journal cost, SDK CPU)
+  bench pace           only the batches at the ceiling (one process; 1, 2, 4 workers), as ratios to the physical limit
   conformance          run schemathesis against the emulator (part of `test`)
   prism-check          run the SDK through Prism's validating proxy (part of `test`)
   scratch-spec         raise limits in a scratch copy of openapi.yaml, regenerate, check that the
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         ["bench"] => bench::run(&root),
         ["bench", "gallery"] => bench_gallery::run(&root),
         ["bench", "shared"] => bench_shared::run(&root),
+        ["bench", "pace"] => bench_pace::run(&root),
         ["conformance"] => conformance::run(&root, &mut cargo(&[])),
         ["prism-check"] => prism_check::run(&root, || cargo(&[])),
         ["scratch-spec"] => scratch_spec::run(&root, cargo),

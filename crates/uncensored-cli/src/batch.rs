@@ -18,7 +18,7 @@ use uncensored_deliver::worker::{self, Worker};
 
 use crate::cli::{Batch, BatchAction, Cli, RequestFields};
 use crate::context::{
-    Pacing, apply, connect, default_journal, deliverer_on, journal, object_storage,
+    apply, connect, default_journal, deliverer_on, object_storage, shared_journal,
 };
 use crate::failure::Failure;
 use crate::settings::Settings;
@@ -196,11 +196,8 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
     }
     // Everything that can be refused is refused before the first request:
     // the database, the storage, the notifiers.
-    let journal = journal(&location).await?;
-    let pacing = match location.is_shared() {
-        true => Pacing::Shared(location.clone()),
-        false => Pacing::Local,
-    };
+    // One pool per worker: a shared journal's pacer uses the journal's.
+    let (journal, pacing) = shared_journal(&location).await?;
     let connection = connect(&settings, cli.emulator, pacing).await?;
     let storage = object_storage(&settings).await?;
     let deliverer = deliverer_on(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use uncensored::{Client, GenerateRequest, key_fingerprint};
-use uncensored_deliver::journal::{Journal, JournalLocation};
+use uncensored_deliver::journal::{Journal, JournalLocation, PostgresJournal};
 use uncensored_deliver::notify::{Notifier, NotifierOptions, NotifierUrl};
 use uncensored_deliver::storage::{NameTemplate, ObjectStorage, Storage, StorageUrl};
 use uncensored_deliver::{Deliverer, PostgresPacer};
@@ -29,8 +29,9 @@ pub enum Pacing {
     Off,
     /// Within this process.
     Local,
-    /// With every process on the key that shares this PostgreSQL database.
-    Shared(JournalLocation),
+    /// With every process on the key that shares this journal's PostgreSQL
+    /// database, through the journal's own connection pool.
+    Shared(Arc<PostgresJournal>),
 }
 
 /// Connects to the API, or starts the in-process emulator.
@@ -61,14 +62,10 @@ pub async fn connect(
     match pacing {
         Pacing::Off => {}
         Pacing::Local => builder = builder.pace_requests(true),
-        Pacing::Shared(JournalLocation::Postgres(url)) => {
-            use secrecy::ExposeSecret as _;
-            let pacer = PostgresPacer::connect(url.expose_secret(), &key_fingerprint(&key))
-                .await
-                .map_err(|e| Failure::input(format!("--journal: {e}")))?;
+        Pacing::Shared(journal) => {
+            let pacer = PostgresPacer::new(&journal, &key_fingerprint(&key));
             builder = builder.pacer(Arc::new(pacer));
         }
-        Pacing::Shared(JournalLocation::File(_)) => builder = builder.pace_requests(true),
     }
     let mut builder = builder
         .api_key(key)
@@ -192,6 +189,26 @@ pub async fn deliverer_on(
         deliverer = deliverer.with_notifier(notifier);
     }
     Ok(deliverer)
+}
+
+/// The journal of a batch shared by workers, opened (and its schema
+/// migrated) before anything is paid for, and how its requests are paced:
+/// on PostgreSQL with every worker of the key, through the journal's pool
+/// (one pool per worker), else within this process.
+pub async fn shared_journal(
+    location: &JournalLocation,
+) -> Result<(Arc<dyn Journal>, Pacing), Failure> {
+    match location {
+        JournalLocation::Postgres(url) => {
+            use secrecy::ExposeSecret as _;
+            let journal = PostgresJournal::connect(url.expose_secret())
+                .await
+                .map_err(|e| Failure::journal(location, e))?;
+            let journal = Arc::new(journal);
+            Ok((journal.clone(), Pacing::Shared(journal)))
+        }
+        JournalLocation::File(_) => Ok((self::journal(location).await?, Pacing::Local)),
+    }
 }
 
 /// The journal at `location`, opened (and its schema migrated) before

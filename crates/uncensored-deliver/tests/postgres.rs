@@ -101,10 +101,11 @@ async fn workers_starting_together_migrate_once() {
     assert_eq!(
         rows(
             &url,
-            "SELECT version::text, COUNT(*)::text FROM uncensored_migrations GROUP BY version ORDER BY version"
+            "SELECT version::text, COUNT(*)::text FROM uncensored_migrations
+             GROUP BY version ORDER BY version"
         )
         .await,
-        [["1", "1"], ["2", "1"]]
+        [["1", "1"], ["2", "1"], ["3", "1"]]
     );
     assert_eq!(
         rows(
@@ -256,16 +257,108 @@ async fn a_missing_database_is_named() {
 
 // ------------------------------------------------------------------ pacer
 
-fn rate(limit: u32, remaining: u32) -> RateLimit {
+/// A reading of a window of `limit` with `remaining` left that resets
+/// `seconds` from now.
+fn rate(limit: u32, remaining: u32, seconds: i64) -> RateLimit {
     RateLimit {
         limit,
         remaining,
-        reset: Utc::now() + chrono::Duration::seconds(60),
+        reset: Utc::now() + chrono::Duration::seconds(seconds),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pacers_sharing_a_key_space_its_requests() {
+async fn pacers_sharing_a_key_spend_one_window_then_wait_for_its_reset() {
+    let Some(server) = server() else { return };
+    let url = database(&server, "pacer_window");
+    let journals = join_all((0..2).map(|_| connect(&url))).await;
+    let pacers: Vec<Arc<PostgresPacer>> = journals
+        .iter()
+        .map(|journal| Arc::new(PostgresPacer::new(journal, "key-id")))
+        .collect();
+    let window = rate(10, 6, 5);
+    pacers[0].acquire().await; // the probe, counted in the 4 used
+    for pacer in &pacers {
+        pacer.observe(&window).await;
+    }
+    // 8 requests, 4 through each pacer: 6 are left in the window.
+    let (sender, mut started) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..8 {
+        let (pacer, sender) = (pacers[i % 2].clone(), sender.clone());
+        tokio::spawn(async move {
+            pacer.acquire().await;
+            sender.send(Utc::now()).unwrap();
+        });
+    }
+    drop(sender);
+    let mut times = Vec::new();
+    while let Some(at) = tokio::time::timeout(Duration::from_secs(30), started.recv())
+        .await
+        .expect("every request goes within a window")
+    {
+        times.push(at);
+    }
+    let before = times.iter().filter(|at| **at < window.reset).count();
+    assert_eq!(before, 6, "{times:?} against a reset at {}", window.reset);
+    assert_eq!(times.len(), 8);
+    // The seventh began the next window; 8 are left in it, and nobody has
+    // answered in it yet.
+    let row = rows(
+        &url,
+        "SELECT window_remaining::text, (window_reset IS NULL)::text,
+                (window_previous IS NOT NULL)::text
+         FROM uncensored_pacing",
+    )
+    .await;
+    assert_eq!(row, [["8", "true", "true"]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_lower_the_shared_window_and_late_ones_change_nothing() {
+    let Some(server) = server() else { return };
+    let url = database(&server, "pacer_answers");
+    let (one, other) = (connect(&url).await, connect(&url).await);
+    let (first, second) = (
+        PostgresPacer::new(&one, "key-id"),
+        PostgresPacer::new(&other, "key-id"),
+    );
+    let window = rate(100, 50, 30);
+    first.acquire().await;
+    first.observe(&window).await;
+    let left =
+        || async { rows(&url, "SELECT window_remaining::text FROM uncensored_pacing").await };
+    assert_eq!(left().await, [["50"]]);
+    second.acquire().await;
+    first.acquire().await;
+    assert_eq!(left().await, [["48"]]);
+    // Another client of the key spent most of it.
+    second
+        .observe(&RateLimit {
+            remaining: 3,
+            ..window
+        })
+        .await;
+    assert_eq!(left().await, [["3"]]);
+    // An answer that says more is left lowers nothing.
+    first
+        .observe(&RateLimit {
+            remaining: 40,
+            ..window
+        })
+        .await;
+    assert_eq!(left().await, [["3"]]);
+    // Nor does a late answer of an earlier window.
+    let earlier = RateLimit {
+        remaining: 99,
+        reset: window.reset - chrono::Duration::seconds(60),
+        ..window
+    };
+    second.observe(&earlier).await;
+    assert_eq!(left().await, [["3"]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pacers_sharing_a_key_space_its_requests_when_no_window_can_be_followed() {
     let Some(server) = server() else { return };
     let url = database(&server, "pacer");
     let journals = join_all((0..3).map(|_| connect(&url))).await;
@@ -273,8 +366,9 @@ async fn pacers_sharing_a_key_space_its_requests() {
         .iter()
         .map(|journal| PostgresPacer::new(journal, "key-id"))
         .collect();
+    // A reset already past by this clock: no window to follow.
     for pacer in &pacers {
-        pacer.observe(&rate(600, 500)).await;
+        pacer.observe(&rate(600, 500, -30)).await;
     }
     let started = Instant::now();
     join_all(pacers.iter().map(|pacer| async move {
@@ -301,8 +395,8 @@ async fn a_429_seen_by_one_pacer_pauses_the_others() {
         PostgresPacer::new(&one, "key-id"),
         PostgresPacer::new(&other, "key-id"),
     );
-    first.observe(&rate(600, 500)).await;
-    second.observe(&rate(600, 500)).await;
+    first.observe(&rate(600, 500, 60)).await;
+    second.observe(&rate(600, 500, 60)).await;
     first.acquire().await;
     second.acquire().await;
 

@@ -154,6 +154,11 @@ pub struct Stats {
     /// When requests reached the rate limiter: the first and the last, in
     /// milliseconds since the epoch (an achieved rate is the count between).
     pub rate_limited_span_ms: Option<(i64, i64)>,
+    /// When the latest rate-limit window (of any key) began, in milliseconds
+    /// since the epoch: with `rate_limited_span_ms`, how long the requests
+    /// of the last window took.
+    #[serde(default)]
+    pub rate_window_started_ms: Option<i64>,
 }
 
 /// Charges, by account name and by idempotency key.
@@ -333,22 +338,25 @@ impl Shared {
             let first = stats.rate_limited_span_ms.map_or(at, |(first, _)| first);
             stats.rate_limited_span_ms = Some((first, at));
         }
+        let length = Duration::from_secs(self.config.rate_window_secs);
         let mut windows = lock(&self.windows);
-        let window = windows.entry(bucket.to_string()).or_insert(Window {
+        let begun = Window {
             started: now,
             started_utc: Utc::now(),
             count: 0,
-        });
-        if now.duration_since(window.started) >= Duration::from_secs(60) {
-            *window = Window {
-                started: now,
-                started_utc: Utc::now(),
-                count: 0,
-            };
+        };
+        let over = windows
+            .get(bucket)
+            .is_none_or(|window| now.duration_since(window.started) >= length);
+        if over {
+            windows.insert(bucket.to_string(), begun);
+            lock(&self.stats).rate_window_started_ms = Some(begun.started_utc.timestamp_millis());
         }
-        let reset = window.started_utc + chrono::Duration::seconds(60);
+        let window = windows.entry(bucket.to_string()).or_insert(begun);
+        let reset = window.started_utc
+            + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::seconds(60));
         if window.count >= limit {
-            let left = Duration::from_secs(60).saturating_sub(now.duration_since(window.started));
+            let left = length.saturating_sub(now.duration_since(window.started));
             let retry_after = left.as_secs() + u64::from(left.subsec_nanos() > 0);
             return RateInfo {
                 limit,
@@ -582,10 +590,18 @@ mod tests {
     #[test]
     fn the_window_counts_down_and_then_refuses() {
         let state = shared();
+        assert_eq!(state.stats().rate_window_started_ms, None);
         assert_eq!(state.rate_check("k", 2).remaining, 1);
+        let begun = state.stats().rate_window_started_ms;
+        assert!(begun.is_some());
         assert_eq!(state.rate_check("k", 2).remaining, 0);
         let refused = state.rate_check("k", 2);
         assert!(refused.retry_after.is_some_and(|s| (1..=60).contains(&s)));
+        assert_eq!(
+            state.stats().rate_window_started_ms,
+            begun,
+            "the same window"
+        );
         assert!(state.rate_check("other", 2).retry_after.is_none());
     }
 }

@@ -79,7 +79,10 @@ pub use download::{DownloadedImage, ImageFormat, ImageStream, body_prefix};
 pub use error::{ApiError, ApiErrorKind, DownloadError, Error, Result, ValidationError};
 pub use failure::FailureReason;
 pub use money::{Money, MoneyParseError, NANOS_PER_USD};
-pub use pacer::{LocalPacer, PACE_SHARE, PROBE_PATIENCE, Pace, pace_interval};
+pub use pacer::{
+    LocalPacer, PACE_SHARE, PROBE_PATIENCE, Pace, RESET_PRECISION, WINDOW, pace_interval,
+    time_to_reset,
+};
 pub use request::{GenerateRequest, Side, validate_idempotency_key, validate_side};
 pub use response::{
     CompletedImage, Generation, Job, JobStatus, MAX_RESET_AHEAD, QueuedJob, RateLimit, ResponseMeta,

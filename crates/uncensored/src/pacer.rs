@@ -1,31 +1,68 @@
-//! Pacing: keeping every request of one API key under its requests-per-minute
+//! Pacing: keeping every request of one API key within its requests-per-minute
 //! ceiling instead of running into 429s.
 //!
 //! [`Pace`] is what the client asks before each request and tells after each
 //! answer. [`LocalPacer`] paces one process; a shared implementation (such as
 //! `uncensored-deliver`'s PostgreSQL pacer) paces every process that uses the
-//! key. Both use the same rule, GCRA: request *n* may start at the key's
-//! theoretical arrival time, which then moves on by one interval, 60 s /
-//! ([`PACE_SHARE`] × ceiling). Spaced requests never put more than the ceiling
-//! into any 60-second window, whichever way the API counts its windows.
+//! key. Both follow the window the API reports in every answer
+//! (`x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests`):
+//!
+//! - the requests left in the window go at once, counted down as they start
+//!   (so that requests in flight, which the API has not counted yet in the
+//!   answers read so far, are never spent twice); an answer only ever lowers
+//!   the count, to what the API says is left;
+//! - when none is left, nothing starts until a second after the reported
+//!   reset ([`RESET_PRECISION`]: the header has whole seconds);
+//! - then a new window begins with the whole ceiling; its first answer tells
+//!   when it resets.
+//!
+//! An answer whose reset is already past by more than [`RESET_PRECISION`]
+//! by this machine's clock (a clock ahead of the API's) is no window to
+//! follow: the pacer then spaces requests instead, one every
+//! [`pace_interval`], which keeps any 60-second window under the ceiling. A
+//! 429 pauses every request for its `retry-after`, which is relative and so
+//! immune to clock skew.
 
 use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::response::RateLimit;
 
-/// The share of the ceiling a pacer uses: the rest absorbs the jitter between
-/// when a request is scheduled and when the API counts it.
+/// The share of the ceiling spaced requests use (when no window can be
+/// followed): the rest absorbs the jitter between when a request is
+/// scheduled and when the API counts it.
 pub const PACE_SHARE: f64 = 0.98;
 
-/// The interval between two requests of a key whose ceiling is `limit` per minute.
+/// The API's rate-limit window (openapi.yaml: "requests left in the current
+/// 60-second window"): no reset is believed further away than this.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// The precision of `x-ratelimit-reset-requests` (whole seconds): a window
+/// reported to reset at `T` may reset up to this much later, so nothing
+/// starts between `T` and `T` + this.
+pub const RESET_PRECISION: Duration = Duration::from_secs(1);
+
+/// The interval between two spaced requests of a key whose ceiling is
+/// `limit` per minute.
 pub fn pace_interval(limit: u32) -> Duration {
     Duration::from_secs_f64(60.0 / (f64::from(limit.max(1)) * PACE_SHARE))
+}
+
+/// How long until the window of `rate` resets, read at `now` by this
+/// machine's clock: at most [`WINDOW`] (a clock behind the API's), zero for
+/// a reset less than [`RESET_PRECISION`] ago, and `None` when the reset is
+/// further in the past (a clock ahead of the API's: no window to follow).
+pub fn time_to_reset(rate: &RateLimit, now: DateTime<Utc>) -> Option<Duration> {
+    let ahead = rate.reset.signed_duration_since(now);
+    match ahead.to_std() {
+        Ok(ahead) => Some(ahead.min(WINDOW)),
+        Err(_) => (ahead.abs().to_std().ok()? <= RESET_PRECISION).then_some(Duration::ZERO),
+    }
 }
 
 /// Decides when each request of one API key may start.
@@ -44,8 +81,9 @@ pub trait Pace: Send + Sync + Debug {
 #[derive(Debug, Default)]
 pub struct LocalPacer {
     state: Mutex<State>,
-    /// Wakes the requests waiting for the first answer.
-    first_answer: Notify,
+    /// Wakes the requests waiting for an answer (the first one, or one that
+    /// tells when the window resets).
+    answered: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -56,15 +94,136 @@ struct State {
     probing: bool,
     /// When it started: it used the first slot.
     probe_started: Option<Instant>,
-    /// When the next request may start.
+    /// The window followed; `None`: requests are spaced.
+    window: Option<Window>,
+    /// When the next spaced request may start.
     tat: Option<Instant>,
-    /// No request starts before this (a 429's retry-after, a used-up window).
+    /// No request starts before this (a 429's retry-after).
     paused_until: Option<Instant>,
+}
+
+/// One window of the API's, as this process counts it down.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// The reset its answers report; `None` until the first of them.
+    reset: Option<DateTime<Utc>>,
+    /// The reset of the window before: its late answers change nothing.
+    previous: Option<DateTime<Utc>>,
+    /// When the reported reset is (until an answer tells it: a
+    /// [`WINDOW`] after the window began here).
+    ends: Instant,
+    /// Requests that may still start in it.
+    remaining: u32,
+}
+
+/// What a request does now.
+enum Decision {
+    /// Starts.
+    Go,
+    /// Starts at this instant (a spaced slot, taken).
+    GoAt(Instant),
+    /// Asks again at this instant, or at the next answer.
+    Wait(Instant),
+    /// Waits for the answer that tells the ceiling.
+    WaitForProbe,
+}
+
+impl State {
+    fn decide(&mut self, now: Instant) -> Decision {
+        let Some(limit) = self.limit else {
+            if self.probing {
+                return Decision::WaitForProbe;
+            }
+            self.probing = true;
+            self.probe_started = Some(now);
+            return Decision::Go;
+        };
+        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+            return Decision::Wait(until);
+        }
+        match &mut self.window {
+            Some(window) if now < window.ends && window.remaining > 0 => {
+                window.remaining -= 1;
+                Decision::Go
+            }
+            Some(window) if now < window.ends + RESET_PRECISION => {
+                Decision::Wait(window.ends + RESET_PRECISION)
+            }
+            Some(window) => {
+                // Past the reset: a new window, this request its first.
+                *window = Window {
+                    reset: None,
+                    previous: window.reset.or(window.previous),
+                    ends: now + WINDOW,
+                    remaining: limit.saturating_sub(1),
+                };
+                Decision::Go
+            }
+            None => {
+                let slot = self.tat.map_or(now, |tat| tat.max(now));
+                self.tat = Some(slot + pace_interval(limit));
+                Decision::GoAt(slot)
+            }
+        }
+    }
+
+    fn observe(&mut self, rate: &RateLimit, now: Instant, left: Option<Duration>) {
+        if self.limit.is_none() {
+            // The probe used the first slot: a spaced one is an interval later.
+            let after_probe = self
+                .probe_started
+                .map(|started| started + pace_interval(rate.limit));
+            self.tat = self.tat.max(after_probe);
+        }
+        self.limit = Some(rate.limit);
+        self.window = match self.window {
+            None => left.map(|left| Window {
+                reset: Some(rate.reset),
+                previous: None,
+                ends: now + left,
+                remaining: rate.remaining,
+            }),
+            Some(mut window) => match window.reset {
+                Some(reset) if rate.reset == reset => {
+                    window.remaining = window.remaining.min(rate.remaining);
+                    Some(window)
+                }
+                // A late answer of an earlier window.
+                Some(reset) if rate.reset < reset => Some(window),
+                None if window
+                    .previous
+                    .is_some_and(|previous| rate.reset <= previous) =>
+                {
+                    Some(window)
+                }
+                _ => match (window.reset, left) {
+                    // A window this machine's clock cannot follow: spaced requests.
+                    (_, None) => None,
+                    // A later reset while this window runs (a clock behind
+                    // the API's, or an API that moves its reset): still
+                    // counted down, and over at the later of the two.
+                    (Some(_), Some(left)) => {
+                        window.reset = Some(rate.reset);
+                        window.ends = window.ends.max(now + left);
+                        window.remaining = window.remaining.min(rate.remaining);
+                        Some(window)
+                    }
+                    // The first answer of the window this process began.
+                    (None, Some(left)) => {
+                        window.reset = Some(rate.reset);
+                        window.ends = now + left;
+                        window.remaining = window.remaining.min(rate.remaining);
+                        Some(window)
+                    }
+                },
+            },
+        };
+    }
 }
 
 impl LocalPacer {
     /// A pacer that knows nothing yet: the first request goes at once and its
-    /// answer tells the ceiling; the others wait for it.
+    /// answer tells the ceiling and the window; the others wait for it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -95,57 +254,29 @@ pub const PROBE_PATIENCE: Duration = Duration::from_secs(5);
 impl Pace for LocalPacer {
     async fn acquire(&self) {
         loop {
-            let notified = self.first_answer.notified();
-            let slot = {
-                let mut state = self.lock();
-                let now = Instant::now();
-                match state.limit {
-                    None if !state.probing => {
-                        state.probing = true;
-                        state.probe_started = Some(now);
-                        return;
-                    }
-                    None => None,
-                    Some(limit) => {
-                        let slot = [state.tat, state.paused_until]
-                            .into_iter()
-                            .flatten()
-                            .fold(now, Instant::max);
-                        state.tat = Some(slot + pace_interval(limit));
-                        Some(slot)
-                    }
-                }
-            };
-            match slot {
-                Some(slot) => {
+            let notified = self.answered.notified();
+            let decision = self.lock().decide(Instant::now());
+            match decision {
+                Decision::Go => return,
+                Decision::GoAt(slot) => {
                     tokio::time::sleep_until(slot).await;
                     return;
                 }
-                None => self.wait_for_first_answer(notified).await,
+                Decision::Wait(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = notified => {}
+                    }
+                }
+                Decision::WaitForProbe => self.wait_for_first_answer(notified).await,
             }
         }
     }
 
     async fn observe(&self, rate: &RateLimit) {
-        {
-            let mut state = self.lock();
-            if state.limit.is_none() {
-                // The probe used the first slot: the next one is an interval later.
-                let after_probe = state
-                    .probe_started
-                    .map(|started| started + pace_interval(rate.limit));
-                state.tat = state.tat.max(after_probe);
-            }
-            state.limit = Some(rate.limit);
-            if rate.remaining == 0 {
-                // The window is used up (by others too): wait for its reset,
-                // plus a second for the header's whole-second precision.
-                let until_reset = (rate.reset - Utc::now()).to_std().unwrap_or_default();
-                let reset = Instant::now() + until_reset + Duration::from_secs(1);
-                state.paused_until = Some(state.paused_until.map_or(reset, |p| p.max(reset)));
-            }
-        }
-        self.first_answer.notify_waiters();
+        let left = time_to_reset(rate, Utc::now());
+        self.lock().observe(rate, Instant::now(), left);
+        self.answered.notify_waiters();
     }
 
     async fn refused(&self, retry_after: Duration) {
@@ -156,73 +287,5 @@ impl Pace for LocalPacer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rate(limit: u32, remaining: u32) -> RateLimit {
-        RateLimit {
-            limit,
-            remaining,
-            reset: Utc::now() + chrono::Duration::seconds(30),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn requests_are_spaced_by_the_ceiling_once_it_is_known() {
-        let pacer = LocalPacer::new();
-        let start = Instant::now();
-        pacer.acquire().await; // the probe: no wait
-        pacer.observe(&rate(60, 59)).await;
-        let mut starts = Vec::new();
-        for _ in 0..5 {
-            pacer.acquire().await;
-            starts.push(Instant::now() - start);
-        }
-        let interval = pace_interval(60);
-        // The probe took the first slot: the next starts an interval after it.
-        assert!(
-            starts[0] + Duration::from_millis(1) >= interval
-                && starts[0] <= interval + Duration::from_millis(1),
-            "{:?}",
-            starts[0]
-        );
-        // Tokio's timer counts whole milliseconds.
-        for pair in starts.windows(2) {
-            let gap = pair[1] - pair[0];
-            assert!(
-                gap + Duration::from_millis(1) >= interval
-                    && gap <= interval + Duration::from_millis(1),
-                "{gap:?} apart, not {interval:?}"
-            );
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn others_wait_for_the_first_answer() {
-        let pacer = std::sync::Arc::new(LocalPacer::new());
-        pacer.acquire().await;
-        let waiting = tokio::spawn({
-            let pacer = pacer.clone();
-            async move { pacer.acquire().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "no ceiling known yet");
-        pacer.observe(&rate(600, 599)).await;
-        waiting.await.unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refusal_or_a_used_up_window_pauses_every_request() {
-        let pacer = LocalPacer::new();
-        pacer.acquire().await;
-        pacer.observe(&rate(6000, 10)).await;
-        pacer.refused(Duration::from_secs(7)).await;
-        let start = Instant::now();
-        pacer.acquire().await;
-        assert!(Instant::now() - start >= Duration::from_secs(7));
-        pacer.observe(&rate(6000, 0)).await;
-        let start = Instant::now();
-        pacer.acquire().await;
-        assert!(Instant::now() - start >= Duration::from_secs(30));
-    }
-}
+#[path = "pacer_tests.rs"]
+mod tests;

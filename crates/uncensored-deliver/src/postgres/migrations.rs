@@ -59,6 +59,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
          );
          CREATE SEQUENCE uncensored_loads;",
     ),
+    (
+        3,
+        // The key's rate-limit window as the API reports it (postgres/pacer.rs):
+        // `window_ends` NULL: no window followed (requests are spaced);
+        // `window_reset` NULL: a window begun by a worker, not yet answered.
+        "ALTER TABLE uncensored_pacing
+             ADD COLUMN window_limit     integer NOT NULL DEFAULT 0,
+             ADD COLUMN window_reset     timestamptz,
+             ADD COLUMN window_previous  timestamptz,
+             ADD COLUMN window_ends      timestamptz,
+             ADD COLUMN window_remaining integer NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// A key for `pg_advisory_xact_lock`: "uncensored" in ASCII, folded.

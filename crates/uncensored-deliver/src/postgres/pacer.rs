@@ -1,21 +1,32 @@
-//! One rate limit shared by every process that uses an API key: GCRA with
-//! its state in one PostgreSQL row per key, moved on atomically by each
-//! request.
+//! One rate limit shared by every process that uses an API key: the key's
+//! window as the API reports it, in one PostgreSQL row per key, counted down
+//! atomically by each request (the rule of `uncensored::LocalPacer`, for all
+//! processes together); spaced slots (GCRA on the same row) when no window
+//! can be followed.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio::sync::Notify;
-use uncensored::{LocalPacer, PROBE_PATIENCE, Pace, RateLimit, pace_interval};
+use uncensored::{
+    LocalPacer, PROBE_PATIENCE, Pace, RESET_PRECISION, RateLimit, WINDOW, pace_interval,
+    time_to_reset,
+};
 
 use super::Database;
 use crate::journal::{JournalError, PostgresJournal};
 
-/// Paces every process that shares a database and an API key: each request
-/// takes the key's next slot from one row (`uncensored_pacing`), so all of
-/// them together stay under the key's ceiling, and a 429's `retry-after`
-/// pauses all of them. When the database cannot be reached the process
-/// paces itself alone (logged) rather than stopping.
+/// Paces every process that shares a database and an API key: the key's
+/// row (`uncensored_pacing`) holds the window the API reports (what is left
+/// in it, when it resets), each request takes one of what is left, and every
+/// answer lowers it to what the API says; so all processes together spend
+/// the window, then wait for its reset (a second after it: the header has
+/// whole seconds), then begin the next. The reset is turned into the
+/// database's clock by the process that reads it (its own clock against the
+/// API's; the database's clock against no one's). A 429's `retry-after`
+/// pauses all of them. When the database cannot be reached the process paces
+/// itself alone (logged) rather than stopping.
 #[derive(Debug)]
 pub struct PostgresPacer {
     database: Database,
@@ -36,17 +47,25 @@ fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
+/// How often a request waiting for a window begun by a worker, none of
+/// whose requests has been answered yet, asks the row again (another
+/// process may learn when it resets).
+const UNANSWERED_POLL: Duration = Duration::from_millis(100);
+
+/// What the key's row answers a request.
+enum Take {
+    /// It starts now.
+    Now,
+    /// It starts after this wait (a spaced slot, taken).
+    At(Duration),
+    /// It asks again after this wait.
+    Later(Duration),
+}
+
 impl PostgresPacer {
     /// A pacer for the key with fingerprint `key_id` on the journal's database.
     pub fn new(journal: &PostgresJournal, key_id: &str) -> Self {
         Self::on(journal.database().clone(), key_id)
-    }
-
-    /// A pacer on the database at `url` (its own small pool, connected as
-    /// [`PostgresJournal::connect`] connects, TLS included), for the key
-    /// with fingerprint `key_id` (`uncensored::key_fingerprint`).
-    pub async fn connect(url: &str, key_id: &str) -> Result<Self, JournalError> {
-        Ok(Self::on(Database::connect(url).await?, key_id))
     }
 
     fn on(database: Database, key_id: &str) -> Self {
@@ -63,28 +82,133 @@ impl PostgresPacer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the key's next slot; returns how long to wait for it.
-    async fn take_slot(&self, interval: Duration) -> Result<Duration, JournalError> {
+    /// Asks the key's row whether a request may start, and takes its place
+    /// when it may; `None` when the row is not there yet.
+    async fn take(&self) -> Result<Option<Take>, JournalError> {
         let key = self.key.as_str();
-        let interval_ms = interval.as_secs_f64() * 1000.0;
-        let row = self
+        let rows = self
             .database
             .run(|client| async move {
                 client
-                    .query_one(
-                        "INSERT INTO uncensored_pacing AS p (key, interval_ms, tat)
-                         VALUES ($1, $2, now() + make_interval(secs => $2::float8 / 1000))
-                         ON CONFLICT (key) DO UPDATE
-                         SET tat = GREATEST(p.tat, now(), p.paused_until)
-                                   + make_interval(secs => p.interval_ms / 1000)
-                         RETURNING EXTRACT(EPOCH FROM
-                             p.tat - make_interval(secs => p.interval_ms / 1000) - now())::float8",
-                        &[&key, &interval_ms],
+                    .query(
+                        // 0: paused (a 429); 1: a spaced slot (no window
+                        // followed); 2: one of what is left in the window;
+                        // 3: none left, or between the reset and a second
+                        // after it; 4: past that, a new window, begun here.
+                        "WITH d AS (
+                             SELECT key, now() AS t, tat, paused_until, interval_ms, window_limit,
+                                    window_reset, window_ends, window_remaining,
+                                    CASE WHEN paused_until > now() THEN 0
+                                         WHEN window_ends IS NULL THEN 1
+                                         WHEN now() < window_ends AND window_remaining > 0 THEN 2
+                                         WHEN now() < window_ends + make_interval(secs => $2) THEN 3
+                                         ELSE 4 END AS action
+                             FROM uncensored_pacing WHERE key = $1 FOR UPDATE)
+                         UPDATE uncensored_pacing p SET
+                             tat = CASE d.action WHEN 1
+                                 THEN GREATEST(d.tat, d.t) + make_interval(secs => d.interval_ms / 1000)
+                                 ELSE d.tat END,
+                             window_remaining = CASE d.action
+                                 WHEN 2 THEN d.window_remaining - 1
+                                 WHEN 4 THEN GREATEST(d.window_limit - 1, 0)
+                                 ELSE d.window_remaining END,
+                             window_previous = CASE d.action WHEN 4
+                                 THEN COALESCE(d.window_reset, p.window_previous)
+                                 ELSE p.window_previous END,
+                             window_reset = CASE d.action WHEN 4 THEN NULL ELSE d.window_reset END,
+                             window_ends = CASE d.action WHEN 4
+                                 THEN d.t + make_interval(secs => $3) ELSE d.window_ends END
+                         FROM d WHERE p.key = d.key
+                         RETURNING d.action, EXTRACT(EPOCH FROM CASE d.action
+                             WHEN 0 THEN d.paused_until - d.t
+                             WHEN 1 THEN GREATEST(d.tat, d.t) - d.t
+                             WHEN 3 THEN d.window_ends + make_interval(secs => $2) - d.t
+                             ELSE interval '0' END)::float8,
+                             d.window_reset IS NULL",
+                        &[
+                            &key,
+                            &seconds(RESET_PRECISION),
+                            &seconds(WINDOW),
+                        ],
                     )
                     .await
             })
             .await?;
-        Ok(Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)))
+        Ok(rows.first().map(|row| {
+            let wait = Duration::try_from_secs_f64(row.get::<_, f64>(1).max(0.0))
+                .unwrap_or(uncensored::MAX_WAIT)
+                .min(uncensored::MAX_WAIT);
+            match (row.get::<_, i32>(0), row.get::<_, bool>(2)) {
+                (0, _) => Take::Later(wait),
+                (1, _) => Take::At(wait),
+                // Until an answer tells the window's reset, another process
+                // may learn it: asked again soon.
+                (3, true) => Take::Later(wait.min(UNANSWERED_POLL)),
+                (3, false) => Take::Later(wait),
+                _ => Take::Now,
+            }
+        }))
+    }
+
+    /// Writes an answer's window into the key's row: what is left only ever
+    /// goes down; a later reset moves the window on (a first answer of a
+    /// window begun by a worker tells when it ends); an earlier one is a
+    /// late answer and changes nothing. `left`: the time to the reset by
+    /// this machine's clock (`None`: no window to follow, requests spaced).
+    async fn record_window(
+        &self,
+        rate: &RateLimit,
+        left: Option<Duration>,
+    ) -> Result<(), JournalError> {
+        let key = self.key.as_str();
+        let limit = i32::try_from(rate.limit).unwrap_or(i32::MAX);
+        let remaining = i32::try_from(rate.remaining).unwrap_or(i32::MAX);
+        let reset = rate.reset;
+        let left = left.map(seconds);
+        self.database
+            .run(|client| async move {
+                client
+                    .execute(
+                        // 0: nothing changes; 1: the first window followed;
+                        // 2: the same window; 3: the first answer of a window
+                        // begun by a worker; 4: a later reset while the window
+                        // runs (over at the later of the two); 5: no window to
+                        // follow.
+                        "WITH r AS (
+                             SELECT key,
+                                    CASE WHEN window_ends IS NULL
+                                              THEN CASE WHEN $5::float8 IS NULL THEN 0 ELSE 1 END
+                                         WHEN window_reset = $4 THEN 2
+                                         WHEN window_reset > $4 THEN 0
+                                         WHEN window_reset IS NULL AND window_previous >= $4 THEN 0
+                                         WHEN $5::float8 IS NULL THEN 5
+                                         WHEN window_reset IS NULL THEN 3
+                                         ELSE 4 END AS c
+                             FROM uncensored_pacing WHERE key = $1 FOR UPDATE)
+                         UPDATE uncensored_pacing p SET
+                             window_limit = $2,
+                             window_reset = CASE WHEN r.c IN (1, 3, 4) THEN $4
+                                                 WHEN r.c = 5 THEN NULL ELSE p.window_reset END,
+                             window_previous = CASE WHEN r.c IN (1, 5) THEN NULL
+                                                    ELSE p.window_previous END,
+                             window_ends = CASE r.c
+                                 WHEN 1 THEN now() + make_interval(secs => $5::float8)
+                                 WHEN 3 THEN now() + make_interval(secs => $5::float8)
+                                 WHEN 4 THEN GREATEST(p.window_ends,
+                                                      now() + make_interval(secs => $5::float8))
+                                 WHEN 5 THEN NULL
+                                 ELSE p.window_ends END,
+                             window_remaining = CASE r.c
+                                 WHEN 0 THEN p.window_remaining
+                                 WHEN 1 THEN $3
+                                 ELSE LEAST(p.window_remaining, $3) END
+                         FROM r WHERE p.key = r.key",
+                        &[&key, &limit, &remaining, &reset, &left],
+                    )
+                    .await
+            })
+            .await
+            .map(drop)
     }
 
     /// Nobody starts before `delay` from now (the database's now).
@@ -128,6 +252,32 @@ impl PostgresPacer {
             })
             .await
             .map(drop)
+    }
+
+    /// Takes a place from the key's row, waiting as it says; paces this
+    /// process alone when the database cannot be reached.
+    async fn take_place(&self) {
+        loop {
+            match self.take().await {
+                Ok(Some(Take::Now)) => return,
+                Ok(Some(Take::At(wait))) => return tokio::time::sleep(wait).await,
+                Ok(Some(Take::Later(wait))) => tokio::time::sleep(wait).await,
+                // No row (removed by hand): written again from the ceiling.
+                Ok(None) => {
+                    let Some(limit) = self.lock().limit else {
+                        return;
+                    };
+                    if let Err(error) = self.set_limit(limit).await {
+                        tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
+                        return self.fallback.acquire().await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
+                    return self.fallback.acquire().await;
+                }
+            }
+        }
     }
 
     /// This process's first request: the ceiling's interval when another
@@ -203,49 +353,35 @@ impl Pace for PostgresPacer {
                 }
                 continue;
             }
-            let interval = match limit {
-                Some(limit) => pace_interval(limit),
+            if limit.is_none() {
                 // The probe: one process of all learns the ceiling (its row
                 // says 0 until then); the others wait for the row.
-                None => match self.probe().await {
-                    Ok(Some(interval)) => interval,
+                match self.probe().await {
+                    Ok(Some(_)) => {}
                     Ok(None) => return,
                     Err(error) => {
                         tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
                         return self.fallback.acquire().await;
                     }
-                },
-            };
-            match self.take_slot(interval).await {
-                Ok(wait) => {
-                    tokio::time::sleep(wait).await;
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "shared pacing unavailable; pacing this process alone");
-                    return self.fallback.acquire().await;
                 }
             }
+            return self.take_place().await;
         }
     }
 
     async fn observe(&self, rate: &RateLimit) {
         self.fallback.observe(rate).await;
+        let left = time_to_reset(rate, Utc::now());
         let known = self.lock().limit.replace(rate.limit);
         if known != Some(rate.limit)
             && let Err(error) = self.set_limit(rate.limit).await
         {
             tracing::warn!(%error, "cannot share the key's ceiling");
         }
-        self.first_answer.notify_waiters();
-        if rate.remaining == 0 {
-            let until_reset = (rate.reset - chrono::Utc::now())
-                .to_std()
-                .unwrap_or_default();
-            if let Err(error) = self.pause(until_reset + Duration::from_secs(1)).await {
-                tracing::warn!(%error, "cannot share a used-up window");
-            }
+        if let Err(error) = self.record_window(rate, left).await {
+            tracing::warn!(%error, "cannot share the key's window");
         }
+        self.first_answer.notify_waiters();
     }
 
     async fn refused(&self, retry_after: Duration) {
