@@ -127,7 +127,7 @@ fn measure(
         root,
         "uncensored-deliver",
         "shared",
-        "sqlite,postgres",
+        "sqlite,postgres,testing",
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         postgres,
     )?;
@@ -163,7 +163,7 @@ fn shared_batches(
             "--package",
             "uncensored-deliver",
             "--features",
-            "sqlite,postgres",
+            "sqlite,postgres,testing",
             "--bench",
             "shared",
             "--",
@@ -305,10 +305,11 @@ fn write_journal(root: &Path, lines: &[Value]) -> Result<()> {
              (`crates/uncensored-deliver/benches/shared.rs`). Both journals skip the disk: the \
              SQLite file (WAL, synchronous=FULL) is on tmpfs and PostgreSQL (loopback, a fresh \
              database per run) runs with fsync off, so this is the cost of the calls, not of the \
-             disk. Every journal call is counted and timed through a wrapper: the call time is \
-             the sum of the calls' latencies per job (at concurrency 8 they overlap); writes are \
-             put, insert, claim, renew and release (the batch's load is timed apart and not \
-             counted per job). Client CPU is the bench process's own (/proc/self/stat), which \
+             disk. Every journal call is counted and timed through a wrapper \
+             (`uncensored_deliver::testing::observed`): the call time is the sum of the calls' \
+             latencies per job (at concurrency 8 they overlap); writes are the calls that write \
+             (claim, write_claimed under the claim's fencing token, renew, release, put, insert; \
+             the batch's load is timed apart and not counted per job). Client CPU is the bench process's own (/proc/self/stat), which \
              holds SQLite but not the PostgreSQL server. The emulator, the bench and PostgreSQL \
              share the machine's 2 cores.\n\n{table}"
         ),
@@ -407,7 +408,7 @@ fn write_estimate(
          | row versions | every write is an UPDATE of the line's row: a put moves `changed` (indexed), so it is never a HOT update and adds an entry to each index; a claim touches only unindexed columns: ~{writes:.1} dead versions per job for autovacuum, ~{dead_per_s:.0} dead rows/s at the ceiling; the table stays near its loaded size only while autovacuum keeps up | journal writes per job below |\n\
          | load (first worker) | ~{load:.0} s in one transaction (5,000 lines a statement, read as they are made); the loading process peaks at {loader_peak:.0} MiB ({loader_small:.0} MiB above its baseline; target: under {LOADER_TARGET_MIB:.0} MiB) | {loaded:.0} lines loaded in {load_small:.2} s, measured |\n\
          | every other worker's start | the batch is found loaded by its digest (one row): {second_load_ms:.1} ms, no line read; a worker keeps one counter per distinct line while it reads the file to check it (about 30 MB for a million) | measured on the same database |\n\
-         | journal writes per job | {writes:.2}: claim {claim:.2} (rows per claim {rows_per_claim:.2}), put {put:.2} (generated, stored, done; +1 per notifier and +1 for an async job's accepted), renew {renew:.3} (one UPDATE per worker every lease/3 = 10 s for all its lines), release at the end; the load is one bulk write | Journal cost, PostgreSQL, concurrency 8 (counted) |\n\
+         | journal writes per job | {writes:.2}: claim {claim:.2} (rows per claim {rows_per_claim:.2}), write_claimed {put:.2} (generated, stored, done, each under the claim's fencing token; +2 per notifier: the claim checked before it, and its record after; +1 for an async job's accepted), renew {renew:.3} (one UPDATE per worker every lease/3 = 10 s for all its lines), release at the end; the load is one bulk write | Journal cost, PostgreSQL, concurrency 8 (counted) |\n\
          | claims per second needed | API rate / rows per claim = {jobs_per_second:.1} / {rows_per_claim:.2} = ~{claims:.0} claims/s: a worker claims as many lines as it has free slots, and at steady state one slot frees at a time | the ceiling at {share} |\n\
          | database statements per second | ~{statements:.0}/s: {jobs_per_second:.1} jobs/s x {calls_all:.1} journal calls per job, + {pacer:.1} pacer statements/s (per API request: one to take it from the key's one row, one to record its answer's window) | Journal cost; `postgres/pacer.rs` |\n\
          | journal capacity | one worker with PostgreSQL delivered {pg_rate:.0} jobs/s at concurrency 8 ({pg_serial:.0} µs per job serially, {pg_journal:.0} µs of it in journal calls; SQLite: {sqlite_rate:.0} jobs/s) with the emulator and the server on the same 2 cores: {margin:.0}x the {jobs_per_second:.1} jobs/s the ceiling allows | Journal cost |\n\
@@ -428,7 +429,7 @@ fn write_estimate(
         load_small = number(sizes, "load_seconds"),
         loader_small = number(sizes, "loader_above_baseline_kib") / 1024.0,
         claim = calls("claim"),
-        put = calls("put"),
+        put = calls("write_claimed"),
         renew = calls("renew"),
         claims = jobs_per_second / rows_per_claim.max(1e-9),
         share = "60/61 (a window's requests every 61 s: the window, then a second past its reset)",
