@@ -375,9 +375,21 @@ impl CallbackService {
         }
     }
 
-    /// Finishes the deliveries an earlier run left unfinished.
+    /// Finishes the deliveries an earlier run left unfinished (each claimed
+    /// first: replicas resume each once), and tells the reporter about each
+    /// (with an empty job id when the job is not known).
     pub async fn resume(&self) -> Result<Vec<Result<Entry, DeliveryError>>, DeliveryError> {
-        self.inner.deliverer.resume().await
+        let results = self.inner.deliverer.resume().await?;
+        if let Some(reporter) = &self.inner.reporter {
+            for result in &results {
+                let job_id = match result {
+                    Ok(entry) => entry.stage.job_id().unwrap_or_default(),
+                    Err(_) => "",
+                };
+                reporter(job_id, result);
+            }
+        }
+        Ok(results)
     }
 
     /// A [`Submitter`] of jobs whose callbacks come to this service at

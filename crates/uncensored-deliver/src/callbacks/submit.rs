@@ -35,13 +35,7 @@ pub(super) fn submission_nonce(entry: &Entry, secret: &CallbackSecret) -> Option
 
 /// The job a recorded submission was accepted as, when the API answered.
 pub(super) fn submitted_job(stage: &Stage) -> Option<&str> {
-    match stage {
-        Stage::Pending => None,
-        Stage::Accepted { job_id }
-        | Stage::Generated { job_id, .. }
-        | Stage::Stored { job_id, .. } => Some(job_id),
-        Stage::Failed { job_id, .. } => job_id.as_deref(),
-    }
+    stage.job_id()
 }
 
 /// A submission the API accepted.
@@ -163,9 +157,7 @@ impl Submitter {
         callback_url: String,
     ) -> Result<Submitted, DeliveryError> {
         let Claim {
-            entry: mut entry,
-            fence,
-            ..
+            mut entry, fence, ..
         } = claim;
         let id = entry.id.clone();
         let (stage, status_url, completed) = match self.client.generate(&entry.request).await {

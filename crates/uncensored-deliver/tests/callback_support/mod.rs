@@ -246,3 +246,4 @@ pub async fn deliveries(
     }
     out
 }
+pub type Builder = CallbackServiceBuilder;
