@@ -245,3 +245,65 @@ async fn a_url_signed_before_a_rotation_is_delivered_after_it() {
     outcome.unwrap();
     std::fs::remove_file(&path).ok();
 }
+
+/// A submitter that never got the POST's answer (the API unreachable from
+/// it) leaves its submission pending; the recovery sends it again with the
+/// same Idempotency-Key, binds the nonce to the job, and stores the image:
+/// paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_without_an_answer_is_sent_again_with_its_key() {
+    let (emulator, client) = emulator(gives_up_soon()).await;
+    let path = temp_journal("pending");
+    let journal = Counted::open(&path);
+    let unreachable = uncensored::Client::builder()
+        .base_url("http://127.0.0.1:9/api")
+        .api_key(uncensored_emulator::DEFAULT_KEY)
+        .retry_policy(uncensored::RetryPolicy {
+            max_attempts: 1,
+            ..uncensored::RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let lost = submitter(&unreachable, journal.shared(), secret(), CLOSED)
+        .submit(&uncensored::GenerateRequest::new("never answered").size(256, 256))
+        .await;
+    assert!(lost.is_err(), "the API cannot be reached");
+    let pending = journal.journal.unfinished().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let entry = pending[0].clone();
+    assert_eq!(entry.stage, Stage::Pending, "kept for the recovery");
+    assert_eq!(emulator.stats().charges.total, 0);
+
+    let (service, _base, mut delivered) = serve(&client, journal.shared(), |b| {
+        b.secret(secret()).recovery_grace(Duration::ZERO)
+    })
+    .await;
+    assert_eq!(service.recover().await.unwrap(), 1);
+    let (job_id, outcome) = deliveries(&mut delivered, 1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let stored = outcome.unwrap();
+    assert!(stored.location().is_some(), "{stored:?}");
+    let stats = emulator.stats();
+    assert_eq!(stats.charges.total, 1);
+    assert_eq!(
+        stats.charges.by_idempotency_key.get(&entry.idempotency_key),
+        Some(&1),
+        "sent with the submission's own key"
+    );
+    let url = entry.request.callback().unwrap();
+    let nonce = secret()
+        .verify_path(url.trim_start_matches(CLOSED))
+        .unwrap();
+    assert_eq!(
+        journal
+            .journal
+            .callback_nonce_job(nonce.as_str())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(job_id.as_str()),
+        "the nonce is bound to the job the resubmission got"
+    );
+    std::fs::remove_file(&path).ok();
+}

@@ -199,6 +199,7 @@ pub struct CallbackServiceBuilder {
     answer_within: Duration,
     grace: Duration,
     lease: Duration,
+    max_recoveries: usize,
     reporter: Option<Reporter>,
     on_confirmed: Option<ConfirmHook>,
 }
@@ -273,6 +274,12 @@ impl CallbackServiceBuilder {
         self
     }
 
+    /// Submissions the recovery polls at once, on this service (default 64).
+    pub fn max_recoveries(mut self, recoveries: usize) -> Self {
+        self.max_recoveries = recoveries.max(1);
+        self
+    }
+
     /// Calls `reporter` with the job id and the outcome of each delivery.
     pub fn reporter(
         mut self,
@@ -309,6 +316,7 @@ impl CallbackServiceBuilder {
                 answer_within: self.answer_within,
                 grace: self.grace,
                 lease: self.lease,
+                recoveries: Arc::new(Semaphore::new(self.max_recoveries)),
                 holder: format!("callbacks-{}", uuid::Uuid::new_v4().simple()),
                 in_flight: InFlight::default(),
                 reporter: self.reporter,
@@ -331,6 +339,8 @@ struct Inner {
     answer_within: Duration,
     grace: Duration,
     lease: Duration,
+    /// Slots for the recovery's polls.
+    recoveries: Arc<Semaphore>,
     /// The prefix of this service's claims.
     holder: String,
     in_flight: InFlight,
@@ -370,6 +380,7 @@ impl CallbackService {
             answer_within: Duration::from_secs(8),
             grace: Duration::from_secs(60),
             lease: Duration::from_secs(5 * 60),
+            max_recoveries: 64,
             reporter: None,
             on_confirmed: None,
         }

@@ -17,8 +17,10 @@ impl CallbackService {
     /// a [`Submitter`](super::Submitter) with this service's secret, current
     /// or previous) unchanged for the grace period
     /// ([`CallbackServiceBuilder::recovery_grace`](super::CallbackServiceBuilder::recovery_grace))
-    /// and nobody else holds, and delivers each in the background. Returns
-    /// how many it took over. A job that ended without an image is recorded
+    /// and nobody else holds, and delivers each in the background (at most
+    /// [`CallbackServiceBuilder::max_recoveries`](super::CallbackServiceBuilder::max_recoveries)
+    /// at once; the others wait for a later pass). Returns how many it took
+    /// over. A job that ended without an image is recorded
     /// with its reason and announced as failed.
     pub async fn recover(&self) -> Result<usize, JournalError> {
         let Some(secret) = &self.inner.secret else {
@@ -34,7 +36,14 @@ impl CallbackService {
             if entry.updated_at > due || submission_nonce(&entry, secret).is_none() {
                 continue;
             }
-            if self.take_over(&entry.id, Origin::Recovery).await? {
+            // At most so many polls at once; the rest wait for a next pass.
+            let Ok(permit) = self.inner.recoveries.clone().try_acquire_owned() else {
+                break;
+            };
+            if self
+                .take_over(&entry.id, Origin::Recovery, Some(permit))
+                .await?
+            {
                 taken += 1;
             }
         }

@@ -10,7 +10,8 @@ use uncensored::callback::{Callback, CallbackNonce};
 use super::submit::{submission_id, submitted_job};
 use super::{CallbackService, Reply, bump};
 use crate::DeliveryError;
-use crate::journal::{Claim, Entry, JournalError, Stage};
+use crate::journal::{Claim, Entry, Fence, JournalError, Stage};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Who took a submission over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,7 @@ impl CallbackService {
                 Err(error) => return self.unavailable(&error.to_string()),
             }
         }
-        match self.take_over(&entry.id, Origin::Callback).await {
+        match self.take_over(&entry.id, Origin::Callback, None).await {
             Ok(true) => {}
             Ok(false) => bump(&self.inner.counters.already_confirmed),
             Err(error) => return self.unavailable(&error.to_string()),
@@ -85,7 +86,12 @@ impl CallbackService {
 
     /// Claims the submission `id` and delivers it in the background; false
     /// when it is done, or someone (a callback, a poll, a replica) holds it.
-    pub(super) async fn take_over(&self, id: &str, origin: Origin) -> Result<bool, JournalError> {
+    pub(super) async fn take_over(
+        &self,
+        id: &str,
+        origin: Origin,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<bool, JournalError> {
         // A holder of its own per claim: a claim by the same holder would
         // succeed again, and fence the first one out.
         let holder = format!("{}-{}", self.inner.holder, uuid::Uuid::new_v4().simple());
@@ -95,6 +101,7 @@ impl CallbackService {
         };
         let service = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let id = claim.entry.id.clone();
             let job_id = submitted_job(&claim.entry.stage).map(str::to_string);
             let outcome = {
@@ -164,10 +171,12 @@ impl CallbackService {
         origin: Origin,
     ) -> Option<Result<Entry, DeliveryError>> {
         let journal = self.inner.deliverer.journal();
+        let fence = claim.fence.clone();
         if claim.entry.stage == Stage::Pending {
             // Its submitter died before the POST's answer was recorded: the
             // same request, with the same Idempotency-Key, is replayed.
             if let Err(error) = self.resubmit(&mut claim).await {
+                self.postpone(&fence).await;
                 return Some(Err(error));
             }
         }
@@ -201,7 +210,26 @@ impl CallbackService {
                 Err(error) => tracing::warn!(%error, job_id, "a callback's read failed"),
             }
         }
-        Some(self.inner.deliverer.continue_claim(claim).await)
+        let outcome = self.inner.deliverer.continue_claim(claim).await;
+        if outcome.is_err() {
+            self.postpone(&fence).await;
+        }
+        Some(outcome)
+    }
+
+    /// After a failed attempt: the entry marked as changed now, so that the
+    /// recovery tries it again after another grace period, not at once (a
+    /// key without funds is not asked every few seconds).
+    async fn postpone(&self, fence: &Fence) {
+        let journal = self.inner.deliverer.journal();
+        if let Ok(Some(mut entry)) = journal.get(&fence.id).await
+            && !entry.done
+        {
+            entry.updated_at = chrono::Utc::now();
+            if let Err(error) = journal.write_claimed(&entry, fence).await {
+                tracing::debug!(%error, id = fence.id, "cannot postpone a failed delivery");
+            }
+        }
     }
 
     /// Submits a pending submission again under its claim, and records and
