@@ -196,6 +196,15 @@ fn errors_say_what_to_do_and_secrets_stay_masked() {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
         .env("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET)
+        // Rotations in progress: the previous secrets never show either.
+        .env(
+            "UNCENSORED_WEBHOOK_SECRET_PREVIOUS",
+            "whsec_C2VjcmV0LW5ldy1zZWNyZXQtbmV3LXNlY3JldA==",
+        )
+        .env(
+            "UNCENSORED_CALLBACK_SECRET_PREVIOUS",
+            "previous-callback-secret-0123456789abcdef",
+        )
         .args(["config", "show"])
         .output()
         .unwrap();
@@ -203,7 +212,9 @@ fn errors_say_what_to_do_and_secrets_stay_masked() {
     assert!(
         !shown.contains(secret)
             && !shown.contains("MfKQ9r8GKYqr")
-            && !shown.contains(&CALLBACK_SECRET[4..]),
+            && !shown.contains(&CALLBACK_SECRET[4..])
+            && !shown.contains("VjcmV0LW5ldy1")
+            && !shown.contains("callback-secret-0123"),
         "{shown}"
     );
     insta::assert_snapshot!("config_show", shown);
@@ -695,6 +706,24 @@ fn webhook_serve_without_a_secret_refuses_to_start_and_never_shows_one() {
         assert!(text.contains("UNCENSORED_CALLBACK_SECRET"), "{text}");
         assert!(!text.contains(weak), "{text}");
     }
+    // A weak previous secret is refused too, never echoed.
+    let out = run(
+        &["config", "show"],
+        &[
+            ("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET),
+            ("UNCENSORED_CALLBACK_SECRET_PREVIOUS", weak),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("UNCENSORED_CALLBACK_SECRET_PREVIOUS"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(weak) && !text.contains(&CALLBACK_SECRET[4..]),
+        "{text}"
+    );
     // A good one never shows in a command's output or errors either.
     let generate = run(
         &[
