@@ -148,6 +148,11 @@ pub enum WebhookAction {
         /// [default: .uncensored/journal.sqlite beside the images].
         #[arg(long, value_name = "PATH|postgres://…")]
         journal: Option<JournalLocation>,
+        /// Poll a submitted job whose callback has not come this long after
+        /// its submission (every replica looks; one polls each job), then
+        /// deliver it as its callback would have.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::limits::recovery_grace)]
+        recovery_grace: std::time::Duration,
         #[command(flatten)]
         limits: ServerFlags,
     },
@@ -208,9 +213,15 @@ pub struct Generate {
     pub asynchronous: bool,
     /// Where the API POSTs the result of an --async job (https): the URL of
     /// `webhook serve`; with UNCENSORED_CALLBACK_SECRET set, a signed
-    /// /callback/NONCE.TAG of its own is made for the job.
+    /// /callback/NONCE.TAG of its own is made for the job, and the submission
+    /// is recorded in the journal `webhook serve` reads (which polls the job
+    /// should its callback be lost).
     #[arg(long)]
     pub callback_url: Option<String>,
+    /// The journal of `webhook serve` that records an --async submission
+    /// [default: .uncensored/journal.sqlite beside the images].
+    #[arg(long, value_name = "PATH|postgres://…", requires = "asynchronous")]
+    pub journal: Option<JournalLocation>,
 }
 
 /// `batch`.

@@ -7,10 +7,11 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 use uncensored::{GenerateRequest, Generation, WaitOptions};
 use uncensored_deliver::Deliverer;
-use uncensored_deliver::journal::{Entry, SqliteJournal, Stage};
+use uncensored_deliver::callbacks::Submitter;
+use uncensored_deliver::journal::{Entry, JournalLocation, SqliteJournal, Stage};
 
 use crate::cli::{Cli, Generate, Output};
-use crate::context::{Pacing, apply, connect};
+use crate::context::{Pacing, apply, connect, default_journal};
 use crate::failure::Failure;
 use crate::settings::Settings;
 use crate::terminal::safe;
@@ -54,18 +55,44 @@ fn print_entry(entry: &Entry, json: bool) -> Result<(), Failure> {
 pub async fn generate(cli: &Cli, args: &Generate) -> Result<(), Failure> {
     let settings = Settings::load(cli, Some(&args.output))?;
     let mut request = apply(&args.fields, GenerateRequest::new(args.prompt.clone()));
-    if let Some(url) = &args.callback_url {
-        // With a secret, the job gets a signed URL of its own under `url`.
-        let url = match &settings.callback_secret {
-            Some(secret) => {
-                secret
-                    .callback_url(url)
-                    .map_err(|e| Failure::input(format!("--callback-url: {e}")))?
-                    .url
-            }
-            None => url.clone(),
+    if let (Some(secret), Some(base), true) = (
+        &settings.callback_secret,
+        &args.callback_url,
+        args.asynchronous,
+    ) {
+        // A signed URL of its own under `base`, and the submission recorded
+        // where `webhook serve` reads it.
+        request
+            .validate()
+            .map_err(|e| Failure::input(e.to_string()))?;
+        secret
+            .callback_url(base)
+            .map_err(|e| Failure::input(format!("--callback-url: {e}")))?;
+        let submitter = {
+            let connection = connect(&settings, cli.emulator, Pacing::Off).await?;
+            let location = args
+                .journal
+                .clone()
+                .unwrap_or_else(|| JournalLocation::File(default_journal(&settings)));
+            let journal = crate::context::journal(&location).await?;
+            Submitter::new(connection.client, journal, secret.clone(), base)
+                .map_err(|e| Failure::input(format!("--callback-url: {e}")))?
         };
-        request = request.callback_url(url);
+        let submitted = submitter.submit(&request).await?;
+        if cli.json {
+            println!(
+                "{}",
+                json!({"job_id": submitted.job_id, "status": if submitted.completed { "completed" } else { "processing" },
+                       "status_url": submitted.status_url, "journal_id": submitted.id})
+            );
+        } else {
+            println!("{}", safe(&submitted.job_id));
+        }
+        return Ok(());
+    }
+    if let Some(url) = &args.callback_url {
+        // Without a secret: the URL as given (`webhook serve --accept-unsigned`).
+        request = request.callback_url(url.clone());
     }
     request
         .validate()

@@ -128,6 +128,12 @@ pub fn template(settings: &Settings) -> Result<NameTemplate, Failure> {
 pub async fn notifiers(settings: &Settings) -> Result<Vec<Arc<dyn Notifier>>, Failure> {
     let options = NotifierOptions {
         webhook_secret: settings.webhook_secret.clone().map(Into::into),
+        webhook_previous_secrets: settings
+            .webhook_secret_previous
+            .iter()
+            .cloned()
+            .map(Into::into)
+            .collect(),
         webhook_secret_setting: Some("UNCENSORED_WEBHOOK_SECRET"),
     };
     let mut notifiers = Vec::new();

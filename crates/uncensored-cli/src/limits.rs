@@ -105,6 +105,17 @@ fn grace(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// `webhook serve --recovery-grace`: a duration of at most a day.
+pub fn recovery_grace(text: &str) -> Result<Duration, String> {
+    let value = duration(text)?;
+    let max = Duration::from_secs(24 * 3600);
+    if value <= max {
+        Ok(value)
+    } else {
+        Err(format!("the recovery grace is at most {}", shown(max)))
+    }
+}
+
 fn connections(text: &str) -> Result<usize, String> {
     let max = ServerLimits::MAX_CONNECTIONS;
     match text.trim().parse::<usize>() {

@@ -49,6 +49,7 @@ async fn main() -> ExitCode {
                     accept_unsigned,
                     output,
                     journal,
+                    recovery_grace,
                     limits,
                 },
         } => {
@@ -57,6 +58,7 @@ async fn main() -> ExitCode {
                 accept_unsigned: *accept_unsigned,
                 output,
                 journal: journal.as_ref(),
+                recovery_grace: *recovery_grace,
                 limits,
             };
             serve::serve(&cli, served).await

@@ -32,6 +32,11 @@ pub struct Mcp {
     /// [default: .uncensored/journal.sqlite beside the images].
     #[arg(long, value_name = "PATH|postgres://…")]
     pub journal: Option<JournalLocation>,
+    /// submit_generation submits async jobs whose callbacks go to `webhook serve` at this URL
+    /// (https; the same journal and UNCENSORED_CALLBACK_SECRET), each recorded first; it stores
+    /// them, or polls them when a callback is lost [default: the server delivers them itself].
+    #[arg(long, value_name = "URL")]
+    pub callback_url: Option<String>,
     /// How long generate_image waits when the caller names no timeout, in seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=900))]
     pub wait: u64,
@@ -53,8 +58,19 @@ pub async fn run(cli: &Cli, args: &Mcp) -> Result<(), Failure> {
     let journal = journal(&location).await?;
     let connection = connect(&settings, cli.emulator, Pacing::Local).await?;
     let deliverer = deliverer(&settings, connection.client.clone(), journal).await?;
-    let options =
+    let mut options =
         McpOptions::default().with_default_wait(std::time::Duration::from_secs(args.wait));
+    if let Some(base) = &args.callback_url {
+        let Some(secret) = settings.callback_secret.clone() else {
+            return Err(Failure::input(
+                "--callback-url needs UNCENSORED_CALLBACK_SECRET (or callback_secret in the \
+                 config file), the same as `webhook serve`'s",
+            ));
+        };
+        options = options
+            .with_callbacks(secret, base)
+            .map_err(|e| Failure::input(format!("--callback-url: {e}")))?;
+    }
     let server = McpServer::new(deliverer, options);
     let served = match args.http {
         None => server.serve_stdio().await,

@@ -27,6 +27,8 @@ pub struct Served<'a> {
     pub output: &'a Output,
     /// `--journal`.
     pub journal: Option<&'a JournalLocation>,
+    /// `--recovery-grace`.
+    pub recovery_grace: std::time::Duration,
     /// The limits on its clients.
     pub limits: &'a ServerFlags,
 }
@@ -39,6 +41,7 @@ pub async fn serve(cli: &Cli, served: Served<'_>) -> Result<(), Failure> {
         accept_unsigned,
         output,
         journal,
+        recovery_grace,
         limits,
     } = served;
     let settings = Settings::load(cli, Some(output))?;
@@ -63,13 +66,14 @@ pub async fn serve(cli: &Cli, served: Served<'_>) -> Result<(), Failure> {
     .await?;
     let mut builder = CallbackService::builder(connection.client.clone(), deliverer)
         .accept_unsigned(accept_unsigned)
+        .recovery_grace(recovery_grace)
         .reporter(|job_id, outcome| match outcome {
             Ok(entry) => match entry.location() {
                 Some(location) => println!("{} stored at {}", safe(job_id), safe(location)),
                 None => eprintln!("{}: ended without an image", safe(job_id)),
             },
             Err(error) => eprintln!(
-                "{}: {} (it will be retried when the service restarts)",
+                "{}: {} (it is tried again: by a callback, the recovery, or a restart)",
                 safe(job_id),
                 safe(&error.to_string())
             ),
@@ -78,12 +82,22 @@ pub async fn serve(cli: &Cli, served: Served<'_>) -> Result<(), Failure> {
         builder = builder.secret(secret);
     }
     let service = builder.build().map_err(|e| Failure::input(e.to_string()))?;
-    // Finish what a previous run had started.
-    if let Ok(results) = service.resume().await {
-        for error in results.into_iter().filter_map(Result::err) {
-            eprintln!("a delivery from an earlier run is still unfinished: {error}");
+    // Finish what a previous run had started (reported like any delivery),
+    // behind the listener: a resumed job may take its generation's time.
+    let resumed = service.clone();
+    tokio::spawn(async move {
+        if let Err(error) = resumed.resume().await {
+            eprintln!(
+                "cannot resume the deliveries of an earlier run: {}",
+                safe(&error.to_string())
+            );
         }
-    }
+    });
+    // Submissions whose callback is lost: looked for a few times per grace.
+    let _recovery = service.spawn_recovery((recovery_grace / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    ));
     let app = service.router();
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -27,8 +27,13 @@ pub struct FileConfig {
     pub notify: Vec<String>,
     /// The signing secret of webhook notifications.
     pub webhook_secret: Option<String>,
+    /// Previous signing secrets of webhook notifications: each request is
+    /// signed with them too, so receivers not yet updated still verify it.
+    pub webhook_secret_previous: Vec<String>,
     /// The secret that signs and verifies callback URLs.
     pub callback_secret: Option<String>,
+    /// Previous callback secrets: URLs signed with them still verify.
+    pub callback_secret_previous: Vec<String>,
     /// Batch concurrency.
     pub concurrency: Option<u16>,
     /// Plain http allowed for a base URL that is not loopback, and for
@@ -50,7 +55,15 @@ impl std::fmt::Debug for FileConfig {
             .field("name_template", &self.name_template)
             .field("notify", &redacted_targets(&self.notify))
             .field("webhook_secret", &masked(&self.webhook_secret))
+            .field(
+                "webhook_secret_previous",
+                &masked_all(&self.webhook_secret_previous),
+            )
             .field("callback_secret", &masked(&self.callback_secret))
+            .field(
+                "callback_secret_previous",
+                &masked_all(&self.callback_secret_previous),
+            )
             .field("concurrency", &self.concurrency)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("download_allow", &self.download_allow)
@@ -77,7 +90,10 @@ pub struct Settings {
     pub notify: Vec<String>,
     /// Webhook signing secret.
     pub webhook_secret: Option<String>,
-    /// The secret of signed callback URLs (never shown in Debug).
+    /// Previous webhook signing secrets, still signed with.
+    pub webhook_secret_previous: Vec<String>,
+    /// The secret of signed callback URLs, with its previous ones (never
+    /// shown in Debug).
     pub callback_secret: Option<CallbackSecret>,
     /// Batch concurrency.
     pub concurrency: u16,
@@ -98,11 +114,36 @@ impl std::fmt::Debug for Settings {
             .field("name_template", &self.name_template)
             .field("notify", &redacted_targets(&self.notify))
             .field("webhook_secret", &self.webhook_secret.as_deref().map(mask))
+            .field(
+                "webhook_secret_previous",
+                &masked_all(&self.webhook_secret_previous),
+            )
             .field("callback_secret", &self.callback_secret)
             .field("concurrency", &self.concurrency)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("download_allow", &self.download_allow)
             .finish()
+    }
+}
+
+fn masked_all(secrets: &[String]) -> Vec<String> {
+    secrets.iter().map(|s| mask(s)).collect()
+}
+
+/// A list of previous secrets: `variable` (comma-separated) when it is set
+/// and not empty, else the file's list.
+fn previous_secrets(variable: &str, from_file: Vec<String>) -> Vec<String> {
+    match std::env::var(variable)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+    {
+        Some(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => from_file,
     }
 }
 
@@ -165,7 +206,17 @@ impl Settings {
             webhook_secret: std::env::var("UNCENSORED_WEBHOOK_SECRET")
                 .ok()
                 .or(file.webhook_secret),
-            callback_secret: callback_secret(file.callback_secret)?,
+            webhook_secret_previous: previous_secrets(
+                "UNCENSORED_WEBHOOK_SECRET_PREVIOUS",
+                file.webhook_secret_previous,
+            ),
+            callback_secret: callback_secret(
+                file.callback_secret,
+                previous_secrets(
+                    "UNCENSORED_CALLBACK_SECRET_PREVIOUS",
+                    file.callback_secret_previous,
+                ),
+            )?,
             concurrency: file.concurrency.unwrap_or(4),
             allow_insecure_http: cli.allow_insecure_http
                 || file.allow_insecure_http.unwrap_or(false),
@@ -189,27 +240,47 @@ impl Settings {
             "name_template": self.name_template.clone().unwrap_or_else(|| "{date}/{job_id}.{ext}".into()),
             "notify": self.notify.iter().map(|target| uncensored_deliver::notify::NotifierUrl::redacted(target)).collect::<Vec<_>>(),
             "webhook_secret": mask(&self.webhook_secret),
+            "webhook_secret_previous": masked_all(&self.webhook_secret_previous),
             "callback_secret": self.callback_secret.as_ref().map(|s| crate::settings::mask(s.expose_secret())),
+            "callback_secret_previous": self.callback_secret.as_ref().map_or(0, CallbackSecret::previous_count),
             "concurrency": self.concurrency,
         })
     }
 }
 
 /// `UNCENSORED_CALLBACK_SECRET`, else the file's `callback_secret`; an empty
-/// variable counts as unset. A weak secret is refused, never echoed.
-fn callback_secret(from_file: Option<String>) -> Result<Option<CallbackSecret>, Failure> {
+/// variable counts as unset; with its `previous` ones. A weak secret is
+/// refused, never echoed.
+fn callback_secret(
+    from_file: Option<String>,
+    previous: Vec<String>,
+) -> Result<Option<CallbackSecret>, Failure> {
     let text = std::env::var("UNCENSORED_CALLBACK_SECRET")
         .ok()
         .filter(|s| !s.is_empty())
         .or(from_file);
-    text.map(|text| {
-        CallbackSecret::new(text).map_err(|e| {
+    let Some(text) = text else {
+        if !previous.is_empty() {
+            return Err(Failure::input(
+                "UNCENSORED_CALLBACK_SECRET_PREVIOUS (or callback_secret_previous) is set without \
+                 a current UNCENSORED_CALLBACK_SECRET (or callback_secret)",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut secret = CallbackSecret::new(text).map_err(|e| {
+        Failure::input(format!(
+            "UNCENSORED_CALLBACK_SECRET (or callback_secret in the config file): {e}"
+        ))
+    })?;
+    for (number, old) in (1..).zip(previous) {
+        secret = secret.with_previous(old).map_err(|e| {
             Failure::input(format!(
-                "UNCENSORED_CALLBACK_SECRET (or callback_secret in the config file): {e}"
+                "UNCENSORED_CALLBACK_SECRET_PREVIOUS (or callback_secret_previous), secret {number}: {e}"
             ))
-        })
-    })
-    .transpose()
+        })?;
+    }
+    Ok(Some(secret))
 }
 
 fn read(path: &Path) -> Result<FileConfig, Failure> {
@@ -311,6 +382,8 @@ mod tests {
             api_key: Some(KEY.into()),
             webhook_secret: Some("whsec_SECRETSECRETSECRET".into()),
             callback_secret: Some("SECRET-callback-0123456789012345678901".into()),
+            callback_secret_previous: vec!["SECRET-previous-0123456789012345678901".into()],
+            webhook_secret_previous: vec!["whsec_SECRETPREVIOUS".into()],
             notify: vec!["slack:https://hooks.slack.com/services/T0/B0/SECRETTOKEN".into()],
             store: Some("s3://AKIDEXAMPLE:SECRETKEY@bucket/prefix".into()),
             ..FileConfig::default()
@@ -326,8 +399,12 @@ mod tests {
             name_template: None,
             notify: file.notify.clone(),
             webhook_secret: file.webhook_secret.clone(),
+            webhook_secret_previous: file.webhook_secret_previous.clone(),
             callback_secret: Some(
-                CallbackSecret::new("SECRET-callback-0123456789012345678901").unwrap(),
+                CallbackSecret::new("SECRET-callback-0123456789012345678901")
+                    .unwrap()
+                    .with_previous("SECRET-previous-0123456789012345678901")
+                    .unwrap(),
             ),
             concurrency: 4,
             allow_insecure_http: false,

@@ -196,6 +196,15 @@ fn errors_say_what_to_do_and_secrets_stay_masked() {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
         .env("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET)
+        // Rotations in progress: the previous secrets never show either.
+        .env(
+            "UNCENSORED_WEBHOOK_SECRET_PREVIOUS",
+            "whsec_C2VjcmV0LW5ldy1zZWNyZXQtbmV3LXNlY3JldA==",
+        )
+        .env(
+            "UNCENSORED_CALLBACK_SECRET_PREVIOUS",
+            "previous-callback-secret-0123456789abcdef",
+        )
         .args(["config", "show"])
         .output()
         .unwrap();
@@ -203,7 +212,9 @@ fn errors_say_what_to_do_and_secrets_stay_masked() {
     assert!(
         !shown.contains(secret)
             && !shown.contains("MfKQ9r8GKYqr")
-            && !shown.contains(&CALLBACK_SECRET[4..]),
+            && !shown.contains(&CALLBACK_SECRET[4..])
+            && !shown.contains("VjcmV0LW5ldy1")
+            && !shown.contains("callback-secret-0123"),
         "{shown}"
     );
     insta::assert_snapshot!("config_show", shown);
@@ -415,7 +426,21 @@ async fn webhook_serve(
         .local_addr()
         .unwrap()
         .port();
-    let listen = format!("127.0.0.1:{port}");
+    webhook_serve_on(emulator, dir, &format!("127.0.0.1:{port}"), args, env).await
+}
+
+/// `webhook serve` on `listen`.
+async fn webhook_serve_on(
+    emulator: &EmulatorHandle,
+    dir: &Path,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"));
     command.env_remove("UNCENSORED_CALLBACK_SECRET");
     command
@@ -426,7 +451,7 @@ async fn webhook_serve(
             "--api-key",
             "emulator-key",
         ])
-        .args(["webhook", "serve", "--listen", &listen])
+        .args(["webhook", "serve", "--listen", listen])
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -510,18 +535,101 @@ async fn webhook_serve_delivers_callbacks_once_and_refuses_strangers() {
         "{stored}"
     );
     assert_eq!(job_reads(&emulator), 1, "one confirming read");
-    // A repeated callback (on a URL signed with the same secret) is
-    // acknowledged from the journal, without a read.
+    // A URL signed with the same secret that no submission made (generate
+    // recorded its own in the journal) is refused, without a read.
     let secret = uncensored::callback::CallbackSecret::new(CALLBACK_SECRET).unwrap();
-    let again = post(secret.callback_url(&url).unwrap().url, &job_id)
+    let unsubmitted = post(secret.callback_url(&url).unwrap().url, &job_id)
         .await
         .unwrap();
-    assert_eq!(again.status(), 200, "a repeated callback is acknowledged");
+    assert_eq!(unsubmitted.status(), 404, "no submission made this URL");
     assert_eq!(job_reads(&emulator), 1);
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(images_in(&dir.join("images")), (1, 0), "stored once");
     assert_eq!(emulator.stats().charges.total, 1);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The scenarios through the binary: 3 jobs submitted by
+/// `generate --async` while `webhook serve` is down, the API giving up on
+/// their callbacks (two attempts); then the secret rotates and the service
+/// comes up on the same folder and journal, with the old secret as a
+/// previous one: its recovery stores every paid image, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_serve_recovers_callbacks_lost_while_it_was_down_across_a_rotation() {
+    const JOBS: usize = 3;
+    const NEW_SECRET: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let mut config = Config {
+        time_scale: 0.002,
+        rate_limit_rpm: 1_000_000,
+        seed: 5,
+        ..Config::default()
+    };
+    config.webhooks.max_attempts = 2;
+    let emulator = Emulator::start(config).await.unwrap();
+    let dir = temp_dir("serve-recovery");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}/callback");
+    let old = [("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET)];
+    let mut jobs = std::collections::BTreeSet::new();
+    for _ in 0..JOBS {
+        jobs.insert(generate_async(&emulator, &dir, &url, &old).await);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while emulator.stats().webhooks.failures < JOBS as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API gives up on the callbacks"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(images_in(&dir.join("images")), (0, 0));
+
+    let rotated = [
+        ("UNCENSORED_CALLBACK_SECRET", NEW_SECRET),
+        ("UNCENSORED_CALLBACK_SECRET_PREVIOUS", CALLBACK_SECRET),
+    ];
+    let (mut server, _url, mut lines) = webhook_serve_on(
+        &emulator,
+        &dir,
+        &listen,
+        &["--recovery-grace", "0s"],
+        &rotated,
+    )
+    .await;
+    let stored = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            (0..JOBS)
+                .map(|_| lines.next().unwrap().unwrap())
+                .collect::<Vec<_>>()
+        }),
+    )
+    .await
+    .expect("every lost job is stored within 60 s")
+    .unwrap();
+    let stored_jobs: std::collections::BTreeSet<String> = stored
+        .iter()
+        .map(|line| {
+            let (job, rest) = line.split_once(' ').unwrap();
+            assert!(rest.starts_with("stored at images/"), "{line}");
+            job.to_string()
+        })
+        .collect();
+    assert_eq!(stored_jobs, jobs, "every paid image stored");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        images_in(&dir.join("images")),
+        (JOBS, 0),
+        "each stored once"
+    );
+    assert_eq!(emulator.stats().charges.total, JOBS as u64);
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -598,6 +706,24 @@ fn webhook_serve_without_a_secret_refuses_to_start_and_never_shows_one() {
         assert!(text.contains("UNCENSORED_CALLBACK_SECRET"), "{text}");
         assert!(!text.contains(weak), "{text}");
     }
+    // A weak previous secret is refused too, never echoed.
+    let out = run(
+        &["config", "show"],
+        &[
+            ("UNCENSORED_CALLBACK_SECRET", CALLBACK_SECRET),
+            ("UNCENSORED_CALLBACK_SECRET_PREVIOUS", weak),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("UNCENSORED_CALLBACK_SECRET_PREVIOUS"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(weak) && !text.contains(&CALLBACK_SECRET[4..]),
+        "{text}"
+    );
     // A good one never shows in a command's output or errors either.
     let generate = run(
         &[

@@ -337,16 +337,23 @@ async fn two_replicas_given_every_callback_store_and_announce_each_job_once() {
         .build()
         .unwrap();
     let secret = uncensored::callback::CallbackSecret::new(CALLBACK_SECRET).unwrap();
+    // Jobs are submitted as `generate --async` does: recorded in the shared
+    // journal, each nonce bound to its job.
+    let submitter = uncensored_deliver::callbacks::Submitter::new(
+        client,
+        uncensored_deliver::journal::open(&journal).await.unwrap(),
+        secret,
+        &base_a,
+    )
+    .unwrap();
     let http = reqwest::Client::new();
     for i in 0..JOBS {
         // The API calls replica A back; the same callback reaches replica B too.
-        let signed = secret.callback_url(&base_a).unwrap().url;
         let request = uncensored::GenerateRequest::new(format!("shared prompt {i}"))
             .width(256)
-            .height(256)
-            .callback_url(signed.clone());
-        let job = client.generate(&request).await.unwrap();
-        let job_id = job.job_id().to_string();
+            .height(256);
+        let submitted = submitter.submit(&request).await.unwrap();
+        let (signed, job_id) = (submitted.callback_url, submitted.job_id);
         let answer = http
             .post(signed.replace(&base_a, &base_b))
             .json(&serde_json::json!({"request_id": job_id, "status": "success", "result": {}}))

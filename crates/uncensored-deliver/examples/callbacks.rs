@@ -1,7 +1,9 @@
-//! The callback service: an async job whose completion the API (the
-//! in-process emulator) reports to a signed callback URL; the service checks
-//! the URL's tag, confirms the job with a read, stores the image once and
-//! records it in the journal.
+//! The callback service: an async job submitted with a signed callback URL
+//! of its own (recorded in the journal before the POST, its nonce bound to
+//! the job after it), whose completion the API (the in-process emulator)
+//! reports; the service checks the URL's tag and its nonce's job, confirms
+//! the job with a read and stores the image once. Had the callback been
+//! lost, its recovery would have polled the job.
 //!
 //! ```sh
 //! cargo run -p uncensored-deliver --features callbacks --example callbacks
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use uncensored::callback::CallbackSecret;
-use uncensored::{Client, GenerateRequest, Generation};
+use uncensored::{Client, GenerateRequest};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::callbacks::CallbackService;
 use uncensored_deliver::journal::{Entries as _, SqliteJournal};
@@ -38,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secret = CallbackSecret::new("an example secret, at least 32 characters long")?;
     let (done, mut delivered) = tokio::sync::mpsc::unbounded_channel();
     let service = CallbackService::builder(client.clone(), deliverer)
-        .secret(secret.clone())
+        .secret(secret)
         .reporter(move |job_id, outcome| {
             let location = outcome
                 .as_ref()
@@ -50,14 +52,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(axum::serve(listener, service.router()).into_future());
-    // A URL of its own for this job: BASE/callback/NONCE.TAG.
-    let callback_url = secret.callback_url(&base)?.url;
-
-    let request = GenerateRequest::new("a cyberpunk city at night").callback_url(&callback_url);
-    let Generation::Queued(job) = client.generate(&request).await? else {
-        return Err("the emulator answers a callback request with 202".into());
-    };
-    println!("job {} accepted; waiting for its callback", job.job_id);
+    let _recovery = service.spawn_recovery(Duration::from_secs(5));
+    // A URL of its own for this job, BASE/callback/NONCE.TAG, and the
+    // submission in the journal.
+    let submitter = service.submitter(&base)?;
+    let submitted = submitter
+        .submit(&GenerateRequest::new("a cyberpunk city at night"))
+        .await?;
+    println!(
+        "job {} accepted; waiting for its callback",
+        submitted.job_id
+    );
     let (job_id, location) = tokio::time::timeout(Duration::from_secs(30), delivered.recv())
         .await?
         .ok_or("the service stopped")?;

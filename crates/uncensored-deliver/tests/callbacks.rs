@@ -1,206 +1,25 @@
 //! The callback service against the emulator, whose async jobs call it back
 //! on loopback: forged callbacks cost no API read and no journal access, a
-//! nonce names one job across restarts, duplicates share one read, and under
-//! injected faults every job is paid once and stored once.
+//! nonce names the one job it was submitted for (a forged job id under it is
+//! refused without a read, across restarts), duplicates share one read, and
+//! under injected faults every job is paid once and stored once.
 #![cfg(all(feature = "sqlite", feature = "callbacks", feature = "testing"))]
 
+mod callback_support;
+
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use callback_support::*;
 use futures_util::{StreamExt as _, stream};
-use serde_json::json;
-use tokio::sync::mpsc;
 use uncensored::callback::{CallbackNonce, CallbackSecret};
-use uncensored::{Client, GenerateRequest, Generation, RetryPolicy, WaitOptions};
+use uncensored_deliver::Deliverer;
 use uncensored_deliver::callbacks::{CallbackService, CallbackServiceError};
-use uncensored_deliver::journal::{
-    CallbackNonces as _, Entry, Journal, JournalError, SqliteJournal,
-};
+use uncensored_deliver::journal::{CallbackNonces as _, SqliteJournal};
 use uncensored_deliver::storage::StorageUrl;
-use uncensored_deliver::testing::observed::{Call, Observed, Observer};
-use uncensored_deliver::{Deliverer, DeliveryError};
-use uncensored_emulator::{Config, Emulator, EmulatorHandle};
-
-const SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
-const JOB_READS: &str = "GET /v1/images/generation/jobs/{job_id}";
-
-/// A journal that counts every call, reads included, around SQLite.
-#[derive(Debug, Clone)]
-struct Counted {
-    journal: Arc<dyn Journal>,
-    calls: Arc<AtomicU64>,
-    writes: Arc<AtomicU64>,
-}
-
-impl Counted {
-    fn open(path: &std::path::Path) -> Self {
-        let calls = Arc::new(AtomicU64::new(0));
-        let writes = Arc::new(AtomicU64::new(0));
-        let (c, w) = (calls.clone(), writes.clone());
-        let observer: Observer = Arc::new(move |call: Call, _| {
-            if call.name == "counts" {
-                return;
-            }
-            c.fetch_add(1, Ordering::SeqCst);
-            if call.write {
-                w.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        let inner = Arc::new(SqliteJournal::open(path).unwrap());
-        Self {
-            journal: Arc::new(Observed::new(inner, observer)),
-            calls,
-            writes,
-        }
-    }
-
-    /// The journal, for the service.
-    fn shared(&self) -> Arc<dyn Journal> {
-        self.journal.clone()
-    }
-
-    fn calls(&self) -> (u64, u64) {
-        (
-            self.calls.load(Ordering::SeqCst),
-            self.writes.load(Ordering::SeqCst),
-        )
-    }
-
-    async fn counts(&self) -> Result<(u64, u64), JournalError> {
-        self.journal.counts().await
-    }
-}
-
-fn temp_journal(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "callbacks-{tag}-{}-{}.sqlite",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ))
-}
-
-fn secret() -> CallbackSecret {
-    CallbackSecret::new(SECRET).unwrap()
-}
-
-async fn emulator(config: Config) -> (EmulatorHandle, Client) {
-    let emulator = Emulator::start(config).await.unwrap();
-    let client = Client::builder()
-        .base_url(emulator.base_url())
-        .api_key(uncensored_emulator::DEFAULT_KEY)
-        .retry_policy(RetryPolicy {
-            max_attempts: 12,
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(100),
-            ..RetryPolicy::default()
-        })
-        .wait_options(WaitOptions {
-            first_poll: Duration::from_millis(5),
-            min_interval: Duration::from_millis(10),
-            max_interval: Duration::from_millis(50),
-            ..WaitOptions::default()
-        })
-        .build()
-        .unwrap();
-    (emulator, client)
-}
-
-fn quiet() -> Config {
-    Config {
-        seed: 11,
-        rate_limit_rpm: 1_000_000,
-        ..Config::default()
-    }
-}
-
-/// The emulator's reads of jobs so far, whatever their status.
-fn job_reads(emulator: &EmulatorHandle) -> u64 {
-    emulator
-        .stats()
-        .requests
-        .get(JOB_READS)
-        .map(|by_status| by_status.values().sum())
-        .unwrap_or(0)
-}
-
-type Delivered = mpsc::UnboundedReceiver<(String, Result<Entry, String>)>;
-
-/// A service on a loopback port; the base URL its signed URLs start with,
-/// and the channel its deliveries are reported on.
-async fn serve(
-    client: &Client,
-    journal: Arc<dyn Journal>,
-    configure: impl FnOnce(
-        uncensored_deliver::callbacks::CallbackServiceBuilder,
-    ) -> uncensored_deliver::callbacks::CallbackServiceBuilder,
-) -> (CallbackService, String, Delivered) {
-    let storage = StorageUrl::parse("memory://").unwrap().open().unwrap();
-    let deliverer = Deliverer::new(client.clone(), Arc::new(storage), journal);
-    let (sender, delivered) = mpsc::unbounded_channel();
-    let builder = CallbackService::builder(client.clone(), deliverer).reporter(
-        move |job_id, outcome: &Result<Entry, DeliveryError>| {
-            let outcome = outcome.clone_entry();
-            let _ = sender.send((job_id.to_string(), outcome));
-        },
-    );
-    let service = configure(builder).build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = service.router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (service, base, delivered)
-}
-
-trait CloneEntry {
-    fn clone_entry(&self) -> Result<Entry, String>;
-}
-
-impl CloneEntry for Result<Entry, DeliveryError> {
-    fn clone_entry(&self) -> Result<Entry, String> {
-        match self {
-            Ok(entry) => Ok(entry.clone()),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-}
-
-/// An async job whose callback goes to `callback_url`.
-async fn queue(client: &Client, prompt: &str, callback_url: &str) -> String {
-    let request = GenerateRequest::new(prompt)
-        .size(256, 256)
-        .callback_url(callback_url);
-    match client.generate(&request).await.unwrap() {
-        Generation::Queued(job) => job.job_id,
-        other => panic!("an async job, not {other:?}"),
-    }
-}
-
-fn payload(job_id: &str) -> serde_json::Value {
-    json!({"request_id": job_id, "status": "success", "result": {"image_url": "https://evil.example/x.jpg"}})
-}
-
-async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> u16 {
-    http.post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-/// `bytes` random bytes as lowercase hex.
-fn random_hex(bytes: usize) -> String {
-    let mut text = String::new();
-    while text.len() < 2 * bytes {
-        text.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    text.truncate(2 * bytes);
-    text
-}
+use uncensored_emulator::Config;
 
 /// The acceptance test: 12 real async jobs, whose callbacks the
 /// emulator sends to the service on loopback, are all stored while at least
@@ -269,11 +88,12 @@ async fn a_flood_of_forged_callbacks_costs_no_read_and_starves_no_job() {
         })
         .collect();
 
-    // The real jobs, each with a signed URL of its own.
+    // The real jobs, each submitted with a signed URL of its own.
+    let submitter = service.submitter(&base).unwrap();
     let jobs: HashSet<String> = stream::iter(0..JOBS)
         .map(|i| {
-            let (client, url) = (client.clone(), secret.callback_url(&base).unwrap().url);
-            async move { queue(&client, &format!("real {i}"), &url).await }
+            let submitter = submitter.clone();
+            async move { submit(&submitter, &format!("real {i}")).await.job_id }
         })
         .buffer_unordered(JOBS)
         .collect()
@@ -345,14 +165,23 @@ async fn a_bad_tag_is_refused_without_a_read_or_any_journal_access() {
     let (emulator, client) = emulator(quiet()).await;
     let path = temp_journal("bad-tag");
     let journal = Counted::open(&path);
-    let (service, base, _delivered) =
+    let (service, base, mut delivered) =
         serve(&client, journal.shared(), |b| b.secret(secret())).await;
-    // A real job of ours, its callback going nowhere.
-    let job_id = queue(&client, "bad tag", "http://127.0.0.1:9/none").await;
+    // A real job of ours, submitted, its callback going nowhere.
+    let submitted = submit(
+        &submitter(&client, journal.shared(), secret(), CLOSED),
+        "bad tag",
+    )
+    .await;
+    let job_id = submitted.job_id;
+    client.wait(&job_id).await.unwrap();
     let reads_before = job_reads(&emulator);
     let journal_before = journal.calls();
 
-    let signed = secret().callback_url(&base).unwrap().url;
+    let signed = format!(
+        "{base}{}",
+        submitted.callback_url.trim_start_matches(CLOSED)
+    );
     let (prefix, tag) = signed.rsplit_once('.').unwrap();
     let other = CallbackSecret::new("another secret, just as long as the first")
         .unwrap()
@@ -392,38 +221,56 @@ async fn a_bad_tag_is_refused_without_a_read_or_any_journal_access() {
     assert_eq!(service.stats().bad_signature, 5);
     // The genuine URL still works, once.
     assert_eq!(post(&http, &signed, &body).await, 200);
+    let (delivered_job, outcome) = delivered.recv().await.unwrap();
+    assert_eq!(delivered_job, job_id);
+    outcome.unwrap();
     assert_eq!(job_reads(&emulator), reads_before + 1);
     std::fs::remove_file(&path).ok();
 }
 
+/// The hole, closed: a nonce is bound to its job at submission, so
+/// whoever holds the URL cannot bind it to another job first, nor spend a
+/// read per invented job id; the binding holds after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_names_one_job_even_after_a_restart() {
     let (emulator, client) = emulator(quiet()).await;
     let path = temp_journal("nonce");
     let http = reqwest::Client::new();
-    // Two real jobs of ours; their own callbacks go nowhere.
-    let job_a = queue(&client, "job a", "http://127.0.0.1:9/none").await;
-    let job_b = queue(&client, "job b", "http://127.0.0.1:9/none").await;
-    client.wait(&job_a).await.unwrap();
-    client.wait(&job_b).await.unwrap();
 
-    let (nonce, url) = {
+    let (nonce, path_of_a, job_a, job_b) = {
         let journal = Counted::open(&path);
         let (service, base, mut delivered) =
             serve(&client, journal.shared(), |b| b.secret(secret())).await;
-        let signed = secret().callback_url(&base).unwrap();
+        // Two real jobs of ours, submitted; their own callbacks go nowhere.
+        let submitter = submitter(&client, journal.shared(), secret(), CLOSED);
+        let a = submit(&submitter, "job a").await;
+        let b = submit(&submitter, "job b").await;
+        client.wait(&a.job_id).await.unwrap();
+        client.wait(&b.job_id).await.unwrap();
+        let path_of_a = a.callback_url.trim_start_matches(CLOSED).to_string();
+        let url = format!("{base}{path_of_a}");
         let before = job_reads(&emulator);
-        assert_eq!(post(&http, &signed.url, &payload(&job_a)).await, 200);
-        assert_eq!(job_reads(&emulator), before + 1, "confirmed with a read");
+
+        // Before any callback: another real job, or a forged job id, under
+        // A's nonce: refused, without a read.
+        assert_eq!(post(&http, &url, &payload(&b.job_id)).await, 409);
+        assert_eq!(post(&http, &url, &payload("forged-job-id")).await, 409);
+        // A URL the secret signed that no submission made: refused too.
+        let unsubmitted = secret().callback_url(&base).unwrap().url;
+        assert_eq!(post(&http, &unsubmitted, &payload(&a.job_id)).await, 404);
+        assert_eq!(job_reads(&emulator), before, "refused without a read");
+
+        // A's real callback is confirmed with one read and delivered.
+        assert_eq!(post(&http, &url, &payload(&a.job_id)).await, 200);
         let (delivered_job, outcome) = delivered.recv().await.unwrap();
-        assert_eq!(delivered_job, job_a);
+        assert_eq!(delivered_job, a.job_id);
         outcome.unwrap();
-        // The same nonce about job B, a real job of ours: refused, no read.
-        assert_eq!(post(&http, &signed.url, &payload(&job_b)).await, 409);
+        assert_eq!(job_reads(&emulator), before + 1, "confirmed with a read");
+        assert_eq!(post(&http, &url, &payload(&b.job_id)).await, 409);
         assert_eq!(job_reads(&emulator), before + 1);
-        assert_eq!(service.stats().wrong_job, 1);
-        let path_of = |url: &str| url.trim_start_matches(&base).to_string();
-        (signed.nonce, path_of(&signed.url))
+        let stats = service.stats();
+        assert_eq!((stats.wrong_job, stats.unknown_nonces), (3, 1), "{stats:?}");
+        (a.nonce, path_of_a, a.job_id, b.job_id)
     };
     assert_eq!(
         SqliteJournal::open(&path)
@@ -437,23 +284,22 @@ async fn a_nonce_names_one_job_even_after_a_restart() {
 
     // A new service (another port) on the same journal: the binding holds.
     let journal = Counted::open(&path);
-    let (service, base, _delivered) =
+    let (service, base, mut delivered) =
         serve(&client, journal.shared(), |b| b.secret(secret())).await;
     let before = job_reads(&emulator);
-    let writes_before = journal.calls().1;
     assert_eq!(
-        post(&http, &format!("{base}{url}"), &payload(&job_b)).await,
+        post(&http, &format!("{base}{path_of_a}"), &payload(&job_b)).await,
         409
     );
     assert_eq!(
-        post(&http, &format!("{base}{url}"), &payload(&job_a)).await,
+        post(&http, &format!("{base}{path_of_a}"), &payload(&job_a)).await,
         200,
         "the job the nonce names is acknowledged"
     );
     assert_eq!(job_reads(&emulator), before, "no read after the restart");
-    assert_eq!(journal.calls().1, writes_before, "and no write");
     let stats = service.stats();
     assert_eq!((stats.wrong_job, stats.already_confirmed), (1, 1));
+    assert!(delivered.try_recv().is_err(), "and no second delivery");
     check_nonce(&nonce);
     std::fs::remove_file(&path).ok();
 }
@@ -474,10 +320,18 @@ async fn concurrent_duplicates_share_one_read() {
     let journal = Counted::open(&path);
     let (service, base, mut delivered) =
         serve(&client, journal.shared(), |b| b.secret(secret())).await;
-    let job_id = queue(&client, "duplicated", "http://127.0.0.1:9/none").await;
+    let submitted = submit(
+        &submitter(&client, journal.shared(), secret(), CLOSED),
+        "duplicated",
+    )
+    .await;
+    let job_id = submitted.job_id;
     client.wait(&job_id).await.unwrap();
 
-    let url = secret().callback_url(&base).unwrap().url;
+    let url = format!(
+        "{base}{}",
+        submitted.callback_url.trim_start_matches(CLOSED)
+    );
     let before = job_reads(&emulator);
     let http = reqwest::Client::new();
     let body = payload(&job_id);
@@ -487,6 +341,9 @@ async fn concurrent_duplicates_share_one_read() {
         .collect()
         .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let (delivered_job, outcome) = delivered.recv().await.unwrap();
+    assert_eq!(delivered_job, job_id);
+    outcome.unwrap();
     assert_eq!(job_reads(&emulator), before + 1, "one read for them all");
     let stats = service.stats();
     println!("{stats:?}");
@@ -495,9 +352,6 @@ async fn concurrent_duplicates_share_one_read() {
         stats.coalesced + stats.already_confirmed,
         DUPLICATES as u64 - 1
     );
-    let (delivered_job, outcome) = delivered.recv().await.unwrap();
-    assert_eq!(delivered_job, job_id);
-    outcome.unwrap();
     // Delivered once: one entry, and no second report.
     assert_eq!(journal.counts().await.unwrap(), (1, 1));
     assert!(delivered.try_recv().is_err());
@@ -584,13 +438,18 @@ async fn callbacks_under_faults_pay_and_store_each_job_once() {
     let (emulator, client) = emulator(config).await;
     let path = temp_journal("faults");
     let journal = Counted::open(&path);
-    let (service, base, mut delivered) =
-        serve(&client, journal.shared(), |b| b.secret(secret())).await;
-    let secret = secret();
+    // A callback that comes before its submission's answer is recorded is
+    // refused (503); should the API give up on it, the recovery finds it.
+    let (service, base, mut delivered) = serve(&client, journal.shared(), |b| {
+        b.secret(secret()).recovery_grace(Duration::from_secs(1))
+    })
+    .await;
+    let _recovery = service.spawn_recovery(Duration::from_millis(100));
+    let submitter = service.submitter(&base).unwrap();
     let queued: HashSet<String> = stream::iter(0..JOBS)
         .map(|i| {
-            let (client, url) = (client.clone(), secret.callback_url(&base).unwrap().url);
-            async move { queue(&client, &format!("async {i}"), &url).await }
+            let submitter = submitter.clone();
+            async move { submit(&submitter, &format!("async {i}")).await.job_id }
         })
         .buffer_unordered(32)
         .collect()

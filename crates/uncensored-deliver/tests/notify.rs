@@ -183,3 +183,42 @@ async fn signed_webhooks_verify_with_the_standard_webhooks_crate() {
     assert!(verifier.verify(&tampered, &request.headers).is_err());
     assert!(SignedWebhookNotifier::new("http://x", "not base64!").is_err());
 }
+
+/// A rotation of the signing secret: the request carries one signature per
+/// secret, so a receiver that verifies with only the old secret and one that
+/// verifies with only the new both accept it, and a third secret does not.
+#[tokio::test]
+async fn a_rotated_signing_secret_is_accepted_by_old_and_new_receivers() {
+    const NEW_SECRET: &str = "whsec_C2VjcmV0LW5ldy1zZWNyZXQtbmV3LXNlY3JldA==";
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let notifier = SignedWebhookNotifier::new(format!("{}/hook", server.uri()), NEW_SECRET)
+        .unwrap()
+        .with_previous(SIGNING_SECRET)
+        .unwrap();
+    notifier
+        .notify(&stored(Some("https://s3.example/x.jpg")))
+        .await
+        .unwrap();
+    let request = &server.received_requests().await.unwrap()[0];
+    let header = request.headers["webhook-signature"].to_str().unwrap();
+    assert_eq!(header.split(' ').count(), 2, "{header}");
+    assert!(header.split(' ').all(|s| s.starts_with("v1,")), "{header}");
+    for secret in [SIGNING_SECRET, NEW_SECRET] {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&request.body, &request.headers)
+            .unwrap_or_else(|e| panic!("a receiver with one of the secrets: {e:?}"));
+    }
+    let stranger =
+        standardwebhooks::Webhook::new("whsec_b3RoZXItb3RoZXItb3RoZXItb3RoZXI=").unwrap();
+    assert!(stranger.verify(&request.body, &request.headers).is_err());
+    let shown = format!("{notifier:?}");
+    assert!(
+        !shown.contains("MfKQ9r8") && !shown.contains("C2VjcmV0"),
+        "{shown}"
+    );
+}

@@ -78,6 +78,20 @@ pub struct McpOptions {
     pub thumbnail_side: u32,
     /// The most deliveries `list_images` returns.
     pub max_list: usize,
+    /// Where `submit_generation`'s jobs call back (see
+    /// [`with_callbacks`](Self::with_callbacks)); without it the server
+    /// runs each delivery itself.
+    pub callbacks: Option<CallbackTarget>,
+}
+
+/// The callback service `submit_generation` submits to: its public base URL
+/// and the secret its URLs are signed with (never shown in `Debug`).
+#[derive(Debug, Clone)]
+pub struct CallbackTarget {
+    /// The callback service's base URL (`https://host`, or `…/callback`).
+    pub base: String,
+    /// The secret of its signed URLs.
+    pub secret: uncensored::callback::CallbackSecret,
 }
 
 impl Default for McpOptions {
@@ -88,6 +102,7 @@ impl Default for McpOptions {
             max_resource_bytes: 8 * 1024 * 1024,
             thumbnail_side: 128,
             max_list: 100,
+            callbacks: None,
         }
     }
 }
@@ -97,6 +112,22 @@ impl McpOptions {
     pub fn with_default_wait(mut self, wait: Duration) -> Self {
         self.default_wait = wait.min(self.max_wait);
         self
+    }
+
+    /// `submit_generation` submits async jobs whose callbacks go to the
+    /// callback service at `base` (`webhook serve` on the same journal),
+    /// each with a URL signed with `secret`, recorded in the journal before
+    /// the POST (nonce, Idempotency-Key, request) and bound to its job after
+    /// it: the service stores each, or polls it when its callback is lost.
+    pub fn with_callbacks(
+        mut self,
+        secret: uncensored::callback::CallbackSecret,
+        base: impl Into<String>,
+    ) -> Result<Self, uncensored::callback::SigningError> {
+        let base = base.into();
+        secret.callback_url(&base)?;
+        self.callbacks = Some(CallbackTarget { base, secret });
+        Ok(self)
     }
 
     /// These options with another resource size cap.

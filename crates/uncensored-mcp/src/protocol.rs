@@ -174,6 +174,14 @@ impl Handler {
             "generate_image" => self.generate(arguments, context).await,
             "submit_generation" => {
                 let request = parse::<RequestArgs>(arguments)?.request()?;
+                if let Some(value) = self.0.submit_async(&request).await? {
+                    let text = format!(
+                        "submitted job {} (delivery {}); the callback service stores it; ask get_job for it",
+                        value["job_id"].as_str().unwrap_or("?"),
+                        value["id"].as_str().unwrap_or("?"),
+                    );
+                    return Ok(succeeded(text, value, vec![]));
+                }
                 let id = self.0.start(request);
                 let value = json!({"id": id, "status": "pending"});
                 Ok(succeeded(

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use uncensored::{Balance, CancellationToken, FailureReason, GenerateRequest, Money};
 use uncensored_deliver::Deliverer;
+use uncensored_deliver::callbacks::Submitter;
 use uncensored_deliver::journal::{Entry, Stage};
 use uncensored_deliver::thumbnail::Thumbnailer;
 
@@ -45,11 +46,24 @@ pub struct Tools {
     /// The thumbnails of `generate_image`, a few at a time for all sessions.
     pub(crate) thumbnailer: Thumbnailer,
     running: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+    /// `submit_generation`'s submitter, with [`McpOptions::with_callbacks`].
+    submitter: Option<Submitter>,
 }
 
 impl Tools {
     pub(crate) fn new(deliverer: Deliverer, options: McpOptions) -> Self {
+        let submitter = options.callbacks.as_ref().and_then(|target| {
+            Submitter::new(
+                deliverer.client().clone(),
+                deliverer.journal().clone(),
+                target.secret.clone(),
+                target.base.clone(),
+            )
+            .inspect_err(|error| tracing::warn!(%error, "submit_generation runs deliveries itself"))
+            .ok()
+        });
         Self {
+            submitter,
             deliverer,
             thumbnailer: Thumbnailer::new(options.thumbnail_side),
             options,
@@ -73,6 +87,20 @@ impl Tools {
                 None
             }
         }
+    }
+
+    /// `submit_generation` with callbacks: submits `request` as an async job
+    /// recorded in the journal (the callback service delivers it), and
+    /// answers its entry as `get_job` does; `None` without callbacks.
+    pub async fn submit_async(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<Option<Value>, ToolFailure> {
+        let Some(submitter) = &self.submitter else {
+            return Ok(None);
+        };
+        let submitted = submitter.submit(request).await?;
+        self.get_job(&submitted.id).await.map(Some)
     }
 
     /// Starts delivering `request` in the background under a new id.
@@ -316,4 +344,87 @@ pub fn balance_value(balance: &Balance) -> Value {
         value.insert((*name).to_string(), json!(amount.to_string()));
     }
     Value::Object(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use uncensored::callback::CallbackSecret;
+    use uncensored_deliver::journal::{CallbackNonces as _, Entries as _, SqliteJournal, Stage};
+    use uncensored_deliver::storage::StorageUrl;
+
+    use super::*;
+
+    const SECRET: &str = "mcp-callback-secret-0123456789abcdef-0123";
+
+    /// With callbacks, `submit_generation` submits an async job recorded in
+    /// the journal before the POST and bound to its nonce after it, so that
+    /// the callback service of that journal delivers it (or polls it).
+    #[tokio::test]
+    async fn submit_generation_records_its_submission_for_the_callback_service() {
+        let emulator = uncensored_emulator::Emulator::start(uncensored_emulator::Config {
+            rate_limit_rpm: 1_000_000,
+            ..uncensored_emulator::Config::default()
+        })
+        .await
+        .unwrap();
+        let client = uncensored::Client::builder()
+            .base_url(emulator.base_url())
+            .api_key(uncensored_emulator::DEFAULT_KEY)
+            .build()
+            .unwrap();
+        let storage = Arc::new(StorageUrl::parse("memory://").unwrap().open().unwrap());
+        let journal = Arc::new(SqliteJournal::in_memory().unwrap());
+        let secret = CallbackSecret::new(SECRET).unwrap();
+        let options = McpOptions::default()
+            .with_callbacks(secret.clone(), "http://127.0.0.1:9")
+            .unwrap();
+        assert!(
+            McpOptions::default()
+                .with_callbacks(secret.clone(), "ftp://nowhere.example")
+                .is_err()
+        );
+        assert!(!format!("{options:?}").contains(SECRET));
+        let tools = Tools::new(Deliverer::new(client, storage, journal.clone()), options);
+        let value = tools
+            .submit_async(&GenerateRequest::new("a lighthouse").size(256, 256))
+            .await
+            .unwrap()
+            .expect("submitted asynchronously");
+        let id = value["id"].as_str().unwrap();
+        let job_id = value["job_id"].as_str().unwrap();
+        assert_eq!(value["status"], "accepted", "{value}");
+
+        let entry = journal.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            entry.stage,
+            Stage::Accepted {
+                job_id: job_id.into()
+            }
+        );
+        assert!(!entry.idempotency_key.is_empty());
+        let url = entry.request.callback().unwrap();
+        let path = url.trim_start_matches("http://127.0.0.1:9");
+        let nonce = secret.verify_path(path).unwrap();
+        assert_eq!(
+            journal
+                .callback_nonce_job(nonce.as_str())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(job_id),
+            "the nonce is bound to its job at submission"
+        );
+
+        // Without callbacks, the server runs the delivery itself.
+        let plain = Tools::new(tools.deliverer.clone(), McpOptions::default());
+        assert!(
+            plain
+                .submit_async(&GenerateRequest::new("x"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 }

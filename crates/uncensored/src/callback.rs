@@ -11,6 +11,13 @@
 //! before any read of the API or any write, on every replica that shares the
 //! secret and across restarts.
 //!
+//! **Rotation**: a secret may carry previous ones
+//! ([`CallbackSecret::with_previous`]). New URLs are signed with the current
+//! secret; a URL signed with any of them verifies, so jobs in flight when the
+//! secret changes are still delivered. Drop a previous secret once its URLs
+//! can no longer arrive (the API's retries and the service's recovery are
+//! over: a day is ample).
+//!
 //! ```
 //! use uncensored::callback::{CallbackSecret, parse_callback};
 //!
@@ -125,6 +132,12 @@ pub enum SigningError {
         /// How many characters it has.
         length: usize,
     },
+    /// More previous secrets than [`MAX_PREVIOUS_SECRETS`].
+    #[error("at most {max} previous callback secrets are kept (each costs one HMAC per callback)")]
+    TooManyPrevious {
+        /// The most there may be.
+        max: usize,
+    },
     /// The base URL cannot carry a callback path.
     #[error("the callback base URL {base:?} {problem}")]
     InvalidBase {
@@ -137,6 +150,8 @@ pub enum SigningError {
 
 /// The fewest characters a [`CallbackSecret`] may have.
 pub const MIN_SECRET_CHARS: usize = 32;
+/// The most previous secrets a [`CallbackSecret`] keeps.
+pub const MAX_PREVIOUS_SECRETS: usize = 8;
 /// Random bytes in a nonce (128 bits).
 const NONCE_BYTES: usize = 16;
 /// Bytes of an HMAC-SHA256 tag.
@@ -144,15 +159,22 @@ const TAG_BYTES: usize = 32;
 
 /// The secret that signs and verifies callback URLs. Its bytes are the HMAC
 /// key as given (a hex string from `openssl rand -hex 32` is used as text,
-/// not decoded). It never shows in `Debug` and has no `Display`.
+/// not decoded). It may carry previous secrets that still verify
+/// ([`with_previous`](Self::with_previous)). None of them ever shows in
+/// `Debug`, and it has no `Display`.
 #[derive(Clone)]
 pub struct CallbackSecret {
     secret: SecretString,
+    previous: Vec<SecretString>,
 }
 
 impl std::fmt::Debug for CallbackSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallbackSecret([redacted])")
+        write!(
+            f,
+            "CallbackSecret([redacted], {} previous)",
+            self.previous.len()
+        )
     }
 }
 
@@ -187,14 +209,36 @@ impl std::fmt::Display for CallbackNonce {
 impl CallbackSecret {
     /// A secret from its text; at least [`MIN_SECRET_CHARS`] characters.
     pub fn new(secret: impl Into<String>) -> Result<Self, SigningError> {
-        let secret = secret.into();
-        let length = secret.chars().count();
-        if length < MIN_SECRET_CHARS {
-            return Err(SigningError::WeakSecret { length });
-        }
         Ok(Self {
-            secret: SecretString::from(secret),
+            secret: strong(secret.into())?,
+            previous: Vec::new(),
         })
+    }
+
+    /// Adds a previous secret: URLs signed with it still verify, new ones
+    /// are signed with the current secret only. At least
+    /// [`MIN_SECRET_CHARS`] characters; at most [`MAX_PREVIOUS_SECRETS`] of
+    /// them. A previous secret equal to the current one is ignored.
+    pub fn with_previous(mut self, previous: impl Into<String>) -> Result<Self, SigningError> {
+        let previous = strong(previous.into())?;
+        let known = std::iter::once(&self.secret)
+            .chain(&self.previous)
+            .any(|s| s.expose_secret() == previous.expose_secret());
+        if known {
+            return Ok(self);
+        }
+        if self.previous.len() >= MAX_PREVIOUS_SECRETS {
+            return Err(SigningError::TooManyPrevious {
+                max: MAX_PREVIOUS_SECRETS,
+            });
+        }
+        self.previous.push(previous);
+        Ok(self)
+    }
+
+    /// How many previous secrets still verify.
+    pub fn previous_count(&self) -> usize {
+        self.previous.len()
     }
 
     /// The secret's text, for masking it or handing it on. Never log it.
@@ -219,7 +263,7 @@ impl CallbackSecret {
             return Err(invalid("must have no query or fragment"));
         }
         let nonce = CallbackNonce(hex(&random_nonce()));
-        let signed = format!("{nonce}.{}", hex(&self.tag(nonce.as_str())));
+        let signed = format!("{nonce}.{}", hex(&tag(&self.secret, nonce.as_str())));
         let root = base.trim_end_matches('/');
         let url = if parsed.path().trim_end_matches('/').ends_with("/callback") {
             format!("{root}/{signed}")
@@ -230,9 +274,10 @@ impl CallbackSecret {
     }
 
     /// Checks a signed path segment, `NONCE.TAG`, and returns its nonce. The
-    /// tag is compared in constant time; a segment of the wrong shape is
-    /// [`CallbackError::NotSigned`], a tag that does not verify
-    /// [`CallbackError::BadSignature`].
+    /// tag is compared in constant time with the current secret's and each
+    /// previous secret's (all of them, whichever matches); a segment of the
+    /// wrong shape is [`CallbackError::NotSigned`], a tag that verifies
+    /// under none of them [`CallbackError::BadSignature`].
     pub fn verify(&self, signed: &str) -> Result<CallbackNonce, CallbackError> {
         let (nonce, tag) = signed.split_once('.').ok_or(CallbackError::NotSigned)?;
         let nonce_ok = nonce.len() == 2 * NONCE_BYTES && unhex(nonce).is_some();
@@ -240,9 +285,14 @@ impl CallbackSecret {
         let (true, Some(tag)) = (nonce_ok, tag) else {
             return Err(CallbackError::NotSigned);
         };
-        self.mac(nonce)
-            .verify_slice(&tag)
-            .map_err(|_| CallbackError::BadSignature)?;
+        let verified = std::iter::once(&self.secret)
+            .chain(&self.previous)
+            .fold(false, |found, secret| {
+                mac(secret, nonce).verify_slice(&tag).is_ok() | found
+            });
+        if !verified {
+            return Err(CallbackError::BadSignature);
+        }
         Ok(CallbackNonce(nonce.to_string()))
     }
 
@@ -255,17 +305,26 @@ impl CallbackSecret {
         }
         self.verify(signed)
     }
+}
 
-    fn mac(&self, nonce: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret().as_bytes())
-            .expect("HMAC takes a key of any length");
-        mac.update(nonce.as_bytes());
-        mac
+/// `secret`, when it has at least [`MIN_SECRET_CHARS`] characters.
+fn strong(secret: String) -> Result<SecretString, SigningError> {
+    let length = secret.chars().count();
+    if length < MIN_SECRET_CHARS {
+        return Err(SigningError::WeakSecret { length });
     }
+    Ok(SecretString::from(secret))
+}
 
-    fn tag(&self, nonce: &str) -> [u8; TAG_BYTES] {
-        self.mac(nonce).finalize().into_bytes().into()
-    }
+fn mac(secret: &SecretString, nonce: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(nonce.as_bytes());
+    mac
+}
+
+fn tag(secret: &SecretString, nonce: &str) -> [u8; TAG_BYTES] {
+    mac(secret, nonce).finalize().into_bytes().into()
 }
 
 /// 128 bits from the operating system's generator (through two v4 UUIDs,
@@ -418,5 +477,57 @@ mod tests {
         let shown = format!("{secret:?} {:?}", secret.callback_url("https://h.example"));
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert_eq!(secret.expose_secret(), SECRET);
+        let rotated = CallbackSecret::new(SECRET.to_uppercase())
+            .unwrap()
+            .with_previous(SECRET)
+            .unwrap();
+        let shown = format!("{rotated:?}");
+        assert!(!shown.to_lowercase().contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("1 previous"), "{shown}");
+        let weak = rotated.clone().with_previous("weak-previous").unwrap_err();
+        assert!(!weak.to_string().contains("weak-previous"), "{weak}");
+    }
+
+    #[test]
+    fn a_url_signed_before_a_rotation_verifies_after_it() {
+        const NEW: &str = "n3w-s3cr3t-n3w-s3cr3t-n3w-s3cr3t-n3w";
+        let old = CallbackSecret::new(SECRET).unwrap();
+        let before = old.callback_url("https://h.example").unwrap();
+        let signed_before = before.url.rsplit('/').next().unwrap().to_string();
+
+        let rotated = CallbackSecret::new(NEW)
+            .unwrap()
+            .with_previous(SECRET)
+            .unwrap();
+        assert_eq!(rotated.verify(&signed_before), Ok(before.nonce));
+        // New URLs use the new secret only: the old one alone refuses them.
+        let after = rotated.callback_url("https://h.example").unwrap();
+        let signed_after = after.url.rsplit('/').next().unwrap();
+        assert_eq!(rotated.verify(signed_after), Ok(after.nonce.clone()));
+        assert_eq!(old.verify(signed_after), Err(CallbackError::BadSignature));
+        let new_only = CallbackSecret::new(NEW).unwrap();
+        assert_eq!(new_only.verify(signed_after), Ok(after.nonce));
+        // Once the old secret is dropped, its URLs stop verifying.
+        assert_eq!(
+            new_only.verify(&signed_before),
+            Err(CallbackError::BadSignature)
+        );
+
+        // The current secret as a previous one is ignored; the count is capped.
+        let same = CallbackSecret::new(NEW)
+            .unwrap()
+            .with_previous(NEW)
+            .unwrap();
+        assert_eq!(same.previous_count(), 0);
+        let mut many = CallbackSecret::new(NEW).unwrap();
+        for i in 0..MAX_PREVIOUS_SECRETS {
+            many = many.with_previous(format!("{SECRET}-{i}")).unwrap();
+        }
+        assert_eq!(
+            many.with_previous(format!("{SECRET}-last")).unwrap_err(),
+            SigningError::TooManyPrevious {
+                max: MAX_PREVIOUS_SECRETS
+            }
+        );
     }
 }

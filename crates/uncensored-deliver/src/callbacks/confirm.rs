@@ -102,7 +102,7 @@ impl CallbackService {
     }
 
     /// A slot for one read: at once, or after waiting in the bounded queue.
-    async fn read_slot(&self) -> Option<OwnedSemaphorePermit> {
+    pub(super) async fn read_slot(&self) -> Option<OwnedSemaphorePermit> {
         let inner = &self.inner;
         if let Ok(permit) = inner.reads.clone().try_acquire_owned() {
             return Some(permit);

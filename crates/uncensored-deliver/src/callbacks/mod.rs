@@ -13,12 +13,30 @@
 //!    no journal access. The check is stateless, so it holds across restarts
 //!    and on every replica that shares the secret; a flood of forgeries costs
 //!    one HMAC each.
-//! 2. **The nonce**: a nonce names one job. Once a job is confirmed under a
-//!    nonce, the binding is written to the journal
-//!    ([`CallbackNonces::bind_callback_nonce`](crate::journal::CallbackNonces::bind_callback_nonce)); a callback with that nonce about
-//!    another job is refused (409) without a read, after restarts too.
-//! 3. **The journal**: a job already confirmed (its delivery recorded) is
-//!    answered 200 at once, without a read: duplicates cost nothing.
+//! 2. **The nonce**: a nonce names one job, bound at submission. Jobs are
+//!    submitted with a [`Submitter`] (or [`CallbackService::submitter`]),
+//!    which records the submission in the journal (nonce, Idempotency-Key,
+//!    request) before the POST, and the accepted job, bound to the nonce
+//!    ([`CallbackNonces::bind_callback_nonce`](crate::journal::CallbackNonces::bind_callback_nonce)),
+//!    after it. A callback whose nonce no submission made (404), or that
+//!    names another job than its nonce's (409), is refused without a read,
+//!    after restarts too and on every replica of the journal.
+//! 3. **The claim**: the submission's entry is claimed (a lease with a
+//!    fencing token), so that duplicates, the recovery's poll and other
+//!    replicas leave it to one holder; a callback finding it claimed or done
+//!    is answered 200 at once, without a read. The holder reads the job with
+//!    the service's key (the payload is never trusted), then stores and
+//!    announces it.
+//!
+//! **Recovery**: when a callback never comes (the service was down while
+//! the API gave up on it), [`CallbackService::recover`] (run every few
+//! seconds by [`CallbackService::spawn_recovery`]) claims each submission
+//! unchanged for the grace period ([`CallbackServiceBuilder::recovery_grace`],
+//! 60 s by default) and polls its job until it ends; it is then delivered
+//! exactly as its callback would have been.
+//!
+//! **Unsigned callbacks**, and URLs signed without a submission (only with
+//! [`CallbackServiceBuilder::accept_unsigned`]), go through the older path:
 //! 4. **The read**: anything else is confirmed by reading the job with the
 //!    service's key; the payload is never trusted (a job of another account,
 //!    or none, is a 404 and the callback is refused). At most one read per job
@@ -34,7 +52,7 @@
 //! ([`CallbackService::resume`]).
 //!
 //! A plain `POST /callback` (no signature: each callback confirmed by a read,
-//! steps 3 and 4 only) is served only when the service is built with
+//! steps 4 and 5 only) is served only when the service is built with
 //! [`CallbackServiceBuilder::accept_unsigned`].
 //!
 //! ```no_run
@@ -46,21 +64,29 @@
 //! let client = uncensored::Client::from_env()?;
 //! let secret = CallbackSecret::new(std::env::var("UNCENSORED_CALLBACK_SECRET")?)?;
 //! let service = CallbackService::builder(client.clone(), deliverer)
-//!     .secret(secret.clone())
+//!     .secret(secret)
 //!     .build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
 //! // POST /callback/{signed}; facing a network, serve it with the feature `serve`'s
 //! // `serve::serve` instead, as `webhook serve` does: it times out slow clients.
 //! tokio::spawn(axum::serve(listener, service.router()).into_future());
+//! // Lost callbacks: polled once the grace period has passed.
+//! service.spawn_recovery(std::time::Duration::from_secs(5));
 //!
-//! // Each job gets a URL of its own, served by the router above (behind HTTPS).
-//! let url = secret.callback_url("https://hooks.example.com")?.url;
-//! client.generate(&GenerateRequest::new("a lighthouse at dusk").callback_url(url)).await?;
+//! // Each job gets a URL of its own, served by the router above (behind HTTPS),
+//! // and is recorded in the journal before it is sent.
+//! let submitter = service.submitter("https://hooks.example.com")?;
+//! submitter.submit(&GenerateRequest::new("a lighthouse at dusk")).await?;
 //! # Ok(())
 //! # }
 //! ```
 
 mod confirm;
+mod recover;
+mod submit;
+mod submitted;
+
+pub use submit::{Submitted, Submitter, submission_id};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -71,7 +97,9 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use tokio::sync::Semaphore;
-use uncensored::callback::{CallbackError, CallbackNonce, CallbackSecret, parse_callback};
+use uncensored::callback::{
+    CallbackError, CallbackNonce, CallbackSecret, SigningError, parse_callback,
+};
 use uncensored::{Client, Job};
 
 use crate::journal::Entry;
@@ -118,6 +146,10 @@ pub struct CallbackStats {
     pub malformed: u64,
     /// Refused because their nonce was bound to another job.
     pub wrong_job: u64,
+    /// Refused because no submission made their (verified) URL.
+    pub unknown_nonces: u64,
+    /// Submissions delivered by the recovery, their callback lost.
+    pub recovered: u64,
     /// Answered at once from the journal: the job was already confirmed.
     pub already_confirmed: u64,
     /// Joined a confirming read already in flight for the same job.
@@ -139,6 +171,8 @@ struct Counters {
     bad_signature: AtomicU64,
     malformed: AtomicU64,
     wrong_job: AtomicU64,
+    unknown_nonces: AtomicU64,
+    recovered: AtomicU64,
     already_confirmed: AtomicU64,
     coalesced: AtomicU64,
     reads: AtomicU64,
@@ -163,6 +197,9 @@ pub struct CallbackServiceBuilder {
     max_queued: usize,
     queue_timeout: Duration,
     answer_within: Duration,
+    grace: Duration,
+    lease: Duration,
+    max_recoveries: usize,
     reporter: Option<Reporter>,
     on_confirmed: Option<ConfirmHook>,
 }
@@ -221,6 +258,28 @@ impl CallbackServiceBuilder {
         self
     }
 
+    /// How long after its submission (the last change of its entry) a job
+    /// whose callback has not come is polled by [`CallbackService::recover`]
+    /// (default 60 s: the API documents 5-30 s generations).
+    pub fn recovery_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The lease on a submission being delivered (default 5 min, renewed
+    /// every third of it while its holder works): a replica that dies
+    /// leaves its jobs to another once it runs out.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Submissions the recovery polls at once, on this service (default 64).
+    pub fn max_recoveries(mut self, recoveries: usize) -> Self {
+        self.max_recoveries = recoveries.max(1);
+        self
+    }
+
     /// Calls `reporter` with the job id and the outcome of each delivery.
     pub fn reporter(
         mut self,
@@ -255,6 +314,10 @@ impl CallbackServiceBuilder {
                 queued: AtomicUsize::new(0),
                 queue_timeout: self.queue_timeout,
                 answer_within: self.answer_within,
+                grace: self.grace,
+                lease: self.lease,
+                recoveries: Arc::new(Semaphore::new(self.max_recoveries)),
+                holder: format!("callbacks-{}", uuid::Uuid::new_v4().simple()),
                 in_flight: InFlight::default(),
                 reporter: self.reporter,
                 on_confirmed: self.on_confirmed,
@@ -274,6 +337,12 @@ struct Inner {
     queued: AtomicUsize,
     queue_timeout: Duration,
     answer_within: Duration,
+    grace: Duration,
+    lease: Duration,
+    /// Slots for the recovery's polls.
+    recoveries: Arc<Semaphore>,
+    /// The prefix of this service's claims.
+    holder: String,
     in_flight: InFlight,
     reporter: Option<Reporter>,
     on_confirmed: Option<ConfirmHook>,
@@ -309,14 +378,48 @@ impl CallbackService {
             max_queued: 256,
             queue_timeout: Duration::from_secs(5),
             answer_within: Duration::from_secs(8),
+            grace: Duration::from_secs(60),
+            lease: Duration::from_secs(5 * 60),
+            max_recoveries: 64,
             reporter: None,
             on_confirmed: None,
         }
     }
 
-    /// Finishes the deliveries an earlier run left unfinished.
+    /// Finishes the deliveries an earlier run left unfinished (each claimed
+    /// first: replicas resume each once), and tells the reporter about each
+    /// (with an empty job id when the job is not known).
     pub async fn resume(&self) -> Result<Vec<Result<Entry, DeliveryError>>, DeliveryError> {
-        self.inner.deliverer.resume().await
+        let results = self.inner.deliverer.resume().await?;
+        if let Some(reporter) = &self.inner.reporter {
+            for result in &results {
+                let job_id = match result {
+                    Ok(entry) => entry.stage.job_id().unwrap_or_default(),
+                    Err(_) => "",
+                };
+                reporter(job_id, result);
+            }
+        }
+        Ok(results)
+    }
+
+    /// A [`Submitter`] of jobs whose callbacks come to this service at
+    /// `base` (its public URL), signed with its current secret and recorded
+    /// in its journal. [`SigningError::InvalidBase`] when `base` is
+    /// unusable, or the service has no secret to sign with.
+    pub fn submitter(&self, base: &str) -> Result<Submitter, SigningError> {
+        let Some(secret) = &self.inner.secret else {
+            return Err(SigningError::InvalidBase {
+                base: base.to_string(),
+                problem: "cannot be signed for: the service has no secret".into(),
+            });
+        };
+        Submitter::new(
+            self.inner.client.clone(),
+            self.inner.deliverer.journal().clone(),
+            secret.clone(),
+            base,
+        )
     }
 
     /// What the service did so far.
@@ -328,6 +431,8 @@ impl CallbackService {
             bad_signature: get(&c.bad_signature),
             malformed: get(&c.malformed),
             wrong_job: get(&c.wrong_job),
+            unknown_nonces: get(&c.unknown_nonces),
+            recovered: get(&c.recovered),
             already_confirmed: get(&c.already_confirmed),
             coalesced: get(&c.coalesced),
             reads: get(&c.reads),
@@ -386,33 +491,40 @@ impl CallbackService {
         })
     }
 
-    /// Steps 2 to 4: the payload, the nonce's binding, the journal, the read.
+    /// The payload, then a signed callback's submission (see
+    /// `submitted.rs`), or an unsigned one's read.
     async fn accept(
         &self,
         nonce: Option<CallbackNonce>,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Reply {
-        let counters = &self.inner.counters;
         let callback = match parse_callback(headers, body) {
             Ok(callback) if callback.request_id.chars().count() <= MAX_JOB_ID_CHARS => callback,
             Ok(_) | Err(_) => {
-                bump(&counters.malformed);
+                bump(&self.inner.counters.malformed);
                 return (StatusCode::BAD_REQUEST, "not a callback");
             }
         };
-        let job_id = callback.request_id;
-        let journal = self.inner.deliverer.journal();
-        let mut bound = false;
-        if let Some(nonce) = &nonce {
-            match journal.callback_nonce_job(nonce.as_str()).await {
-                Ok(Some(other)) if other != job_id => return self.wrong_job(nonce, &job_id),
-                Ok(found) => bound = found.is_some(),
-                Err(error) => return self.unavailable(&error.to_string()),
+        match nonce {
+            Some(nonce) => self.accept_signed(nonce, callback).await,
+            None => {
+                self.confirm_by_read(None, &callback.request_id, false)
+                    .await
             }
         }
+    }
+
+    /// The older path: the job confirmed by a read (at most one per job id
+    /// in flight), then `nonce`, unless already `bound`, bound to it.
+    async fn confirm_by_read(
+        &self,
+        nonce: Option<&CallbackNonce>,
+        job_id: &str,
+        bound: bool,
+    ) -> Reply {
         let confirmation =
-            match tokio::time::timeout(self.inner.answer_within, self.confirm(&job_id)).await {
+            match tokio::time::timeout(self.inner.answer_within, self.confirm(job_id)).await {
                 Ok(confirmation) => confirmation,
                 Err(_) => Confirmation::Unavailable,
             };
@@ -422,13 +534,14 @@ impl CallbackService {
                 return (StatusCode::NOT_FOUND, "unknown job");
             }
             Confirmation::Unavailable => {
-                bump(&counters.unavailable);
+                bump(&self.inner.counters.unavailable);
                 return (StatusCode::SERVICE_UNAVAILABLE, "try again");
             }
         }
-        if let (Some(nonce), false) = (&nonce, bound) {
-            match journal.bind_callback_nonce(nonce.as_str(), &job_id).await {
-                Ok(winner) if winner != job_id => return self.wrong_job(nonce, &job_id),
+        if let (Some(nonce), false) = (nonce, bound) {
+            let journal = self.inner.deliverer.journal();
+            match journal.bind_callback_nonce(nonce.as_str(), job_id).await {
+                Ok(winner) if winner != job_id => return self.wrong_job(nonce, job_id),
                 Ok(_) => {}
                 Err(error) => return self.unavailable(&error.to_string()),
             }

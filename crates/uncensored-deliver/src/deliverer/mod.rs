@@ -250,6 +250,14 @@ impl Deliverer {
         self.run(entry, None).await
     }
 
+    /// The submit step alone, for an entry its caller holds (the callback
+    /// service submitting a pending submission again): the next stage,
+    /// not yet written.
+    #[cfg_attr(not(feature = "callbacks"), allow(dead_code))]
+    pub(crate) async fn submit_claimed(&self, entry: &Entry) -> Result<Stage, DeliveryError> {
+        self.submit(entry).await
+    }
+
     /// Finishes every unfinished entry of the journal, 8 at a time. Each is
     /// claimed first, so that deliverers sharing a journal (replicas) do not
     /// finish the same entry twice; entries another one holds are left to it.

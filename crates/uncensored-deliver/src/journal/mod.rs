@@ -77,6 +77,19 @@ pub enum Stage {
     },
 }
 
+impl Stage {
+    /// The job, once the API has answered with one.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            Stage::Pending => None,
+            Stage::Accepted { job_id }
+            | Stage::Generated { job_id, .. }
+            | Stage::Stored { job_id, .. } => Some(job_id),
+            Stage::Failed { job_id, .. } => job_id.as_deref(),
+        }
+    }
+}
+
 /// One delivery's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {

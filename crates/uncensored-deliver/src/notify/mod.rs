@@ -29,7 +29,7 @@ pub use email::{
 pub use slack::{SlackError, SlackNotifier};
 pub use url::{NotifierOptions, NotifierUrl, NotifierUrlError};
 #[cfg(feature = "webhook-notify")]
-pub use webhook::SignedWebhookNotifier;
+pub use webhook::{MAX_PREVIOUS_WEBHOOK_SECRETS, SignedWebhookNotifier};
 
 /// What happened to a job, as notifiers announce it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -24,6 +24,9 @@ pub struct NotifierOptions {
     /// The Standard Webhooks signing secret (`whsec_…`) for `json://`,
     /// `jsons://` and `webhook:` URLs.
     pub webhook_secret: Option<SecretString>,
+    /// Previous signing secrets, signed with too while a rotation lasts
+    /// (see [`SignedWebhookNotifier::with_previous`](super::SignedWebhookNotifier::with_previous)).
+    pub webhook_previous_secrets: Vec<SecretString>,
     /// Where the signing secret comes from, named in errors
     /// (default `UNCENSORED_WEBHOOK_SECRET`).
     pub webhook_secret_setting: Option<&'static str>,
@@ -35,6 +38,10 @@ impl std::fmt::Debug for NotifierOptions {
             .field(
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "webhook_previous_secrets",
+                &self.webhook_previous_secrets.len(),
             )
             .finish()
     }
@@ -190,10 +197,17 @@ impl NotifierUrl {
                         setting,
                     }
                 })?;
-                let notifier = super::SignedWebhookNotifier::new(url, secret.expose_secret())
+                let mut notifier = super::SignedWebhookNotifier::new(url, secret.expose_secret())
                     .map_err(|_| {
-                        invalid(&format!("{setting} is not `whsec_` followed by base64"))
+                    invalid(&format!("{setting} is not `whsec_` followed by base64"))
+                })?;
+                for previous in &options.webhook_previous_secrets {
+                    notifier = notifier.with_previous(previous.expose_secret()).map_err(|_| {
+                        invalid(&format!(
+                            "a previous secret of {setting} is not `whsec_` followed by base64, or there are too many"
+                        ))
                     })?;
+                }
                 Ok(Arc::new(notifier))
             }
             #[cfg(feature = "discord")]
@@ -327,6 +341,7 @@ mod tests {
     fn options() -> NotifierOptions {
         NotifierOptions {
             webhook_secret: Some(SecretString::from(SECRET)),
+            webhook_previous_secrets: Vec::new(),
             webhook_secret_setting: None,
         }
     }
