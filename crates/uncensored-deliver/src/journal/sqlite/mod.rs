@@ -71,6 +71,9 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
                      );",
 ];
 
+/// How long opening a journal waits for other processes opening it too.
+const OPEN_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Milliseconds since the epoch, the clock of leases on one machine.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -101,38 +104,22 @@ impl SqliteJournal {
     }
 
     fn from_connection(connection: rusqlite::Connection) -> Result<Self, JournalError> {
-        connection
-            .execute_batch(
-                "PRAGMA busy_timeout = 5000;
-                 PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 PRAGMA cache_size = -256;",
-            )
-            .map_err(error)?;
-        // Versioned migrations, each under the write lock, the version read
-        // again inside it.
-        let mut version = 0;
-        for (number, sql) in (1..).zip(MIGRATIONS) {
-            let transaction = rusqlite::Transaction::new_unchecked(
-                &connection,
-                rusqlite::TransactionBehavior::Immediate,
-            )
-            .map_err(error)?;
-            version = transaction
-                .query_row("PRAGMA user_version", [], |row| row.get(0))
-                .map_err(error)?;
-            if version < number {
-                transaction.execute_batch(sql).map_err(error)?;
-                transaction
-                    .execute_batch(&format!("PRAGMA user_version = {number}"))
-                    .map_err(error)?;
-                version = number;
+        // Processes opening a new journal together meet SQLite's locks
+        // (switching to WAL takes one that waits for no busy handler): a
+        // busy database is tried again for up to `OPEN_PATIENCE`.
+        let started = std::time::Instant::now();
+        let version = loop {
+            match Self::prepare(&connection) {
+                Ok(version) => break version,
+                Err(rusqlite::Error::SqliteFailure(failure, _))
+                    if failure.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < OPEN_PATIENCE =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(error(e)),
             }
-            transaction.commit().map_err(error)?;
-            if version > SCHEMA_VERSION {
-                break;
-            }
-        }
+        };
         if version > SCHEMA_VERSION {
             return Err(JournalError::new(format!(
                 "this journal was written by a newer version (schema {version}, this one knows {SCHEMA_VERSION})"
@@ -141,6 +128,35 @@ impl SqliteJournal {
         Ok(Self {
             connection: Mutex::new(connection),
         })
+    }
+
+    /// The connection's settings and the migrations (each under the write
+    /// lock, the version read again inside it); returns the schema version.
+    fn prepare(connection: &rusqlite::Connection) -> Result<i64, rusqlite::Error> {
+        connection.execute_batch(
+            "PRAGMA busy_timeout = 5000;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA cache_size = -256;",
+        )?;
+        let mut version = 0;
+        for (number, sql) in (1..).zip(MIGRATIONS) {
+            let transaction = rusqlite::Transaction::new_unchecked(
+                connection,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            version = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+            if version < number {
+                transaction.execute_batch(sql)?;
+                transaction.execute_batch(&format!("PRAGMA user_version = {number}"))?;
+                version = number;
+            }
+            transaction.commit()?;
+            if version > SCHEMA_VERSION {
+                break;
+            }
+        }
+        Ok(version)
     }
 
     fn connection(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
