@@ -104,7 +104,7 @@ async fn workers_starting_together_migrate_once() {
             "SELECT version::text, COUNT(*)::text FROM uncensored_migrations GROUP BY version ORDER BY version"
         )
         .await,
-        [["1", "1"], ["2", "1"]]
+        [["1", "1"], ["2", "1"], ["3", "1"]]
     );
     assert_eq!(
         rows(

@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use uncensored::Money;
 
 use super::{
-    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim,
-    Claimed, Entries, Entry, Fence, JournalError, LoadReport, Stage,
+    BatchFile, BatchInfo, BatchLine, BatchSpend, BatchStatus, BatchStop, Batches, Budgets,
+    CallbackNonces, Claim, Claimed, Entries, Entry, Fence, JournalError, LoadReport, Reservation,
+    Settlement, Stage,
 };
 use crate::postgres::Database;
 
@@ -161,6 +163,193 @@ impl Entries for PostgresJournal {
                 })
                 .await?,
         )
+    }
+
+    async fn done_among(&self, ids: &[String]) -> Result<Vec<String>, JournalError> {
+        let rows = self
+            .database
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT id FROM uncensored_entries WHERE id = ANY($1) AND done",
+                        &[&ids],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+}
+
+fn spend_of(row: &tokio_postgres::Row) -> BatchSpend {
+    BatchSpend {
+        budget: row.get::<_, Option<i64>>(0).map(Money::from_nanos),
+        reserved: Money::from_nanos(row.get(1)),
+        spent: Money::from_nanos(row.get(2)),
+    }
+}
+
+const SPEND: &str =
+    "SELECT budget_nanos, reserved_nanos, spent_nanos FROM uncensored_batches WHERE name = $1";
+
+/// Locks the batch `$1`'s row until the transaction ends: reservations
+/// and settlements of one batch take turns, each seeing the totals the one
+/// before it left.
+const LOCK_BATCH: &str = "SELECT 1 FROM uncensored_batches WHERE name = $1 FOR UPDATE";
+
+/// The reservation of the line under the fence `($1 id, $2 holder, $3
+/// token)` of the batch `$4`, locked until the transaction ends.
+const RESERVATION: &str = "SELECT reserved_nanos FROM uncensored_entries
+     WHERE id = $1 AND holder = $2 AND token = $3 AND batch = $4 FOR UPDATE";
+
+#[async_trait::async_trait]
+impl Budgets for PostgresJournal {
+    async fn set_budget(
+        &self,
+        batch: &str,
+        budget: Option<Money>,
+    ) -> Result<Option<BatchSpend>, JournalError> {
+        let budget = budget.map(Money::nanos);
+        let rows = self
+            .database
+            .run(|client| async move {
+                client
+                    .query(
+                        "UPDATE uncensored_batches SET budget_nanos = $2 WHERE name = $1
+                         RETURNING budget_nanos, reserved_nanos, spent_nanos",
+                        &[&batch, &budget],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows.first().map(spend_of))
+    }
+
+    async fn spend(&self, batch: &str) -> Result<Option<BatchSpend>, JournalError> {
+        let rows = self
+            .database
+            .run(|client| async move { client.query(SPEND, &[&batch]).await })
+            .await?;
+        Ok(rows.first().map(spend_of))
+    }
+
+    async fn reserve(
+        &self,
+        batch: &str,
+        fence: &Fence,
+        price: Money,
+    ) -> Result<Reservation, JournalError> {
+        if price.is_negative() {
+            return Err(JournalError::new(format!("a negative price: {price}")));
+        }
+        let (id, holder, token, nanos) = (
+            fence.id.as_str(),
+            fence.holder.as_str(),
+            fence.token,
+            price.nanos(),
+        );
+        // Repeating it after a lost answer is harmless: a committed
+        // reservation is found on the line the second time.
+        let outcome = self
+            .database
+            .run(|client| async move {
+                let mut client = client;
+                let transaction = client.transaction().await?;
+                // The batch's row first, then the line's: the order a load
+                // takes them in, so that the two never deadlock.
+                transaction.execute(LOCK_BATCH, &[&batch]).await?;
+                let Some(line) = transaction
+                    .query_opt(RESERVATION, &[&id, &holder, &token, &batch])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let reserved: i64 = line.get(0);
+                if reserved > 0 {
+                    return Ok(Some(Reservation::Already(Money::from_nanos(reserved))));
+                }
+                // One conditional update: within the budget, or nothing.
+                let fitted = transaction
+                    .execute(
+                        "UPDATE uncensored_batches SET reserved_nanos = reserved_nanos + $2
+                         WHERE name = $1 AND budget_nanos IS NOT NULL
+                           AND reserved_nanos + spent_nanos + $2 <= budget_nanos",
+                        &[&batch, &nanos],
+                    )
+                    .await?;
+                if fitted == 0 {
+                    let spend = transaction
+                        .query_opt(SPEND, &[&batch])
+                        .await?
+                        .map(|row| spend_of(&row))
+                        .unwrap_or_default();
+                    return Ok(Some(match spend.budget {
+                        None => Reservation::NoBudget,
+                        Some(_) => Reservation::Exceeds(spend),
+                    }));
+                }
+                transaction
+                    .execute(
+                        "UPDATE uncensored_entries SET reserved_nanos = $2 WHERE id = $1",
+                        &[&id, &nanos],
+                    )
+                    .await?;
+                transaction.commit().await?;
+                Ok(Some(Reservation::Reserved))
+            })
+            .await?;
+        outcome.ok_or_else(|| JournalError::LeaseLost { id: id.to_string() })
+    }
+
+    async fn settle(
+        &self,
+        batch: &str,
+        fence: &Fence,
+        how: Settlement,
+    ) -> Result<Money, JournalError> {
+        let (id, holder, token) = (fence.id.as_str(), fence.holder.as_str(), fence.token);
+        let paid = how == Settlement::Paid;
+        // Repeating it is harmless: a settled line holds no reservation.
+        let settled = self
+            .database
+            .run(|client| async move {
+                let mut client = client;
+                let transaction = client.transaction().await?;
+                transaction.execute(LOCK_BATCH, &[&batch]).await?;
+                let Some(line) = transaction
+                    .query_opt(RESERVATION, &[&id, &holder, &token, &batch])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let reserved: i64 = line.get(0);
+                if reserved <= 0 {
+                    return Ok(Some(0));
+                }
+                let spent = if paid { reserved } else { 0 };
+                transaction
+                    .execute(
+                        "UPDATE uncensored_entries
+                             SET reserved_nanos = 0, spent_nanos = spent_nanos + $2
+                             WHERE id = $1",
+                        &[&id, &spent],
+                    )
+                    .await?;
+                transaction
+                    .execute(
+                        "UPDATE uncensored_batches
+                             SET reserved_nanos = reserved_nanos - $2, spent_nanos = spent_nanos + $3
+                             WHERE name = $1",
+                        &[&batch, &reserved, &spent],
+                    )
+                    .await?;
+                transaction.commit().await?;
+                Ok(Some(reserved))
+            })
+            .await?;
+        settled
+            .map(Money::from_nanos)
+            .ok_or_else(|| JournalError::LeaseLost { id: id.to_string() })
     }
 }
 

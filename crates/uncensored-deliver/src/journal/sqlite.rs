@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use rusqlite::OptionalExtension as _;
 
+use uncensored::Money;
+
 use super::{
-    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim,
-    Claimed, Entries, Entry, Fence, JournalError, LoadReport, Stage,
+    BatchFile, BatchInfo, BatchLine, BatchSpend, BatchStatus, BatchStop, Batches, Budgets,
+    CallbackNonces, Claim, Claimed, Entries, Entry, Fence, JournalError, LoadReport, Reservation,
+    Settlement, Stage,
 };
 
 /// The journal in an SQLite file (WAL, synchronous=FULL: a committed record
@@ -24,7 +27,7 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 }
 
 /// Version of the schema this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Milliseconds since the epoch, the clock of leases on one machine.
 fn now_ms() -> i64 {
@@ -134,6 +137,23 @@ impl SqliteJournal {
                 )
                 .map_err(error)?;
         }
+        if version < 4 {
+            // Budgets: a batch's budget and totals, and each line's own
+            // reservation and spend (the totals change with them, in one
+            // transaction).
+            connection
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE entries ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE entries ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE batches ADD COLUMN budget_nanos INTEGER;
+                     ALTER TABLE batches ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE batches ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;
+                     PRAGMA user_version = 4;
+                     COMMIT;",
+                )
+                .map_err(error)?;
+        }
         if version > SCHEMA_VERSION {
             return Err(JournalError::new(format!(
                 "this journal was written by a newer version (schema {version}, this one knows {SCHEMA_VERSION})"
@@ -204,6 +224,48 @@ impl SqliteJournal {
         })
         .transpose()
     }
+}
+
+/// The budget and totals of `batch`.
+fn spend_row(
+    connection: &rusqlite::Connection,
+    batch: &str,
+) -> Result<Option<BatchSpend>, JournalError> {
+    connection
+        .query_row(
+            "SELECT budget_nanos, reserved_nanos, spent_nanos FROM batches WHERE name = ?1",
+            [batch],
+            |row| {
+                Ok(BatchSpend {
+                    budget: row.get::<_, Option<i64>>(0)?.map(Money::from_nanos),
+                    reserved: Money::from_nanos(row.get(1)?),
+                    spent: Money::from_nanos(row.get(2)?),
+                })
+            },
+        )
+        .optional()
+        .map_err(error)
+}
+
+/// The reservation of the line under `fence` (of `batch`), when the claim
+/// still holds it.
+fn reservation_of(
+    connection: &rusqlite::Connection,
+    batch: &str,
+    fence: &Fence,
+) -> Result<i64, JournalError> {
+    connection
+        .query_row(
+            "SELECT reserved_nanos FROM entries
+             WHERE id = ?1 AND holder = ?2 AND token = ?3 AND batch = ?4",
+            rusqlite::params![fence.id, fence.holder, fence.token, batch],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(error)?
+        .ok_or_else(|| JournalError::LeaseLost {
+            id: fence.id.clone(),
+        })
 }
 
 fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalError> {
@@ -280,6 +342,122 @@ impl Entries for SqliteJournal {
                 .query([i64::try_from(limit).unwrap_or(i64::MAX)])
                 .map_err(error)?,
         )
+    }
+
+    async fn done_among(&self, ids: &[String]) -> Result<Vec<String>, JournalError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached("SELECT id FROM entries WHERE id = ?1 AND done = 1")
+            .map_err(error)?;
+        let mut done = Vec::new();
+        for id in ids {
+            if let Some(id) = statement
+                .query_row([id], |row| row.get::<_, String>(0))
+                .optional()
+                .map_err(error)?
+            {
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait::async_trait]
+impl Budgets for SqliteJournal {
+    async fn set_budget(
+        &self,
+        batch: &str,
+        budget: Option<Money>,
+    ) -> Result<Option<BatchSpend>, JournalError> {
+        let connection = self.connection();
+        connection
+            .execute(
+                "UPDATE batches SET budget_nanos = ?2 WHERE name = ?1",
+                rusqlite::params![batch, budget.map(Money::nanos)],
+            )
+            .map_err(error)?;
+        spend_row(&connection, batch)
+    }
+
+    async fn spend(&self, batch: &str) -> Result<Option<BatchSpend>, JournalError> {
+        spend_row(&self.connection(), batch)
+    }
+
+    async fn reserve(
+        &self,
+        batch: &str,
+        fence: &Fence,
+        price: Money,
+    ) -> Result<Reservation, JournalError> {
+        if price.is_negative() {
+            return Err(JournalError::new(format!("a negative price: {price}")));
+        }
+        let mut connection = self.connection();
+        // IMMEDIATE: the check and the update are one step, across processes.
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(error)?;
+        let reserved = reservation_of(&transaction, batch, fence)?;
+        if reserved > 0 {
+            return Ok(Reservation::Already(Money::from_nanos(reserved)));
+        }
+        let fitted = transaction
+            .execute(
+                "UPDATE batches SET reserved_nanos = reserved_nanos + ?2
+                 WHERE name = ?1 AND budget_nanos IS NOT NULL
+                   AND reserved_nanos + spent_nanos + ?2 <= budget_nanos",
+                rusqlite::params![batch, price.nanos()],
+            )
+            .map_err(error)?;
+        if fitted == 0 {
+            let spend = spend_row(&transaction, batch)?.unwrap_or_default();
+            return Ok(match spend.budget {
+                None => Reservation::NoBudget,
+                Some(_) => Reservation::Exceeds(spend),
+            });
+        }
+        transaction
+            .execute(
+                "UPDATE entries SET reserved_nanos = ?2 WHERE id = ?1",
+                rusqlite::params![fence.id, price.nanos()],
+            )
+            .map_err(error)?;
+        transaction.commit().map_err(error)?;
+        Ok(Reservation::Reserved)
+    }
+
+    async fn settle(
+        &self,
+        batch: &str,
+        fence: &Fence,
+        how: Settlement,
+    ) -> Result<Money, JournalError> {
+        let mut connection = self.connection();
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(error)?;
+        let reserved = reservation_of(&transaction, batch, fence)?;
+        if reserved <= 0 {
+            return Ok(Money::ZERO);
+        }
+        let paid = i64::from(how == Settlement::Paid) * reserved;
+        transaction
+            .execute(
+                "UPDATE entries SET reserved_nanos = 0, spent_nanos = spent_nanos + ?2 WHERE id = ?1",
+                rusqlite::params![fence.id, paid],
+            )
+            .map_err(error)?;
+        transaction
+            .execute(
+                "UPDATE batches SET reserved_nanos = reserved_nanos - ?2,
+                     spent_nanos = spent_nanos + ?3
+                 WHERE name = ?1",
+                rusqlite::params![batch, reserved, paid],
+            )
+            .map_err(error)?;
+        transaction.commit().map_err(error)?;
+        Ok(Money::from_nanos(reserved))
     }
 }
 
