@@ -29,6 +29,71 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 /// Version of the schema this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 4;
 
+/// The migrations, in order: each runs in its own IMMEDIATE transaction
+/// that reads the schema's version first, so that processes opening a new
+/// journal together migrate it once. Never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS entries (
+     id TEXT PRIMARY KEY,
+     done INTEGER NOT NULL,
+     body TEXT NOT NULL,
+     seq INTEGER NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS entries_open ON entries (done, seq);
+     CREATE TABLE IF NOT EXISTS callback_nonces (
+     nonce TEXT PRIMARY KEY,
+     job_id TEXT NOT NULL
+     );",
+    ),
+    (
+        2,
+        "ALTER TABLE entries ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE entries ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE entries ADD COLUMN holder TEXT;
+     ALTER TABLE entries ADD COLUMN lease_until INTEGER;
+     UPDATE entries SET changed = seq;
+     CREATE INDEX entries_changed ON entries (changed);
+     CREATE TABLE batch (
+     only INTEGER PRIMARY KEY CHECK (only = 1),
+     manifest TEXT NOT NULL
+     );",
+    ),
+    (
+        3,
+        // Batches known by name, lines by content (`LineIds`), claims with
+        // fencing tokens. A batch of the one-batch schema is dropped: its
+        // line ids were positions, not contents.
+        "ALTER TABLE entries ADD COLUMN batch TEXT;
+     ALTER TABLE entries ADD COLUMN line INTEGER;
+     ALTER TABLE entries ADD COLUMN generation INTEGER;
+     ALTER TABLE entries ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX entries_seq ON entries (seq);
+     CREATE INDEX entries_batch ON entries (batch, generation, done, line);
+     DROP TABLE batch;
+     CREATE TABLE batches (
+     name TEXT PRIMARY KEY,
+     digest TEXT NOT NULL,
+     lines INTEGER NOT NULL,
+     generation INTEGER NOT NULL,
+     stop TEXT,
+     loaded INTEGER NOT NULL
+     );",
+    ),
+    (
+        4,
+        // Budgets: a batch's budget and totals, and each line's own
+        // reservation and spend (the totals change with them, in one
+        // transaction).
+        "ALTER TABLE entries ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE entries ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE batches ADD COLUMN budget_nanos INTEGER;
+     ALTER TABLE batches ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE batches ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;",
+    ),
+];
+
 /// Milliseconds since the epoch, the clock of leases on one machine.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -58,7 +123,7 @@ impl SqliteJournal {
         Self::from_connection(rusqlite::Connection::open_in_memory().map_err(error)?)
     }
 
-    fn from_connection(connection: rusqlite::Connection) -> Result<Self, JournalError> {
+    fn from_connection(mut connection: rusqlite::Connection) -> Result<Self, JournalError> {
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
@@ -67,92 +132,23 @@ impl SqliteJournal {
                  PRAGMA cache_size = -256;",
             )
             .map_err(error)?;
-        let version: i64 = connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(error)?;
         // Versioned migrations, each in its own transaction.
-        if version < 1 {
-            connection
-                .execute_batch(
-                    "BEGIN;
-                     CREATE TABLE IF NOT EXISTS entries (
-                         id TEXT PRIMARY KEY,
-                         done INTEGER NOT NULL,
-                         body TEXT NOT NULL,
-                         seq INTEGER NOT NULL
-                     );
-                     CREATE INDEX IF NOT EXISTS entries_open ON entries (done, seq);
-                     CREATE TABLE IF NOT EXISTS callback_nonces (
-                         nonce TEXT PRIMARY KEY,
-                         job_id TEXT NOT NULL
-                     );
-                     PRAGMA user_version = 1;
-                     COMMIT;",
-                )
+        let mut version = 0;
+        for (target, sql) in MIGRATIONS {
+            let transaction = connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(error)?;
-        }
-        if version < 2 {
-            connection
-                .execute_batch(
-                    "BEGIN;
-                     ALTER TABLE entries ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE entries ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE entries ADD COLUMN holder TEXT;
-                     ALTER TABLE entries ADD COLUMN lease_until INTEGER;
-                     UPDATE entries SET changed = seq;
-                     CREATE INDEX entries_changed ON entries (changed);
-                     CREATE TABLE batch (
-                         only INTEGER PRIMARY KEY CHECK (only = 1),
-                         manifest TEXT NOT NULL
-                     );
-                     PRAGMA user_version = 2;
-                     COMMIT;",
-                )
+            version = transaction
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
                 .map_err(error)?;
-        }
-        if version < 3 {
-            // Batches known by name, lines by content (`LineIds`), claims
-            // with fencing tokens. A batch of the one-batch schema is
-            // dropped: its line ids were positions, not contents.
-            connection
-                .execute_batch(
-                    "BEGIN;
-                     ALTER TABLE entries ADD COLUMN batch TEXT;
-                     ALTER TABLE entries ADD COLUMN line INTEGER;
-                     ALTER TABLE entries ADD COLUMN generation INTEGER;
-                     ALTER TABLE entries ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
-                     CREATE INDEX entries_seq ON entries (seq);
-                     CREATE INDEX entries_batch ON entries (batch, generation, done, line);
-                     DROP TABLE batch;
-                     CREATE TABLE batches (
-                         name TEXT PRIMARY KEY,
-                         digest TEXT NOT NULL,
-                         lines INTEGER NOT NULL,
-                         generation INTEGER NOT NULL,
-                         stop TEXT,
-                         loaded INTEGER NOT NULL
-                     );
-                     PRAGMA user_version = 3;
-                     COMMIT;",
-                )
-                .map_err(error)?;
-        }
-        if version < 4 {
-            // Budgets: a batch's budget and totals, and each line's own
-            // reservation and spend (the totals change with them, in one
-            // transaction).
-            connection
-                .execute_batch(
-                    "BEGIN;
-                     ALTER TABLE entries ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE entries ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE batches ADD COLUMN budget_nanos INTEGER;
-                     ALTER TABLE batches ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE batches ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;
-                     PRAGMA user_version = 4;
-                     COMMIT;",
-                )
-                .map_err(error)?;
+            if version < *target {
+                transaction.execute_batch(sql).map_err(error)?;
+                transaction
+                    .execute_batch(&format!("PRAGMA user_version = {target}"))
+                    .map_err(error)?;
+                transaction.commit().map_err(error)?;
+                version = *target;
+            }
         }
         if version > SCHEMA_VERSION {
             return Err(JournalError::new(format!(

@@ -222,7 +222,9 @@ impl Spending {
 fn settlement(stage: &Stage, error: Option<&DeliveryError>) -> Option<Settlement> {
     match stage {
         Stage::Generated { .. } | Stage::Stored { .. } => Some(Settlement::Paid),
-        Stage::Failed { job_id: Some(_), .. } => Some(Settlement::Paid),
+        Stage::Failed {
+            job_id: Some(_), ..
+        } => Some(Settlement::Paid),
         Stage::Failed { job_id: None, .. } => Some(Settlement::NotCharged),
         // Sent but not known to be refused: a job may exist.
         Stage::Accepted { .. } => None,

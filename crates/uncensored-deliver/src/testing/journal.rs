@@ -522,7 +522,10 @@ async fn budgets(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((raised.reserved, raised.spent), (spend.reserved, spend.spent));
+    assert_eq!(
+        (raised.reserved, raised.spent),
+        (spend.reserved, spend.spent)
+    );
     let mut unread = std::iter::empty();
     two.load(&file.0, &mut unread).await.unwrap();
     assert_eq!(
