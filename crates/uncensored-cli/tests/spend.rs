@@ -161,7 +161,13 @@ async fn workers_share_a_budget(
         "each line paid once"
     );
     for run in &runs {
-        assert_eq!(run.code, Some(13), "the budget's exit code: {:?} {}", run.printed, run.stderr);
+        assert_eq!(
+            run.code,
+            Some(13),
+            "the budget's exit code: {:?} {}",
+            run.printed,
+            run.stderr
+        );
         let error = &run.printed.last().unwrap()["error"];
         assert_eq!(error["kind"], "budget_reached", "{error}");
         assert!(

@@ -192,16 +192,6 @@ fn spend_of(row: &tokio_postgres::Row) -> BatchSpend {
 const SPEND: &str =
     "SELECT budget_nanos, reserved_nanos, spent_nanos FROM uncensored_batches WHERE name = $1";
 
-/// Locks the batch `$1`'s row until the transaction ends: reservations
-/// and settlements of one batch take turns, each seeing the totals the one
-/// before it left.
-const LOCK_BATCH: &str = "SELECT 1 FROM uncensored_batches WHERE name = $1 FOR UPDATE";
-
-/// The reservation of the line under the fence `($1 id, $2 holder, $3
-/// token)` of the batch `$4`, locked until the transaction ends.
-const RESERVATION: &str = "SELECT reserved_nanos FROM uncensored_entries
-     WHERE id = $1 AND holder = $2 AND token = $3 AND batch = $4 FOR UPDATE";
-
 #[async_trait::async_trait]
 impl Budgets for PostgresJournal {
     async fn set_budget(
@@ -248,57 +238,61 @@ impl Budgets for PostgresJournal {
             fence.token,
             price.nanos(),
         );
+        // One statement, so that no lock is held between two calls (a
+        // worker's lines are futures that wait while it settles another).
         // Repeating it after a lost answer is harmless: a committed
         // reservation is found on the line the second time.
-        let outcome = self
+        let rows = self
             .database
             .run(|client| async move {
-                let mut client = client;
-                let transaction = client.transaction().await?;
-                // The batch's row first, then the line's: the order a load
-                // takes them in, so that the two never deadlock.
-                transaction.execute(LOCK_BATCH, &[&batch]).await?;
-                let Some(line) = transaction
-                    .query_opt(RESERVATION, &[&id, &holder, &token, &batch])
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let reserved: i64 = line.get(0);
-                if reserved > 0 {
-                    return Ok(Some(Reservation::Already(Money::from_nanos(reserved))));
-                }
-                // One conditional update: within the budget, or nothing.
-                let fitted = transaction
-                    .execute(
-                        "UPDATE uncensored_batches SET reserved_nanos = reserved_nanos + $2
-                         WHERE name = $1 AND budget_nanos IS NOT NULL
-                           AND reserved_nanos + spent_nanos + $2 <= budget_nanos",
-                        &[&batch, &nanos],
+                client
+                    .query(
+                        "WITH line AS (
+                             SELECT reserved_nanos FROM uncensored_entries
+                             WHERE id = $1 AND holder = $2 AND token = $3 AND batch = $4
+                         ),
+                         fitted AS (
+                             UPDATE uncensored_batches
+                                 SET reserved_nanos = reserved_nanos + $5
+                                 WHERE name = $4 AND budget_nanos IS NOT NULL
+                                   AND reserved_nanos + spent_nanos + $5 <= budget_nanos
+                                   AND EXISTS (SELECT 1 FROM line WHERE reserved_nanos = 0)
+                                 RETURNING 1
+                         ),
+                         marked AS (
+                             UPDATE uncensored_entries SET reserved_nanos = $5
+                                 WHERE id = $1 AND EXISTS (SELECT 1 FROM fitted)
+                                 RETURNING 1
+                         )
+                         SELECT (SELECT reserved_nanos FROM line),
+                                EXISTS (SELECT 1 FROM fitted),
+                                budget_nanos, reserved_nanos, spent_nanos
+                         FROM uncensored_batches WHERE name = $4",
+                        &[&id, &holder, &token, &batch, &nanos],
                     )
-                    .await?;
-                if fitted == 0 {
-                    let spend = transaction
-                        .query_opt(SPEND, &[&batch])
-                        .await?
-                        .map(|row| spend_of(&row))
-                        .unwrap_or_default();
-                    return Ok(Some(match spend.budget {
-                        None => Reservation::NoBudget,
-                        Some(_) => Reservation::Exceeds(spend),
-                    }));
-                }
-                transaction
-                    .execute(
-                        "UPDATE uncensored_entries SET reserved_nanos = $2 WHERE id = $1",
-                        &[&id, &nanos],
-                    )
-                    .await?;
-                transaction.commit().await?;
-                Ok(Some(Reservation::Reserved))
+                    .await
             })
             .await?;
-        outcome.ok_or_else(|| JournalError::LeaseLost { id: id.to_string() })
+        let lost = || JournalError::LeaseLost { id: id.to_string() };
+        let row = rows.first().ok_or_else(lost)?;
+        let Some(reserved) = row.get::<_, Option<i64>>(0) else {
+            return Err(lost());
+        };
+        // The batch's figures are those from before this statement.
+        let spend = BatchSpend {
+            budget: row.get::<_, Option<i64>>(2).map(Money::from_nanos),
+            reserved: Money::from_nanos(row.get(3)),
+            spent: Money::from_nanos(row.get(4)),
+        };
+        Ok(if reserved > 0 {
+            Reservation::Already(Money::from_nanos(reserved))
+        } else if row.get::<_, bool>(1) {
+            Reservation::Reserved
+        } else if spend.budget.is_none() {
+            Reservation::NoBudget
+        } else {
+            Reservation::Exceeds(spend)
+        })
     }
 
     async fn settle(
@@ -309,46 +303,41 @@ impl Budgets for PostgresJournal {
     ) -> Result<Money, JournalError> {
         let (id, holder, token) = (fence.id.as_str(), fence.holder.as_str(), fence.token);
         let paid = how == Settlement::Paid;
-        // Repeating it is harmless: a settled line holds no reservation.
-        let settled = self
+        // One statement, as for `reserve`. Repeating it is harmless: a
+        // settled line holds no reservation.
+        let rows = self
             .database
             .run(|client| async move {
-                let mut client = client;
-                let transaction = client.transaction().await?;
-                transaction.execute(LOCK_BATCH, &[&batch]).await?;
-                let Some(line) = transaction
-                    .query_opt(RESERVATION, &[&id, &holder, &token, &batch])
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let reserved: i64 = line.get(0);
-                if reserved <= 0 {
-                    return Ok(Some(0));
-                }
-                let spent = if paid { reserved } else { 0 };
-                transaction
-                    .execute(
-                        "UPDATE uncensored_entries
-                             SET reserved_nanos = 0, spent_nanos = spent_nanos + $2
-                             WHERE id = $1",
-                        &[&id, &spent],
+                client
+                    .query(
+                        "WITH line AS (
+                             UPDATE uncensored_entries AS e
+                                 SET reserved_nanos = 0,
+                                     spent_nanos = e.spent_nanos
+                                         + CASE WHEN $5 THEN old.reserved_nanos ELSE 0 END
+                                 FROM (SELECT id, reserved_nanos FROM uncensored_entries
+                                       WHERE id = $1 AND holder = $2 AND token = $3 AND batch = $4
+                                       FOR UPDATE) AS old
+                                 WHERE e.id = old.id
+                                 RETURNING old.reserved_nanos AS reserved
+                         ),
+                         moved AS (
+                             UPDATE uncensored_batches AS b
+                                 SET reserved_nanos = b.reserved_nanos - line.reserved,
+                                     spent_nanos = b.spent_nanos
+                                         + CASE WHEN $5 THEN line.reserved ELSE 0 END
+                                 FROM line
+                                 WHERE b.name = $4 AND line.reserved > 0
+                                 RETURNING 1
+                         )
+                         SELECT reserved FROM line",
+                        &[&id, &holder, &token, &batch, &paid],
                     )
-                    .await?;
-                transaction
-                    .execute(
-                        "UPDATE uncensored_batches
-                             SET reserved_nanos = reserved_nanos - $2, spent_nanos = spent_nanos + $3
-                             WHERE name = $1",
-                        &[&batch, &reserved, &spent],
-                    )
-                    .await?;
-                transaction.commit().await?;
-                Ok(Some(reserved))
+                    .await
             })
             .await?;
-        settled
-            .map(Money::from_nanos)
+        rows.first()
+            .map(|row| Money::from_nanos(row.get::<_, i64>(0).max(0)))
             .ok_or_else(|| JournalError::LeaseLost { id: id.to_string() })
     }
 }
