@@ -14,7 +14,7 @@ use uncensored::callback::CallbackSecret;
 use uncensored::{Client, GenerateRequest, Generation};
 use uncensored_deliver::Deliverer;
 use uncensored_deliver::callbacks::CallbackService;
-use uncensored_deliver::journal::{Journal as _, SqliteJournal};
+use uncensored_deliver::journal::{Entries as _, SqliteJournal};
 use uncensored_deliver::storage::StorageUrl;
 
 #[tokio::main]

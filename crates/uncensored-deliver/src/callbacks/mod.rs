@@ -15,7 +15,7 @@
 //!    one HMAC each.
 //! 2. **The nonce**: a nonce names one job. Once a job is confirmed under a
 //!    nonce, the binding is written to the journal
-//!    ([`Journal::bind_callback_nonce`]); a callback with that nonce about
+//!    ([`CallbackNonces::bind_callback_nonce`](crate::journal::CallbackNonces::bind_callback_nonce)); a callback with that nonce about
 //!    another job is refused (409) without a read, after restarts too.
 //! 3. **The journal**: a job already confirmed (its delivery recorded) is
 //!    answered 200 at once, without a read: duplicates cost nothing.
