@@ -14,11 +14,12 @@ use serde::Deserialize;
 use serde_json::json;
 use uncensored::{CancellationToken, GenerateRequest};
 use uncensored_deliver::journal::{JournalError, JournalLocation, LineIds};
+use uncensored_deliver::spend::{self, Prices, Spending};
 use uncensored_deliver::worker::{self, Worker};
 
 use crate::cli::{Batch, BatchAction, Cli, RequestFields};
 use crate::context::{
-    apply, connect, default_journal, deliverer_on, object_storage, shared_journal,
+    Pacing, apply, connect, default_journal, deliverer_on, journal, object_storage, shared_journal,
 };
 use crate::failure::Failure;
 use crate::settings::Settings;
@@ -194,6 +195,9 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
             "--gallery serves batches with a local journal; beside a shared batch run `uncensored gallery --journal URL`",
         ));
     }
+    if args.estimate {
+        return estimate(cli, args, &settings, &location, file, &name).await;
+    }
     // Everything that can be refused is refused before the first request:
     // the database, the storage, the notifiers.
     // One pool per worker: a shared journal's pacer uses the journal's.
@@ -236,11 +240,19 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         }
     }
     let journal_error = |e: JournalError| Failure::journal(&location, e);
+    if let Some(budget) = args.max_spend {
+        journal
+            .set_budget(&name, Some(budget))
+            .await
+            .map_err(journal_error)?;
+    }
     let before = journal.status(&name).await.map_err(journal_error)?;
     worker::release_dead_local_holders(journal.as_ref(), &name)
         .await
         .map_err(journal_error)?;
+    let spending = Spending::new(Prices::new(connection.client.clone()));
     let worker = Worker::new(Arc::new(deliverer), &name, worker::holder_name())
+        .spending(Arc::new(spending))
         .concurrency(usize::from(settings.concurrency.max(1)))
         .lease(Duration::from_secs(args.lease))
         .drain(Duration::from_secs(args.drain));
@@ -272,6 +284,7 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         .await
         .map_err(journal_error)?;
     let status = journal.status(&name).await.map_err(journal_error)?;
+    tally.spend(journal.spend(&name).await.map_err(journal_error)?);
     let mut extra = serde_json::Map::new();
     extra.insert("journal".into(), json!(location.to_string()));
     extra.insert("worker".into(), json!(worker.holder()));
@@ -281,4 +294,63 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         crate::gallery::keep_serving(server).await;
     }
     outcome
+}
+
+/// `batch FILE --estimate`: what the lines the journal has not done will
+/// cost ([`spend::estimate`]); nothing is written, sent or paid. A local
+/// journal that does not exist yet is not created: every line is pending.
+async fn estimate(
+    cli: &Cli,
+    args: &Batch,
+    settings: &Settings,
+    location: &JournalLocation,
+    file: &Path,
+    name: &str,
+) -> Result<(), Failure> {
+    let journal = match location {
+        JournalLocation::File(path) if !path.exists() => None,
+        _ => Some(journal(location).await?),
+    };
+    let connection = connect(settings, cli.emulator, Pacing::Local).await?;
+    let prices = Prices::new(connection.client.clone());
+    let lines = Lines::open(file, &args.fields)?
+        .map(|line| line.map_err(|failure| JournalError::new(failure.message)));
+    let estimate = spend::estimate(&prices, journal.as_deref(), name, lines)
+        .await
+        .map_err(|error| match error {
+            uncensored_deliver::DeliveryError::Journal(e) => Failure::journal(location, e),
+            other => other.into(),
+        })?;
+    if cli.json {
+        let mut value = serde_json::to_value(&estimate).unwrap_or_default();
+        value["name"] = json!(name);
+        value["method"] = json!(estimate.method());
+        println!("{value}");
+    } else {
+        println!(
+            "{} of {} lines not yet done: {}",
+            estimate.pending, estimate.lines, estimate.cost
+        );
+        for shape in &estimate.shapes {
+            let mut asked = String::new();
+            for (field, value) in [
+                ("resolution", &shape.resolution),
+                ("quality", &shape.quality),
+            ] {
+                if let Some(value) = value {
+                    asked.push_str(&format!(", {field} {}", crate::terminal::safe(value)));
+                }
+            }
+            println!(
+                "  {} × {} {}x{}{asked} at {} each",
+                shape.lines,
+                crate::terminal::safe(&shape.model),
+                shape.width,
+                shape.height,
+                shape.price
+            );
+        }
+        eprintln!("{}", estimate.method());
+    }
+    Ok(())
 }

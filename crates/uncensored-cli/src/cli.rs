@@ -64,6 +64,7 @@ Exit codes:
   4  insufficient funds          10  storing or notifying failed
   5  the prompt was moderated    11  a batch finished with failed lines
                                  12  the journal failed
+                                 13  a batch reached its --max-spend
                                 130  a batch stopped by SIGTERM or Ctrl-C";
 
 /// The commands.
@@ -265,6 +266,17 @@ pub struct Batch {
     /// command finishes the batch's own lines anyway).
     #[arg(long)]
     pub resume: bool,
+    /// Print what the lines not yet done will cost (in USD; nanos with --json), priced by the
+    /// API's estimate once per distinct request shape; nothing is sent or paid.
+    #[arg(long, conflicts_with_all = ["gallery", "max_spend", "resume"])]
+    pub estimate: bool,
+    /// The most the whole batch may spend, every worker together (USD, e.g. 25 or 0.50): each
+    /// line's estimated price is reserved in the journal before it is sent, and the batch
+    /// stops (exit 13) when the next line would not fit; untried lines stay pending. Kept with
+    /// the batch in the journal: a rerun (or another worker) without it keeps the budget, a
+    /// rerun with another value changes it.
+    #[arg(long, value_name = "USD", value_parser = budget)]
+    pub max_spend: Option<uncensored::Money>,
     /// Serve the gallery of this batch (see `uncensored gallery`) while it runs, and after it until Ctrl-C.
     #[arg(long)]
     pub gallery: bool,
@@ -301,6 +313,15 @@ pub struct Gallery {
     pub token: Option<GivenToken>,
     #[command(flatten)]
     pub limits: ServerFlags,
+}
+
+/// A budget: a USD amount, not negative.
+fn budget(text: &str) -> Result<uncensored::Money, String> {
+    let money = uncensored::Money::parse_usd(text).map_err(|e| e.to_string())?;
+    if money.is_negative() {
+        return Err("a budget cannot be negative".into());
+    }
+    Ok(money)
 }
 
 /// A batch name: 1 to 200 printable characters.

@@ -62,11 +62,11 @@ impl Failure {
         )
     }
 
-    /// A batch that stopped for every worker (the account's funds, the key):
-    /// the reason's exit code and advice.
+    /// A batch that stopped for every worker (the account's funds, the key,
+    /// its budget): the reason's exit code and advice.
     pub fn stopped(stop: &uncensored_deliver::journal::BatchStop, left: u64) -> Self {
         Self::new(
-            exit_code(stop.reason.into()),
+            exit_code(stop.reason),
             stop.reason.as_str(),
             format!(
                 "the batch stopped for every worker ({}): {}; {left} lines are left pending, none of them failed",
@@ -119,6 +119,7 @@ pub fn exit_code(reason: DeliveryReason) -> u8 {
         },
         DeliveryReason::Storage | DeliveryReason::Notification => 10,
         DeliveryReason::Journal => 12,
+        DeliveryReason::Budget => 13,
         _ => 1,
     }
 }

@@ -8,7 +8,7 @@ use std::io::IsTerminal as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use uncensored::FailureReason;
-use uncensored_deliver::journal::{BatchStatus, JournalError, LoadReport, Stage};
+use uncensored_deliver::journal::{BatchSpend, BatchStatus, JournalError, LoadReport, Stage};
 use uncensored_deliver::worker::{Ending, Outcome};
 use uncensored_deliver::{DeliveryError, DeliveryReason};
 
@@ -31,6 +31,7 @@ pub struct Tally {
     /// Lines given back: taken over by another worker, or left pending by the batch's stop.
     handed_back: u64,
     seen: u64,
+    spend: Option<BatchSpend>,
     bar: ProgressBar,
     terminal: bool,
     json: bool,
@@ -60,6 +61,7 @@ impl Tally {
             failed: HashMap::new(),
             handed_back: 0,
             seen: 0,
+            spend: None,
             bar,
             terminal,
             json,
@@ -126,6 +128,11 @@ impl Tally {
         }
     }
 
+    /// The batch's budget and spend at the end, for the summary.
+    pub fn spend(&mut self, spend: Option<BatchSpend>) {
+        self.spend = spend;
+    }
+
     fn fail(&mut self, outcome: &Outcome, reason: DeliveryReason) {
         self.bar
             .inc(u64::from(!self.failed.contains_key(&outcome.id)));
@@ -189,6 +196,20 @@ impl Tally {
         );
         extra.insert("interrupted".into(), json!(interrupted));
         extra.insert("batch".into(), json!(status));
+        // What the batch spent, as its budget counts it (null without one).
+        let tracked = self.spend.filter(|spend| spend.budget.is_some());
+        extra.insert(
+            "spent_nanos".into(),
+            json!(tracked.map(|spend| spend.spent)),
+        );
+        extra.insert(
+            "reserved_nanos".into(),
+            json!(tracked.map(|spend| spend.reserved)),
+        );
+        extra.insert(
+            "budget_nanos".into(),
+            json!(tracked.and_then(|spend| spend.budget)),
+        );
         if self.json {
             println!("{}", serde_json::Value::Object(extra));
         } else {
@@ -202,6 +223,17 @@ impl Tally {
                 status.failed,
                 left
             );
+            if let Some(spend) = tracked {
+                let reserved = match spend.reserved.nanos() {
+                    0 => String::new(),
+                    _ => format!(" ({} still reserved by lines not finished)", spend.reserved),
+                };
+                println!(
+                    "spent {} of the batch's budget of {}{reserved}",
+                    spend.spent,
+                    spend.budget.unwrap_or_default()
+                );
+            }
             if load.no_longer_in_file > 0 {
                 eprintln!(
                     "{} lines of the journal are no longer in the file (deleted or edited); they are not run",

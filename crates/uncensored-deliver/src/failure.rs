@@ -33,6 +33,9 @@ pub enum DeliveryReason {
     /// The journal could not be read or written: progress may not be
     /// recorded, so nothing more is sent until it works again.
     Journal,
+    /// The batch's budget (`--max-spend`) is reached: the next line's price
+    /// would pass it. Nothing failed; untried lines stay pending.
+    Budget,
 }
 
 impl DeliveryReason {
@@ -43,6 +46,7 @@ impl DeliveryReason {
             Self::Storage => "storage",
             Self::Notification => "notification",
             Self::Journal => "journal",
+            Self::Budget => "budget_reached",
         }
     }
 
@@ -53,6 +57,7 @@ impl DeliveryReason {
             "storage" => Self::Storage,
             "notification" => Self::Notification,
             "journal" => Self::Journal,
+            "budget_reached" => Self::Budget,
             other => Self::Api(
                 serde_json::from_value(serde_json::Value::String(other.to_string()))
                     .unwrap_or(FailureReason::Other),
@@ -73,6 +78,9 @@ impl DeliveryReason {
             }
             Self::Journal => {
                 "check the journal: its directory's permissions and disk space (SQLite), or that its PostgreSQL server is up and accepts the connection; then run the same command again (nothing is paid twice)"
+            }
+            Self::Budget => {
+                "the batch spent what its budget allows; rerun with a larger --max-spend to continue (finished lines are skipped, nothing is paid twice)"
             }
         }
     }
@@ -113,6 +121,7 @@ mod tests {
             DeliveryReason::Storage,
             DeliveryReason::Notification,
             DeliveryReason::Journal,
+            DeliveryReason::Budget,
             DeliveryReason::Api(FailureReason::Moderation),
             DeliveryReason::Api(FailureReason::GaveUp),
             DeliveryReason::Api(FailureReason::Other),

@@ -86,6 +86,7 @@ pub mod notify;
 mod postgres;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod spend;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -15,6 +15,7 @@ use futures_util::stream::FuturesUnordered;
 use uncensored::{CancellationToken, GenerateRequest};
 
 use crate::journal::{BatchFile, BatchLine, BatchStop, Journal, JournalError, LineIds, LoadReport};
+use crate::spend::Spending;
 use crate::{Deliverer, DeliveryError};
 
 /// Loads the lines of `file` into `journal` ([`crate::journal::Batches::load`]):
@@ -144,6 +145,7 @@ pub struct Worker {
     concurrency: usize,
     lease: Duration,
     drain: Duration,
+    spending: Option<Arc<Spending>>,
 }
 
 impl Worker {
@@ -161,7 +163,17 @@ impl Worker {
             concurrency: 4,
             lease: Duration::from_secs(30),
             drain: Duration::from_secs(30),
+            spending: None,
         }
+    }
+
+    /// Keeps the batch within the budget its journal holds for it, if it
+    /// holds one ([`crate::journal::Budgets`]): each line's price is
+    /// reserved before it is sent, and a line that does not fit stops the
+    /// batch for every worker ([`crate::DeliveryReason::Budget`]).
+    pub fn spending(mut self, spending: Arc<Spending>) -> Self {
+        self.spending = Some(spending);
+        self
     }
 
     /// Lines in flight at once (default 4).
@@ -253,14 +265,18 @@ impl Worker {
                     for claim in claimed.lines {
                         lock(held).insert(claim.entry.id.clone());
                         let deliverer = self.deliverer.clone();
+                        let spending = self.spending.clone();
+                        let batch = self.batch.clone();
                         in_flight.push(async move {
                             let id = claim.entry.id.clone();
                             let line = claim.line;
-                            Outcome {
-                                id,
-                                line,
-                                result: deliverer.continue_claim(claim).await,
-                            }
+                            let result = match spending {
+                                Some(spending) => {
+                                    spending.continue_claim(&deliverer, &batch, claim).await
+                                }
+                                None => deliverer.continue_claim(claim).await,
+                            };
+                            Outcome { id, line, result }
                         });
                     }
                 }

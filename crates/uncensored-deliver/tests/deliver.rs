@@ -200,7 +200,7 @@ async fn failures_are_announced_too() {
         .unwrap_err();
     assert_eq!(
         broke.batch_stop(),
-        Some(FailureReason::InsufficientFunds),
+        Some(FailureReason::InsufficientFunds.into()),
         "{broke}"
     );
     let pending = journal.get("poor").await.unwrap().unwrap();

@@ -60,16 +60,22 @@ pub enum DeliveryError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The line's price does not fit in the batch's budget: nothing was
+    /// sent, and the batch stops ([`DeliveryReason::Budget`]).
+    #[error(transparent)]
+    OverBudget(#[from] crate::spend::OverBudget),
 }
 
 impl DeliveryError {
     /// The reason this failure stops a whole batch, when it does (the
-    /// account's funds, the key: [`BatchStop::stops_batch`]).
-    pub fn batch_stop(&self) -> Option<FailureReason> {
+    /// account's funds, the key: [`BatchStop::stops_batch`]; the batch's
+    /// budget reached).
+    pub fn batch_stop(&self) -> Option<DeliveryReason> {
         match self {
-            DeliveryError::Api(error) => {
-                Some(error.reason()).filter(|reason| BatchStop::stops_batch(*reason))
-            }
+            DeliveryError::Api(error) => Some(error.reason())
+                .filter(|reason| BatchStop::stops_batch(*reason))
+                .map(DeliveryReason::from),
+            DeliveryError::OverBudget(_) => Some(DeliveryReason::Budget),
             _ => None,
         }
     }
@@ -83,6 +89,7 @@ impl DeliveryError {
             DeliveryError::Storage(error) => error.reason(),
             DeliveryError::Notify(_) => DeliveryReason::Notification,
             DeliveryError::Journal(_) => DeliveryReason::Journal,
+            DeliveryError::OverBudget(_) => DeliveryReason::Budget,
         }
     }
 }

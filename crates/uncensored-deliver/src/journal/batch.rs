@@ -11,6 +11,7 @@ use sha2::Digest as _;
 use uncensored::{FailureReason, GenerateRequest};
 
 use super::Entry;
+use crate::DeliveryReason;
 
 /// Gives each line of a batch its entry id, from its content: a hash of the
 /// batch's name and the normalised request (defaults filled in, the
@@ -147,12 +148,14 @@ pub struct BatchInfo {
 }
 
 /// Why a whole batch stopped: a failure no other line can get past (the
-/// account's funds, the key), recorded in the journal so that every worker
-/// stops claiming. Lines not yet tried stay pending; the next run continues.
+/// account's funds, the key), or the batch's budget reached, recorded in
+/// the journal so that every worker stops claiming. Lines not yet tried
+/// stay pending; the next run continues.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchStop {
-    /// The reason, with its advice and exit code.
-    pub reason: FailureReason,
+    /// The reason, with its advice (and, in the CLI, its exit code): an API
+    /// reason ([`BatchStop::stops_batch`]) or [`DeliveryReason::Budget`].
+    pub reason: DeliveryReason,
     /// What the API said.
     pub message: String,
     /// The worker that saw it.

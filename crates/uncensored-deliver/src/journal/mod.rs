@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 mod batch;
+mod budget;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -21,6 +22,7 @@ pub use batch::{
     BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Claim, Claimed, Fence, LineIds,
     LoadReport,
 };
+pub use budget::{BatchSpend, Budgets, Reservation, Settlement};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresJournal;
 #[cfg(feature = "sqlite")]
@@ -161,6 +163,10 @@ pub trait Entries: Send + Sync + Debug {
     async fn counts(&self) -> Result<(u64, u64), JournalError>;
     /// The `limit` most recently changed entries, newest first, done or not.
     async fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError>;
+    /// The ids among `ids` whose entries exist and are done (in any order):
+    /// what an estimate of a batch leaves out. Callers pass a few thousand
+    /// at a time.
+    async fn done_among(&self, ids: &[String]) -> Result<Vec<String>, JournalError>;
 }
 
 /// Callback nonces, for the callback service (`callbacks` feature). A
@@ -251,14 +257,14 @@ pub trait Batches: Send + Sync + Debug {
 }
 
 /// A durable store of deliveries: [`Entries`], [`Batches`] with their
-/// leases, and [`CallbackNonces`]. Kept behind traits so that a shared
+/// leases and their [`Budgets`], and [`CallbackNonces`]. Kept behind traits so that a shared
 /// database can back it: `SqliteJournal` (feature `sqlite`) is the embedded
 /// default for one machine, `PostgresJournal` (feature `postgres`) is
 /// shared by many. Every journal passes
 /// [`testing::journal::conformance`](crate::testing::journal::conformance).
-pub trait Journal: Entries + Batches + CallbackNonces {}
+pub trait Journal: Entries + Batches + Budgets + CallbackNonces {}
 
-impl<T: Entries + Batches + CallbackNonces + ?Sized> Journal for T {}
+impl<T: Entries + Batches + Budgets + CallbackNonces + ?Sized> Journal for T {}
 
 /// Whether `location` names a PostgreSQL database (`postgres://`, `postgresql://`).
 pub fn is_postgres(location: &str) -> bool {

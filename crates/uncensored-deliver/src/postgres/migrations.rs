@@ -71,6 +71,19 @@ const MIGRATIONS: &[(i32, &str)] = &[
              ADD COLUMN window_ends      timestamptz,
              ADD COLUMN window_remaining integer NOT NULL DEFAULT 0;",
     ),
+    (
+        4,
+        // Budgets: a batch's budget and totals, and each line's own
+        // reservation and spend (the totals change with them, in one
+        // transaction).
+        "ALTER TABLE uncensored_entries
+             ADD COLUMN reserved_nanos bigint NOT NULL DEFAULT 0,
+             ADD COLUMN spent_nanos bigint NOT NULL DEFAULT 0;
+         ALTER TABLE uncensored_batches
+             ADD COLUMN budget_nanos bigint,
+             ADD COLUMN reserved_nanos bigint NOT NULL DEFAULT 0,
+             ADD COLUMN spent_nanos bigint NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// A key for `pg_advisory_xact_lock`: "uncensored" in ASCII, folded.

@@ -2,7 +2,8 @@
 //! once, callback nonces bound once, batches loaded once and known by their
 //! lines' content, claims that never hand one line to two holders, leases
 //! that expire and renew, fencing tokens that refuse a stale holder's
-//! writes, and stops that hold for every worker.
+//! writes, stops that hold for every worker, and budgets that concurrent
+//! reservations never pass.
 //!
 //! `open` is called several times: each call must return a new handle on
 //! the same journal (another connection, as another process would have),
@@ -13,10 +14,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use uncensored::{FailureReason, GenerateRequest};
+use uncensored::{FailureReason, GenerateRequest, Money};
 
 use crate::Deliverer;
-use crate::journal::{BatchFile, BatchLine, BatchStop, Journal, JournalError, LineIds, Stage};
+use crate::journal::{
+    BatchFile, BatchLine, BatchSpend, BatchStop, Journal, JournalError, LineIds, Reservation,
+    Settlement, Stage,
+};
 
 /// A batch file of `prompts`, as a run reads it: its file and its lines.
 fn batch(name: &str, prompts: &[&str]) -> (BatchFile, Vec<BatchLine>) {
@@ -70,6 +74,7 @@ where
     claims(&one, &two).await;
     fencing(&one, &two).await;
     stops(&one, &two).await;
+    budgets(&one, &two).await;
 }
 
 async fn entries(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
@@ -305,14 +310,14 @@ async fn stops(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     let first = one.claim("stopped.txt", "w1", 1, LONG).await.unwrap();
     assert_eq!(first.lines.len(), 1);
     let stop = BatchStop {
-        reason: FailureReason::InsufficientFunds,
+        reason: FailureReason::InsufficientFunds.into(),
         message: "402: balance too low".into(),
         holder: "w1".into(),
         at: chrono::Utc::now(),
     };
     one.stop("stopped.txt", &stop).await.unwrap();
     let later = BatchStop {
-        reason: FailureReason::Unauthorized,
+        reason: FailureReason::Unauthorized.into(),
         ..stop.clone()
     };
     two.stop("stopped.txt", &later).await.unwrap();
@@ -350,4 +355,188 @@ async fn stops(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
         2,
         "the rerun continues with the untried lines"
     );
+}
+
+async fn budgets(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    let names: Vec<String> = (0..12).map(|n| format!("priced {n}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let file = batch("budget.txt", &refs);
+    load(one.as_ref(), &file).await;
+    assert_eq!(one.spend("absent.txt").await.unwrap(), None);
+    assert_eq!(one.set_budget("absent.txt", None).await.unwrap(), None);
+    assert_eq!(
+        one.spend("budget.txt").await.unwrap(),
+        Some(BatchSpend::default()),
+        "a batch starts with no budget and nothing spent"
+    );
+    let price = Money::from_nanos(30);
+    let first = one.claim("budget.txt", "w1", 6, LONG).await.unwrap().lines;
+    let second = two.claim("budget.txt", "w2", 6, LONG).await.unwrap().lines;
+    assert_eq!(
+        one.reserve("budget.txt", &first[0].fence, price)
+            .await
+            .unwrap(),
+        Reservation::NoBudget,
+        "nothing is tracked without a budget"
+    );
+    let budget = Money::from_nanos(100);
+    let set = two.set_budget("budget.txt", Some(budget)).await.unwrap();
+    assert_eq!(set.map(|s| s.budget), Some(Some(budget)));
+
+    // Two handles reserve together: never more than the budget.
+    let reserve_all = |journal: Arc<dyn Journal>, claims: Vec<crate::journal::Claim>| async move {
+        let mut outcomes = Vec::new();
+        for claim in &claims {
+            outcomes.push(
+                journal
+                    .reserve("budget.txt", &claim.fence, price)
+                    .await
+                    .unwrap(),
+            );
+        }
+        outcomes
+    };
+    let (a, b) = tokio::join!(
+        reserve_all(one.clone(), first.clone()),
+        reserve_all(two.clone(), second.clone())
+    );
+    let reserved = a
+        .iter()
+        .chain(&b)
+        .filter(|r| **r == Reservation::Reserved)
+        .count();
+    assert_eq!(reserved, 3, "100 holds three lines of 30: {a:?} {b:?}");
+    assert!(
+        a.iter()
+            .chain(&b)
+            .all(|r| matches!(r, Reservation::Reserved | Reservation::Exceeds(_))),
+        "{a:?} {b:?}"
+    );
+    let spend = one.spend("budget.txt").await.unwrap().unwrap();
+    assert_eq!(
+        (spend.reserved, spend.spent),
+        (Money::from_nanos(90), Money::ZERO)
+    );
+    assert!(!spend.fits(price));
+
+    let holding: Vec<&crate::journal::Claim> = first
+        .iter()
+        .zip(&a)
+        .chain(second.iter().zip(&b))
+        .filter(|(_, r)| **r == Reservation::Reserved)
+        .map(|(c, _)| c)
+        .collect();
+    let journal_of = |claim: &crate::journal::Claim| {
+        if claim.fence.holder == "w1" {
+            one.clone()
+        } else {
+            two.clone()
+        }
+    };
+    assert_eq!(
+        journal_of(holding[0])
+            .reserve("budget.txt", &holding[0].fence, price)
+            .await
+            .unwrap(),
+        Reservation::Already(price),
+        "a line is reserved once"
+    );
+    let stale = crate::journal::Fence {
+        token: holding[0].fence.token - 1,
+        ..holding[0].fence.clone()
+    };
+    assert!(
+        matches!(
+            one.reserve("budget.txt", &stale, price).await,
+            Err(JournalError::LeaseLost { .. })
+        ),
+        "a reservation is made under the line's claim"
+    );
+
+    // Settled once: paid moves to spent, not charged gives it back.
+    let paid = journal_of(holding[0]);
+    assert_eq!(
+        paid.settle("budget.txt", &holding[0].fence, Settlement::Paid)
+            .await
+            .unwrap(),
+        price
+    );
+    assert_eq!(
+        paid.settle("budget.txt", &holding[0].fence, Settlement::Paid)
+            .await
+            .unwrap(),
+        Money::ZERO,
+        "settling twice settles once"
+    );
+    journal_of(holding[1])
+        .settle("budget.txt", &holding[1].fence, Settlement::NotCharged)
+        .await
+        .unwrap();
+    let spend = two.spend("budget.txt").await.unwrap().unwrap();
+    assert_eq!(
+        (spend.reserved, spend.spent),
+        (Money::from_nanos(30), Money::from_nanos(30))
+    );
+
+    // A worker that dies leaves its reservation on the line: whoever takes
+    // the line over finds it reserved, and the dead one can settle nothing.
+    one.release("w1", None).await.unwrap();
+    two.release("w2", None).await.unwrap();
+    let kept = holding[2].entry.id.clone();
+    let dead = one.claim("budget.txt", "dead", 12, SHORT).await.unwrap();
+    let dead = dead
+        .lines
+        .into_iter()
+        .find(|c| c.entry.id == kept)
+        .expect("the reserved line is claimable again");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let taken = loop {
+        let claimed = two.claim("budget.txt", "heir", 12, LONG).await.unwrap();
+        if let Some(claim) = claimed.lines.into_iter().find(|c| c.entry.id == kept) {
+            break claim;
+        }
+        two.release("heir", None).await.unwrap();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an expired lease is taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(
+        two.reserve("budget.txt", &taken.fence, price)
+            .await
+            .unwrap(),
+        Reservation::Already(price),
+        "a taken-over line keeps its reservation"
+    );
+    assert!(
+        one.settle("budget.txt", &dead.fence, Settlement::NotCharged)
+            .await
+            .is_err(),
+        "the dead holder cannot release the heir's reservation"
+    );
+
+    // A larger budget keeps what is reserved and spent; a rerun keeps it.
+    let raised = one
+        .set_budget("budget.txt", Some(Money::from_nanos(200)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (raised.reserved, raised.spent),
+        (spend.reserved, spend.spent)
+    );
+    let mut unread = std::iter::empty();
+    two.load(&file.0, &mut unread).await.unwrap();
+    assert_eq!(
+        one.spend("budget.txt").await.unwrap().unwrap().budget,
+        Some(Money::from_nanos(200)),
+        "the budget belongs to the batch"
+    );
+    let done: Vec<String> = vec![kept.clone(), "absent".into()];
+    assert!(one.done_among(&done).await.unwrap().is_empty());
+    let mut finished = taken.entry.clone();
+    finished.done = true;
+    two.write_claimed(&finished, &taken.fence).await.unwrap();
+    assert_eq!(one.done_among(&done).await.unwrap(), [kept]);
 }

@@ -5,9 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use uncensored::Money;
+
 use crate::journal::{
-    BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, CallbackNonces, Claim,
-    Claimed, Entries, Entry, Fence, Journal, JournalError, LoadReport,
+    BatchFile, BatchInfo, BatchLine, BatchSpend, BatchStatus, BatchStop, Batches, Budgets,
+    CallbackNonces, Claim, Claimed, Entries, Entry, Fence, Journal, JournalError, LoadReport,
+    Reservation, Settlement,
 };
 
 /// One call a journal made.
@@ -75,6 +78,43 @@ impl Entries for Observed {
     }
     async fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
         self.call("recent", false, self.inner.recent(limit)).await
+    }
+    async fn done_among(&self, ids: &[String]) -> Result<Vec<String>, JournalError> {
+        self.call("done_among", false, self.inner.done_among(ids))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Budgets for Observed {
+    async fn set_budget(
+        &self,
+        batch: &str,
+        budget: Option<Money>,
+    ) -> Result<Option<BatchSpend>, JournalError> {
+        self.call("set_budget", true, self.inner.set_budget(batch, budget))
+            .await
+    }
+    async fn spend(&self, batch: &str) -> Result<Option<BatchSpend>, JournalError> {
+        self.call("spend", false, self.inner.spend(batch)).await
+    }
+    async fn reserve(
+        &self,
+        batch: &str,
+        fence: &Fence,
+        price: Money,
+    ) -> Result<Reservation, JournalError> {
+        self.call("reserve", true, self.inner.reserve(batch, fence, price))
+            .await
+    }
+    async fn settle(
+        &self,
+        batch: &str,
+        fence: &Fence,
+        how: Settlement,
+    ) -> Result<Money, JournalError> {
+        self.call("settle", true, self.inner.settle(batch, fence, how))
+            .await
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{CallbackNonces, Entries, Entry, JournalError, Stage};
 
 mod batches;
+mod budget;
 use crate::postgres::Database;
 
 /// The journal in a PostgreSQL database. The schema is created and migrated
@@ -160,6 +161,21 @@ impl Entries for PostgresJournal {
                 })
                 .await?,
         )
+    }
+
+    async fn done_among(&self, ids: &[String]) -> Result<Vec<String>, JournalError> {
+        let rows = self
+            .database
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT id FROM uncensored_entries WHERE id = ANY($1) AND done",
+                        &[&ids],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 }
 

@@ -9,6 +9,7 @@ use rusqlite::OptionalExtension as _;
 use super::{BatchStop, CallbackNonces, Entries, Entry, JournalError, Stage};
 
 mod batches;
+mod budget;
 
 /// The journal in an SQLite file (WAL, synchronous=FULL: a committed record
 /// survives the process being killed). The page cache is capped at 256 KiB so
@@ -23,7 +24,7 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 }
 
 /// Version of the schema this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The schema, as numbered migrations: each runs once, in a transaction
 /// that holds the database's write lock (`BEGIN IMMEDIATE`) and reads the
@@ -69,6 +70,13 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
                          stop TEXT,
                          loaded INTEGER NOT NULL
                      );",
+    // Budgets: a batch's budget and totals, and each line's own reservation
+    // and spend (the totals change with them, in one transaction).
+    "ALTER TABLE entries ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE entries ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE batches ADD COLUMN budget_nanos INTEGER;
+     ALTER TABLE batches ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE batches ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How long opening a journal waits for other processes opening it too.
@@ -271,6 +279,24 @@ impl Entries for SqliteJournal {
                 .query([i64::try_from(limit).unwrap_or(i64::MAX)])
                 .map_err(error)?,
         )
+    }
+
+    async fn done_among(&self, ids: &[String]) -> Result<Vec<String>, JournalError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached("SELECT id FROM entries WHERE id = ?1 AND done = 1")
+            .map_err(error)?;
+        let mut done = Vec::new();
+        for id in ids {
+            if let Some(id) = statement
+                .query_row([id], |row| row.get::<_, String>(0))
+                .optional()
+                .map_err(error)?
+            {
+                done.push(id);
+            }
+        }
+        Ok(done)
     }
 }
 
