@@ -11,8 +11,9 @@
 //!   (so that requests in flight, which the API has not counted yet in the
 //!   answers read so far, are never spent twice); an answer only ever lowers
 //!   the count, to what the API says is left;
-//! - when none is left, nothing starts until a second after the reported
-//!   reset ([`RESET_PRECISION`]: the header has whole seconds);
+//! - when none is left, nothing starts until a second and a quarter after
+//!   the reported reset ([`RESET_PRECISION`]: the header has whole seconds,
+//!   and a request of the old window may still be on its way);
 //! - then a new window begins with the whole ceiling; its first answer tells
 //!   when it resets.
 //!
@@ -42,10 +43,12 @@ pub const PACE_SHARE: f64 = 0.98;
 /// 60-second window"): no reset is believed further away than this.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// The precision of `x-ratelimit-reset-requests` (whole seconds): a window
-/// reported to reset at `T` may reset up to this much later, so nothing
-/// starts between `T` and `T` + this.
-pub const RESET_PRECISION: Duration = Duration::from_secs(1);
+/// The margin after a reported reset: `x-ratelimit-reset-requests` has whole
+/// seconds, so a window reported to reset at `T` may reset up to a second
+/// later, and a request that took its turn just before the reset may reach
+/// the API a little after it (a loaded machine): nothing starts between `T`
+/// and `T` + this (a second and a quarter).
+pub const RESET_PRECISION: Duration = Duration::from_millis(1250);
 
 /// The interval between two spaced requests of a key whose ceiling is
 /// `limit` per minute.

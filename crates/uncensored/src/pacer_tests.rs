@@ -192,6 +192,6 @@ fn the_time_to_a_reset_is_clamped_to_a_window() {
     );
     assert_eq!(time_to_reset(&at(600_000), now), Some(WINDOW));
     assert_eq!(time_to_reset(&at(-500), now), Some(Duration::ZERO));
-    assert_eq!(time_to_reset(&at(-1_000), now), Some(Duration::ZERO));
-    assert_eq!(time_to_reset(&at(-1_001), now), None);
+    assert_eq!(time_to_reset(&at(-1_250), now), Some(Duration::ZERO));
+    assert_eq!(time_to_reset(&at(-1_251), now), None);
 }

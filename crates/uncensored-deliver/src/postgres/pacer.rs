@@ -21,7 +21,7 @@ use crate::journal::{JournalError, PostgresJournal};
 /// row (`uncensored_pacing`) holds the window the API reports (what is left
 /// in it, when it resets), each request takes one of what is left, and every
 /// answer lowers it to what the API says; so all processes together spend
-/// the window, then wait for its reset (a second after it: the header has
+/// the window, then wait for its reset (a second and a quarter after it: the header has
 /// whole seconds), then begin the next. The reset is turned into the
 /// database's clock by the process that reads it (its own clock against the
 /// API's; the database's clock against no one's). A 429's `retry-after`
