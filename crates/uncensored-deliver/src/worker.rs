@@ -257,7 +257,11 @@ impl Worker {
                         // twice a second: lines usually end long before.
                         match claimed.others_expire_in {
                             Some(expiry) => {
-                                idle = Some((expiry + Duration::from_millis(50)).min(RECHECK))
+                                idle = Some(
+                                    expiry
+                                        .saturating_add(Duration::from_millis(50))
+                                        .min(RECHECK),
+                                )
                             }
                             None => return Ok(Ending::Finished),
                         }

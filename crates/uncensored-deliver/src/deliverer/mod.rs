@@ -265,7 +265,8 @@ impl Deliverer {
         self.submit(entry).await
     }
 
-    /// Finishes every unfinished entry of the journal, 8 at a time. Each is
+    /// Finishes every unfinished entry of the journal that belongs to no batch
+    /// (batch lines are claimed by a [`crate::worker::Worker`]), 8 at a time. Each is
     /// claimed first, so that deliverers sharing a journal (replicas) do not
     /// finish the same entry twice; entries another one holds are left to it.
     pub async fn resume(&self) -> Result<Vec<Result<Entry, DeliveryError>>, DeliveryError> {
