@@ -25,22 +25,12 @@ async fn deliverer(settings: &Settings, client: uncensored::Client) -> Result<De
 /// Prints a finished entry: its location (or failure), as a line or JSON.
 fn print_entry(entry: &Entry, json: bool) -> Result<(), Failure> {
     match &entry.stage {
-        Stage::Stored {
-            job_id,
-            location,
-            sha256,
-            share_url,
-            model,
-            generation_time,
-            ..
-        } => {
+        Stage::Stored(image) => {
             if json {
-                println!(
-                    "{}",
-                    json!({"job_id": job_id, "location": location, "sha256": sha256, "share_url": share_url, "model": model, "generation_time": generation_time})
-                );
+                // The image's one record, as the journal and notifiers keep it.
+                println!("{}", json!(image));
             } else {
-                println!("{}", safe(location));
+                println!("{}", safe(&image.location));
             }
             Ok(())
         }

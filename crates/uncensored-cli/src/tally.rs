@@ -75,11 +75,11 @@ impl Tally {
             .map_or_else(|| outcome.id.clone(), |n| n.to_string());
         let (ok, text) = match &outcome.result {
             Ok(entry) => match &entry.stage {
-                Stage::Stored { location, .. } => {
+                Stage::Stored(image) => {
                     self.stored += 1;
                     self.failed.remove(&outcome.id);
                     self.bar.inc(1);
-                    (true, format!("line {number}: stored at {location}"))
+                    (true, format!("line {number}: stored at {}", image.location))
                 }
                 Stage::Failed {
                     reason, message, ..

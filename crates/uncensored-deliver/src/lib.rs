@@ -80,6 +80,7 @@
 pub mod callbacks;
 mod deliverer;
 mod failure;
+mod image;
 pub mod journal;
 pub mod notify;
 #[cfg(feature = "postgres")]
@@ -96,6 +97,7 @@ pub mod worker;
 
 pub use deliverer::{Deliverer, DeliveryError, StepPolicies};
 pub use failure::DeliveryReason;
+pub use image::StoredImage;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresPacer;
 

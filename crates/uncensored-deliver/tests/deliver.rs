@@ -315,7 +315,7 @@ async fn an_existing_job_is_taken_waited_for_stored_and_announced() {
         .await
         .unwrap();
     assert!(
-        entry.done && matches!(&entry.stage, Stage::Stored { job_id, .. } if *job_id == job.job_id),
+        entry.done && matches!(&entry.stage, Stage::Stored(image) if image.job_id == job.job_id),
         "{entry:?}"
     );
     assert_eq!(slack_server.received_requests().await.unwrap().len(), 1);

@@ -77,9 +77,9 @@ impl BatchView {
                 Stage::Pending => "pending",
                 Stage::Accepted { .. } => "accepted",
                 Stage::Generated { .. } => "generated",
-                Stage::Stored { job_id, .. } => {
+                Stage::Stored(image) => {
                     view.stored += 1;
-                    jobs.insert(job_id.clone());
+                    jobs.insert(image.job_id.clone());
                     "stored"
                 }
                 Stage::Failed {

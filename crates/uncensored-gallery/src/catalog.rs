@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use futures_util::{StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use uncensored_deliver::storage::{ObjectStorage, StorageError};
@@ -15,32 +15,9 @@ const SIDECAR_READS: usize = 16;
 /// The largest page the API returns.
 pub const MAX_PAGE: usize = 500;
 
-/// A stored image as the page shows it: its sidecar's fields, its name and size.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ImageRecord {
-    /// Its name inside the storage (the key of every URL about it).
-    pub name: String,
-    /// The job that made it.
-    pub job_id: String,
-    /// The prompt.
-    pub prompt: String,
-    /// The model.
-    pub model: Option<String>,
-    /// Width in pixels.
-    pub width: Option<u32>,
-    /// Height in pixels.
-    pub height: Option<u32>,
-    /// Seconds the generation took.
-    pub generation_time: Option<f64>,
-    /// SHA-256 of the image.
-    pub sha256: String,
-    /// When the job completed, or when it was stored.
-    pub created_at: DateTime<Utc>,
-    /// Size in bytes.
-    pub size: u64,
-    /// Where it is, for people (a path, `s3://bucket/key`).
-    pub location: String,
-}
+/// A stored image as the page shows it: the delivery crate's one record
+/// of a stored image, built from its sidecar, its name and its size.
+pub type ImageRecord = uncensored_deliver::StoredImage;
 
 /// How a page of images is sorted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -138,25 +115,14 @@ impl Catalog {
                 let Some(meta) = self.storage.image_meta(&image.name).await? else {
                     return Ok(None);
                 };
-                let Some(sha256) = meta.sha256 else {
-                    return Ok(None);
-                };
-                Ok(Some(ImageRecord {
-                    location: uncensored_deliver::storage::Storage::location(
-                        &self.storage,
-                        &image.name,
-                    ),
-                    name: image.name.as_str().to_string(),
-                    job_id: meta.job_id,
-                    prompt: meta.prompt,
-                    model: meta.model,
-                    width: meta.width,
-                    height: meta.height,
-                    generation_time: meta.generation_time,
-                    sha256,
-                    created_at: meta.created_at,
-                    size: image.size,
-                }))
+                let location =
+                    uncensored_deliver::storage::Storage::location(&self.storage, &image.name);
+                Ok(ImageRecord::from_meta(
+                    meta,
+                    image.name.as_str(),
+                    location,
+                    Some(image.size),
+                ))
             })
             .buffer_unordered(SIDECAR_READS)
             .collect()

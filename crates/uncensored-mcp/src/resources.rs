@@ -55,10 +55,10 @@ pub async fn read(tools: &Tools, uri: &str, max_bytes: u64) -> Result<Image, Too
         .await
         .map_err(ToolFailure::from)?
         .ok_or_else(not_found)?;
-    let Stage::Stored { name, .. } = &entry.stage else {
+    let Stage::Stored(image) = &entry.stage else {
         return Err(not_found());
     };
-    let object = ObjectName::parse(name)?;
+    let object = ObjectName::parse(&image.name)?;
     let bytes = tools
         .deliverer
         .storage()
@@ -66,7 +66,7 @@ pub async fn read(tools: &Tools, uri: &str, max_bytes: u64) -> Result<Image, Too
         .await?
         .ok_or_else(not_found)?;
     Ok(Image {
-        mime: mime_of(name),
+        mime: mime_of(&image.name),
         bytes,
     })
 }
@@ -124,15 +124,7 @@ mod tests {
             .await
             .unwrap();
         let mut entry = Deliverer::new_entry(id, &GenerateRequest::new("a prompt"));
-        entry.stage = Stage::Stored {
-            job_id: meta.job_id.clone(),
-            generation_time: None,
-            model: None,
-            name: name.as_str().to_string(),
-            location: stored.location.clone(),
-            sha256: stored.sha256.clone(),
-            share_url: None,
-        };
+        entry.stage = Stage::Stored(uncensored_deliver::StoredImage::new(meta, &stored));
         entry.done = true;
         journal.put(&entry).await.unwrap();
         let client = Client::builder()

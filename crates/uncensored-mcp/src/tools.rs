@@ -232,7 +232,8 @@ impl Tools {
             .iter()
             .map(|entry| {
                 let model = match &entry.stage {
-                    Stage::Stored { model, .. } | Stage::Generated { model, .. } => model.clone(),
+                    Stage::Stored(image) => image.model.clone(),
+                    Stage::Generated { model, .. } => model.clone(),
                     _ => None,
                 }
                 .or_else(|| entry.request.model_name().map(str::to_string));
@@ -297,23 +298,15 @@ pub fn delivery_value(entry: &Entry) -> Value {
                 value["model"] = json!(model);
             }
         }
-        Stage::Stored {
-            job_id,
-            generation_time,
-            model,
-            location,
-            sha256,
-            share_url,
-            ..
-        } => {
-            value["job_id"] = json!(job_id);
-            value["generation_time"] = json!(generation_time);
-            if model.is_some() {
-                value["model"] = json!(model);
+        Stage::Stored(image) => {
+            // The image's one record, field by field.
+            if let Ok(Value::Object(fields)) = serde_json::to_value(image) {
+                for (key, field) in fields {
+                    if !(key == "model" && field.is_null()) {
+                        value[key] = field;
+                    }
+                }
             }
-            value["location"] = json!(location);
-            value["sha256"] = json!(sha256);
-            value["share_url"] = json!(share_url);
             value["uri"] = json!(resources::uri(&entry.id));
         }
         Stage::Failed {

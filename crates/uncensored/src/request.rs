@@ -229,6 +229,27 @@ impl GenerateRequest {
         )
     }
 
+    /// The width and height as asked, each `None` when left to the API's
+    /// default (unlike [`dimensions`](Self::dimensions), which fills them in).
+    pub fn asked_size(&self) -> (Option<u32>, Option<u32>) {
+        (self.width, self.height)
+    }
+
+    /// The resolution hint, if set.
+    pub fn resolution_hint(&self) -> Option<&str> {
+        self.resolution.as_deref()
+    }
+
+    /// The quality hint, if set.
+    pub fn quality_hint(&self) -> Option<&str> {
+        self.quality.as_deref()
+    }
+
+    /// The model-specific settings (`additional_settings`), empty when none.
+    pub fn settings(&self) -> &Map<String, Value> {
+        &self.settings
+    }
+
     /// The callback URL, when async.
     pub fn callback(&self) -> Option<&str> {
         self.callback_url.as_deref()

@@ -5,9 +5,10 @@
 
 use uncensored::{Error, Generation, ImageFormat};
 
+use crate::StoredImage;
 use crate::journal::{BatchStop, Entry, Fence, JournalError, Stage};
 use crate::notify::{Notification, Notifier, NotifyError};
-use crate::storage::{ImageMeta, ObjectName, StorageError};
+use crate::storage::{ImageMeta, ObjectName, StorageError, Stored};
 
 use super::{Deliverer, DeliveryError};
 
@@ -74,15 +75,13 @@ impl Deliverer {
 
         // Stored before a crash kept the journal from saying so? Then nothing to download.
         let guessed = name_for(guess_format(image_url)).map_err(DeliveryError::Storage)?;
-        if let Some((stored, _)) = self
+        if let Some((stored, sidecar)) = self
             .storage
             .stat(&guessed)
             .await
             .map_err(DeliveryError::Storage)?
         {
-            return Ok(self
-                .stored_stage(entry, &guessed, &stored.location, &stored.sha256)
-                .await);
+            return Ok(self.stored_stage(&guessed, sidecar, &stored).await);
         }
 
         let policy = &self.policies.store;
@@ -99,9 +98,7 @@ impl Deliverer {
             .await;
             match outcome {
                 Ok((name, stored)) => {
-                    return Ok(self
-                        .stored_stage(entry, &name, &stored.location, &stored.sha256)
-                        .await);
+                    return Ok(self.stored_stage(&name, meta.clone(), &stored).await);
                 }
                 Err(error) if error.is_retryable() && attempt < policy.max_attempts => {
                     let delay = backoffs.next().unwrap_or_default();
@@ -113,23 +110,15 @@ impl Deliverer {
         }
     }
 
-    /// The stage after storing; a shareable URL is asked for, not required.
+    /// The stage after storing: the image's one record, its sidecar's
+    /// facts and where the storage put it. A shareable URL is asked for, not
+    /// required.
     pub(super) async fn stored_stage(
         &self,
-        entry: &Entry,
         name: &ObjectName,
-        location: &str,
-        sha256: &str,
+        meta: ImageMeta,
+        stored: &Stored,
     ) -> Stage {
-        let Stage::Generated {
-            job_id,
-            generation_time,
-            model,
-            ..
-        } = &entry.stage
-        else {
-            unreachable!("stored_stage follows a generated entry")
-        };
         let share_url = match self.storage.share_url(name).await {
             Ok(url) => url,
             Err(error) => {
@@ -137,15 +126,10 @@ impl Deliverer {
                 None
             }
         };
-        Stage::Stored {
-            job_id: job_id.clone(),
-            generation_time: *generation_time,
-            model: model.clone(),
-            name: name.to_string(),
-            location: location.to_string(),
-            sha256: sha256.to_string(),
+        Stage::Stored(StoredImage {
             share_url,
-        }
+            ..StoredImage::new(meta, stored)
+        })
     }
 
     /// Tells every notifier that has not been told yet; records each success
@@ -254,27 +238,8 @@ fn guess_format(url: &str) -> ImageFormat {
 }
 
 fn notification(entry: &Entry) -> Notification {
-    let (width, height) = entry.request.dimensions();
     match &entry.stage {
-        Stage::Stored {
-            job_id,
-            generation_time,
-            model,
-            location,
-            sha256,
-            share_url,
-            ..
-        } => Notification::Stored {
-            job_id: job_id.clone(),
-            prompt: entry.request.prompt().to_string(),
-            model: entry.model(model),
-            width: Some(width),
-            height: Some(height),
-            generation_time: *generation_time,
-            location: location.clone(),
-            share_url: share_url.clone(),
-            sha256: sha256.clone(),
-        },
+        Stage::Stored(image) => Notification::Stored(image.clone()),
         Stage::Failed {
             job_id,
             reason,
@@ -300,7 +265,7 @@ impl Entry {
     /// Where the image is stored, once it is.
     pub fn location(&self) -> Option<&str> {
         match &self.stage {
-            Stage::Stored { location, .. } => Some(location),
+            Stage::Stored(image) => Some(&image.location),
             _ => None,
         }
     }

@@ -76,7 +76,7 @@ impl LineIds {
 
 /// 128 bits of SHA-256 over the batch name and the normalised request.
 fn content_hash(batch: &str, request: &GenerateRequest) -> [u8; 16] {
-    let mut value = serde_json::to_value(request).unwrap_or_default();
+    let mut value = super::record::request_value(request);
     if let Some(object) = value.as_object_mut() {
         let (width, height) = request.dimensions();
         object.remove("idempotency_key");

@@ -10,6 +10,7 @@ mod batch;
 mod budget;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod record;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -18,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use uncensored::{FailureReason, GenerateRequest};
 
+pub use crate::image::StoredImage;
+
 pub use batch::{
     BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Claim, Claimed, Fence, LineIds,
     LoadReport,
@@ -25,6 +28,7 @@ pub use batch::{
 pub use budget::{BatchSpend, Budgets, Reservation, Settlement};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresJournal;
+pub use record::RECORD_VERSION;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteJournal;
 
@@ -51,23 +55,9 @@ pub enum Stage {
         /// The model.
         model: Option<String>,
     },
-    /// The image is in storage.
-    Stored {
-        /// The job.
-        job_id: String,
-        /// Seconds the generation took.
-        generation_time: Option<f64>,
-        /// The model.
-        model: Option<String>,
-        /// The object name.
-        name: String,
-        /// Where it is, for people.
-        location: String,
-        /// SHA-256 of the stored image.
-        sha256: String,
-        /// A shareable URL, when the storage made one.
-        share_url: Option<String>,
-    },
+    /// The image is in storage: the one record of it
+    /// ([`StoredImage`]), as notifiers announce it.
+    Stored(StoredImage),
     /// The generation ended without an image, for good.
     Failed {
         /// The job, when one was created.
@@ -86,13 +76,15 @@ impl Stage {
             Stage::Pending => None,
             Stage::Accepted { job_id }
             | Stage::Generated { job_id, .. }
-            | Stage::Stored { job_id, .. } => Some(job_id),
+            | Stage::Stored(StoredImage { job_id, .. }) => Some(job_id),
             Stage::Failed { job_id, .. } => job_id.as_deref(),
         }
     }
 }
 
-/// One delivery's record.
+/// One delivery's record. The journal stores it as a versioned record of
+/// its own types (see [`RECORD_VERSION`]), not as the SDK's structures, so
+/// that a field renamed in the SDK leaves the journals on disk readable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// The caller's id for this delivery (a batch line, an order...).

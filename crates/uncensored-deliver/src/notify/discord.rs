@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::ERROR_BODY_BYTES;
 use super::{Notification, Notifier, NotifierId, NotifyError, clip};
+use crate::StoredImage;
 
 /// Discord's own address, where webhooks live.
 const DISCORD: &str = "https://discord.com";
@@ -155,7 +156,7 @@ fn field(name: &str, value: String, inline: bool) -> Value {
 /// The webhook message for a notification.
 fn payload(notification: &Notification) -> Value {
     let (content, embed) = match notification {
-        Notification::Stored {
+        Notification::Stored(StoredImage {
             job_id,
             prompt,
             model,
@@ -165,7 +166,7 @@ fn payload(notification: &Notification) -> Value {
             location,
             share_url,
             ..
-        } => {
+        }) => {
             let mut fields = Vec::new();
             if let Some(model) = model {
                 fields.push(field("Model", escape(model, 256), true));

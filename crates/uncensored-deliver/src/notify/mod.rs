@@ -18,6 +18,8 @@ use std::time::Duration;
 use serde::Serialize;
 use uncensored::FailureReason;
 
+use crate::StoredImage;
+
 #[cfg(feature = "discord")]
 pub use discord::DiscordNotifier;
 #[cfg(feature = "email")]
@@ -36,27 +38,9 @@ pub use webhook::{MAX_PREVIOUS_WEBHOOK_SECRETS, SignedWebhookNotifier};
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Notification {
-    /// An image was generated and stored.
-    Stored {
-        /// The job.
-        job_id: String,
-        /// The prompt.
-        prompt: String,
-        /// The model.
-        model: Option<String>,
-        /// Width in pixels.
-        width: Option<u32>,
-        /// Height in pixels.
-        height: Option<u32>,
-        /// Seconds the generation took.
-        generation_time: Option<f64>,
-        /// Where it is stored, for people.
-        location: String,
-        /// A URL anyone can open for a while (presigned), when there is one.
-        share_url: Option<String>,
-        /// SHA-256 of the image.
-        sha256: String,
-    },
+    /// An image was generated and stored: its one record, serialised
+    /// with its fields beside `"type": "stored"`.
+    Stored(StoredImage),
     /// A generation did not produce a stored image.
     Failed {
         /// The job, when one was created.
@@ -75,7 +59,7 @@ impl Notification {
     /// The job id, if any.
     pub fn job_id(&self) -> Option<&str> {
         match self {
-            Notification::Stored { job_id, .. } => Some(job_id),
+            Notification::Stored(image) => Some(&image.job_id),
             Notification::Failed { job_id, .. } => job_id.as_deref(),
         }
     }
@@ -83,7 +67,7 @@ impl Notification {
     /// A short kind for ids and logs: `stored` or `failed`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Notification::Stored { .. } => "stored",
+            Notification::Stored(_) => "stored",
             Notification::Failed { .. } => "failed",
         }
     }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::ERROR_BODY_BYTES;
 use super::{Notification, Notifier, NotifierId, NotifyError, clip};
+use crate::StoredImage;
 
 /// Slack's documented error answers of incoming webhooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +127,7 @@ fn escape(text: &str) -> String {
 /// The Block Kit message for a notification.
 fn payload(notification: &Notification) -> Value {
     match notification {
-        Notification::Stored {
+        Notification::Stored(StoredImage {
             job_id,
             prompt,
             model,
@@ -136,7 +137,7 @@ fn payload(notification: &Notification) -> Value {
             location,
             share_url,
             ..
-        } => {
+        }) => {
             let mut facts = Vec::new();
             if let Some(model) = model {
                 facts.push(format!("`{}`", escape(model)));
@@ -285,17 +286,20 @@ mod tests {
                 reason: uncensored::FailureReason::Moderation,
                 message: "<!everyone>".into(),
             },
-            Notification::Stored {
+            Notification::Stored(StoredImage {
                 job_id: "job-1".into(),
                 prompt: prompt.into(),
+                name: "a.jpg".into(),
                 location: "file:///images/a.jpg".into(),
                 share_url: None,
                 sha256: "00".repeat(32),
+                size: None,
                 model: None,
                 width: None,
                 height: None,
                 generation_time: None,
-            },
+                created_at: chrono::Utc::now(),
+            }),
         ] {
             let body = payload(&notification).to_string();
             for control in ["<!", "<@", "<https://evil"] {

@@ -7,21 +7,25 @@ use std::sync::Arc;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::StoredImage;
 use crate::notify::{Notification, Notifier};
 
 /// A stored image, as notifiers announce it (the prompt has markup in it).
 pub fn stored(share_url: Option<&str>) -> Notification {
-    Notification::Stored {
+    Notification::Stored(StoredImage {
         job_id: "550e8400-e29b-41d4-a716-446655440000".into(),
         prompt: "a lighthouse at dusk, <oil> & painting".into(),
         model: Some("model-pro".into()),
         width: Some(1024),
         height: Some(768),
         generation_time: Some(12.5),
+        name: "2026-05-09/550e8400.jpg".into(),
         location: "s3://images/2026-05-09/550e8400.jpg".into(),
         share_url: share_url.map(str::to_string),
         sha256: "ab".repeat(32),
-    }
+        size: Some(245_760),
+        created_at: chrono::DateTime::from_timestamp(1_778_320_800, 0).unwrap_or_default(),
+    })
 }
 
 /// A generation that moderation refused.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{PostgresJournal, body, error, seconds};
+use crate::journal::record;
 use crate::journal::{
     BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, Claim, Claimed, Entry, Fence,
     JournalError, LoadReport, Stage,
@@ -17,7 +18,7 @@ fn claims(rows: Vec<tokio_postgres::Row>, holder: &str) -> Result<Vec<Claim>, Jo
     let mut claims = rows
         .into_iter()
         .map(|row| {
-            let entry: Entry = serde_json::from_value(row.get::<_, Value>(0)).map_err(error)?;
+            let entry: Entry = record::from_value(row.get::<_, Value>(0))?;
             Ok(Claim {
                 fence: Fence {
                     id: entry.id.clone(),

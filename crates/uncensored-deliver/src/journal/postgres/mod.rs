@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{CallbackNonces, Entries, Entry, JournalError, Stage};
+use super::{CallbackNonces, Entries, Entry, JournalError, Stage, record};
 
 mod batches;
 mod budget;
@@ -29,12 +29,12 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 }
 
 fn body(entry: &Entry) -> Result<Value, JournalError> {
-    serde_json::to_value(entry).map_err(error)
+    record::to_value(entry)
 }
 
 fn parse(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Entry>, JournalError> {
     rows.into_iter()
-        .map(|row| serde_json::from_value(row.get::<_, Value>(0)).map_err(error))
+        .map(|row| record::from_value(row.get::<_, Value>(0)))
         .collect()
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rusqlite::OptionalExtension as _;
 
 use super::{SqliteJournal, error, ms, now_ms};
+use crate::journal::record;
 use crate::journal::{
     BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, Claim, Claimed, Entry, Fence,
     JournalError, LoadReport, Stage,
@@ -21,7 +22,7 @@ fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalE
     })
     .map(|row| {
         let (body, token, line) = row.map_err(error)?;
-        let entry: Entry = serde_json::from_str(&body).map_err(error)?;
+        let entry: Entry = record::from_text(&body)?;
         Ok(Claim {
             fence: Fence {
                 id: entry.id.clone(),
@@ -81,7 +82,7 @@ impl Batches for SqliteJournal {
                     .map_err(error)?;
                 for line in lines {
                     let line = line?;
-                    let body = serde_json::to_string(&line.entry).map_err(error)?;
+                    let body = record::to_text(&line.entry)?;
                     let number = i64::try_from(line.line).unwrap_or(i64::MAX);
                     seq += 1;
                     changed += 1;
@@ -322,7 +323,7 @@ impl Batches for SqliteJournal {
     }
 
     async fn write_claimed(&self, entry: &Entry, fence: &Fence) -> Result<(), JournalError> {
-        let body = serde_json::to_string(entry).map_err(error)?;
+        let body = record::to_text(entry)?;
         let failed = matches!(entry.stage, Stage::Failed { .. });
         let written = self
             .connection()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::OptionalExtension as _;
 
-use super::{BatchStop, CallbackNonces, Entries, Entry, JournalError, Stage};
+use super::{BatchStop, CallbackNonces, Entries, Entry, JournalError, Stage, record};
 
 mod batches;
 mod budget;
@@ -93,7 +93,7 @@ fn ms(duration: Duration) -> i64 {
 
 fn entries(rows: rusqlite::Rows<'_>) -> Result<Vec<Entry>, JournalError> {
     rows.mapped(|row| row.get::<_, String>(0))
-        .map(|b| serde_json::from_str(&b.map_err(error)?).map_err(error))
+        .map(|b| record::from_text(&b.map_err(error)?))
         .collect()
 }
 
@@ -178,7 +178,7 @@ impl SqliteJournal {
         entry: &Entry,
         replace: bool,
     ) -> Result<bool, JournalError> {
-        let body = serde_json::to_string(entry).map_err(error)?;
+        let body = record::to_text(entry)?;
         let failed = matches!(entry.stage, Stage::Failed { .. });
         if replace {
             let updated = connection
@@ -239,8 +239,7 @@ impl Entries for SqliteJournal {
             })
             .optional()
             .map_err(error)?;
-        body.map(|b| serde_json::from_str(&b).map_err(error))
-            .transpose()
+        body.map(|b| record::from_text(&b)).transpose()
     }
 
     async fn put(&self, entry: &Entry) -> Result<(), JournalError> {

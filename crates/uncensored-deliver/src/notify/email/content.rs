@@ -94,7 +94,7 @@ pub(super) fn compose(
     attached: Option<(&str, usize)>,
 ) -> EmailContent {
     match notification {
-        Notification::Stored {
+        Notification::Stored(StoredImage {
             job_id,
             prompt,
             model,
@@ -104,7 +104,8 @@ pub(super) fn compose(
             location,
             share_url,
             sha256,
-        } => {
+            ..
+        }) => {
             let mut facts: Vec<(&str, String)> = Vec::new();
             if let Some(model) = model {
                 facts.push(("Model", model.clone()));

@@ -28,6 +28,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{Notification, Notifier, NotifierId, NotifyError, clip};
+use crate::StoredImage;
 
 /// The default largest image that is attached: 5 MiB.
 pub const DEFAULT_ATTACHMENT_CAP: u64 = 5 * 1024 * 1024;
@@ -201,11 +202,11 @@ impl EmailNotifier {
     /// off, there is no shareable URL, or the image is larger than the cap or
     /// cannot be fetched.
     async fn download(&self, notification: &Notification) -> Option<Download> {
-        let Notification::Stored {
+        let Notification::Stored(StoredImage {
             share_url: Some(url),
             location,
             ..
-        } = notification
+        }) = notification
         else {
             return None;
         };
