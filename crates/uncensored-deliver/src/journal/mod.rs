@@ -255,18 +255,22 @@ pub trait Batches: Send + Sync + Debug {
     /// Gives up `holder`'s leases (on `id`, or on all its entries).
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError>;
 
-    /// Hands the entry under the claim `fence` off to the callback service
-    /// (a batch line submitted with a callback URL): the claim ends (its
-    /// later writes are refused), and the entry is held by
-    /// [`HANDED_OFF`] for `grace`. Meanwhile [`claim`](Self::claim) leaves
-    /// it alone (and does not wait for it), while
+    /// Writes `entry` (a batch line submitted with a callback URL) under
+    /// the claim `fence` and hands it off to the callback service, in one
+    /// step: the claim ends (its later writes are refused), and the entry is
+    /// held by [`HANDED_OFF`] for `grace`. Meanwhile [`claim`](Self::claim)
+    /// leaves it alone (and does not wait for it), while
     /// [`claim_entry`](Self::claim_entry) takes it over at once (the
     /// callback service, when its callback or its recovery comes); after
     /// `grace` a worker's claim may take it too. It stays
     /// [`handed_off`](Self::handed_off) until a claim takes it.
     /// [`JournalError::LeaseLost`] when the claim no longer holds it.
-    async fn hand_off(&self, fence: &Fence, grace: std::time::Duration)
-    -> Result<(), JournalError>;
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: std::time::Duration,
+    ) -> Result<(), JournalError>;
 
     /// Up to `limit` entries handed off ([`hand_off`](Self::hand_off)),
     /// not done and not claimed since, the earliest hand-off first: what

@@ -551,9 +551,15 @@ async fn hand_offs(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     accepted.stage = Stage::Accepted {
         job_id: "job-h1".into(),
     };
-    one.write_claimed(&accepted, &first.fence).await.unwrap();
-    one.hand_off(&first.fence, LONG).await.unwrap();
-    one.hand_off(&second.fence, SHORT).await.unwrap();
+    one.hand_off(&accepted, &first.fence, LONG).await.unwrap();
+    assert_eq!(
+        two.get(&accepted.id).await.unwrap().unwrap().stage,
+        accepted.stage,
+        "the entry is written with its hand-off"
+    );
+    one.hand_off(&second.entry, &second.fence, SHORT)
+        .await
+        .unwrap();
     assert!(
         matches!(
             one.write_claimed(&accepted, &first.fence).await,
@@ -563,7 +569,7 @@ async fn hand_offs(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     );
     assert!(
         matches!(
-            one.hand_off(&first.fence, LONG).await,
+            one.hand_off(&accepted, &first.fence, LONG).await,
             Err(JournalError::LeaseLost { .. })
         ),
         "a line is handed off once per claim"

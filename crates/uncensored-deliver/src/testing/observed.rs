@@ -200,8 +200,13 @@ impl Batches for Observed {
         self.call("release", true, self.inner.release(holder, id))
             .await
     }
-    async fn hand_off(&self, fence: &Fence, grace: Duration) -> Result<(), JournalError> {
-        self.call("hand_off", true, self.inner.hand_off(fence, grace))
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: Duration,
+    ) -> Result<(), JournalError> {
+        self.call("hand_off", true, self.inner.hand_off(entry, fence, grace))
             .await
     }
     async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {

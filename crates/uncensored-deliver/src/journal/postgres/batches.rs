@@ -398,21 +398,47 @@ impl Batches for PostgresJournal {
             .map(drop)
     }
 
-    async fn hand_off(&self, fence: &Fence, grace: Duration) -> Result<(), JournalError> {
-        let (id, holder, token) = (fence.id.as_str(), fence.holder.as_str(), fence.token);
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: Duration,
+    ) -> Result<(), JournalError> {
+        let value = body(entry)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
+        let (id, done, holder, token) = (
+            fence.id.as_str(),
+            entry.done,
+            fence.holder.as_str(),
+            fence.token,
+        );
         let grace = seconds(grace);
         let written = self
             .database
-            .run(|client| async move {
-                client
-                    .execute(
-                        "UPDATE uncensored_entries
-                             SET holder = $4, lease_until = now() + make_interval(secs => $5),
-                                 token = token + 1, handed_off = true
-                             WHERE id = $1 AND holder = $2 AND token = $3 AND NOT done",
-                        &[&id, &holder, &token, &HANDED_OFF, &grace],
-                    )
-                    .await
+            .run(|client| {
+                let value = &value;
+                async move {
+                    client
+                        .execute(
+                            "UPDATE uncensored_entries
+                                 SET done = $4, failed = $5, body = $6,
+                                     changed = nextval('uncensored_changes'),
+                                     holder = $7, lease_until = now() + make_interval(secs => $8),
+                                     token = token + 1, handed_off = true
+                                 WHERE id = $1 AND holder = $2 AND token = $3 AND NOT done",
+                            &[
+                                &id,
+                                &holder,
+                                &token,
+                                &done,
+                                &failed,
+                                value,
+                                &HANDED_OFF,
+                                &grace,
+                            ],
+                        )
+                        .await
+                }
             })
             .await?;
         if written == 0 {

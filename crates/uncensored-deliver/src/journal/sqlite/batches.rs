@@ -362,17 +362,28 @@ impl Batches for SqliteJournal {
         Ok(())
     }
 
-    async fn hand_off(&self, fence: &Fence, grace: Duration) -> Result<(), JournalError> {
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: Duration,
+    ) -> Result<(), JournalError> {
+        let body = serde_json::to_string(entry).map_err(error)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
         let written = self
             .connection()
             .execute(
-                "UPDATE entries SET holder = ?4, lease_until = ?5, token = token + 1,
-                     handed_off = 1
+                "UPDATE entries SET done = ?4, failed = ?5, body = ?6,
+                     changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries),
+                     holder = ?7, lease_until = ?8, token = token + 1, handed_off = 1
                  WHERE id = ?1 AND holder = ?2 AND token = ?3 AND done = 0",
                 rusqlite::params![
                     fence.id,
                     fence.holder,
                     fence.token,
+                    entry.done,
+                    failed,
+                    body,
                     HANDED_OFF,
                     now_ms().saturating_add(ms(grace))
                 ],
