@@ -262,8 +262,10 @@ pub trait Batches: Send + Sync + Debug {
     /// leaves it alone (and does not wait for it), while
     /// [`claim_entry`](Self::claim_entry) takes it over at once (the
     /// callback service, when its callback or its recovery comes); after
-    /// `grace` a worker's claim may take it too. It stays
-    /// [`handed_off`](Self::handed_off) until a claim takes it.
+    /// `grace` a worker's claim may take it too. It stays handed off (so
+    /// counted by [`status`](Self::status), and never waited for by
+    /// workers) until it is done or a worker's claim takes it back, also
+    /// while the callback service holds it.
     /// [`JournalError::LeaseLost`] when the claim no longer holds it.
     async fn hand_off(
         &self,
@@ -273,9 +275,9 @@ pub trait Batches: Send + Sync + Debug {
     ) -> Result<(), JournalError>;
 
     /// Up to `limit` entries handed off ([`hand_off`](Self::hand_off)),
-    /// not done and not claimed since, the earliest hand-off first: what
-    /// the callback service's recovery looks at besides
-    /// [`Entries::unfinished`].
+    /// not done, that nobody holds (no claim since, or its lease ran out),
+    /// the earliest hand-off first: what the callback service's recovery
+    /// looks at besides [`Entries::unfinished`].
     async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError>;
 }
 

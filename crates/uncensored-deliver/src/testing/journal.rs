@@ -641,12 +641,28 @@ async fn hand_offs(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
             .is_none(),
         "once taken it is held"
     );
-    assert!(one.handed_off(10).await.unwrap().is_empty());
+    assert!(
+        one.handed_off(10).await.unwrap().is_empty(),
+        "held by the service: not for the recovery of another replica"
+    );
     let status = one.status("handed.txt").await.unwrap();
-    assert_eq!(status.handed_off, 0, "{status:?}");
-    assert_eq!(status.in_flight.get("service"), Some(&1), "{status:?}");
+    assert_eq!(
+        status.handed_off, 1,
+        "still handed off while the service delivers it: {status:?}"
+    );
+    assert!(!status.in_flight.contains_key("service"), "{status:?}");
+    let mut finished = late.entry.clone();
+    finished.done = true;
+    two.write_claimed(&finished, &late.fence).await.unwrap();
+    let waiting = one.claim("handed.txt", "w", 3, LONG).await.unwrap();
+    assert!(waiting.lines.is_empty());
+    assert_eq!(
+        waiting.others_expire_in, None,
+        "workers do not wait for the service either"
+    );
     let mut delivered = service.entry.clone();
     delivered.done = true;
     two.write_claimed(&delivered, &service.fence).await.unwrap();
-    assert_eq!(one.status("handed.txt").await.unwrap().done, 2);
+    let status = one.status("handed.txt").await.unwrap();
+    assert_eq!((status.done, status.handed_off), (3, 0), "{status:?}");
 }

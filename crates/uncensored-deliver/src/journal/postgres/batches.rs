@@ -316,12 +316,12 @@ impl Batches for PostgresJournal {
                     .query(
                         "UPDATE uncensored_entries
                              SET holder = $2, lease_until = now() + make_interval(secs => $3),
-                                 token = token + 1, handed_off = false
+                                 token = token + 1
                              WHERE id = $1 AND NOT done
                                AND (lease_until IS NULL OR lease_until < now() OR holder = $2
-                                    OR handed_off)
+                                    OR (handed_off AND holder = $4))
                              RETURNING body, token, line",
-                        &[&id, &holder, &lease],
+                        &[&id, &holder, &lease, &HANDED_OFF],
                     )
                     .await
             })
@@ -455,8 +455,9 @@ impl Batches for PostgresJournal {
                     client
                         .query(
                             "SELECT body FROM uncensored_entries WHERE handed_off AND NOT done
+                                 AND (holder IS NULL OR holder = $2 OR lease_until < now())
                                  ORDER BY lease_until LIMIT $1",
-                            &[&limit],
+                            &[&limit, &HANDED_OFF],
                         )
                         .await
                 })

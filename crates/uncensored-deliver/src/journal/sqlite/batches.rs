@@ -291,15 +291,21 @@ impl Batches for SqliteJournal {
         let connection = self.connection();
         let mut statement = connection
             .prepare(
-                "UPDATE entries SET holder = ?1, lease_until = ?2, token = token + 1,
-                     handed_off = 0
+                "UPDATE entries SET holder = ?1, lease_until = ?2, token = token + 1
                  WHERE id = ?3 AND done = 0
-                   AND (lease_until IS NULL OR lease_until < ?4 OR holder = ?1 OR handed_off = 1)
+                   AND (lease_until IS NULL OR lease_until < ?4 OR holder = ?1
+                        OR (handed_off = 1 AND holder = ?5))
                  RETURNING body, token, line",
             )
             .map_err(error)?;
         let rows = statement
-            .query(rusqlite::params![holder, now + ms(lease), id, now])
+            .query(rusqlite::params![
+                holder,
+                now + ms(lease),
+                id,
+                now,
+                HANDED_OFF
+            ])
             .map_err(error)?;
         Ok(claims(rows, holder)?.pop())
     }
@@ -402,11 +408,16 @@ impl Batches for SqliteJournal {
         let mut statement = connection
             .prepare(
                 "SELECT body FROM entries WHERE handed_off = 1 AND done = 0
+                   AND (holder IS NULL OR holder = ?2 OR lease_until < ?3)
                  ORDER BY lease_until LIMIT ?1",
             )
             .map_err(error)?;
         let rows = statement
-            .query([i64::try_from(limit).unwrap_or(i64::MAX)])
+            .query(rusqlite::params![
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                HANDED_OFF,
+                now_ms()
+            ])
             .map_err(error)?;
         entries(rows)
     }
