@@ -575,7 +575,7 @@ async fn hand_offs(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
         "a line is handed off once per claim"
     );
     assert_eq!(
-        one.renew("w", &[first.entry.id.clone()], LONG)
+        one.renew("w", std::slice::from_ref(&first.entry.id), LONG)
             .await
             .unwrap(),
         0
