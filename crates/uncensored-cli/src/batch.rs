@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 use uncensored::{CancellationToken, GenerateRequest};
+use uncensored_deliver::callbacks::HandOff;
 use uncensored_deliver::journal::{JournalError, JournalLocation, LineIds};
 use uncensored_deliver::spend::{self, Prices, Spending};
 use uncensored_deliver::worker::{self, Worker};
@@ -169,6 +170,11 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         .as_deref()
         .ok_or_else(|| Failure::input("batch: name the batch file"))?;
     let mut settings = Settings::load(cli, Some(&args.output))?;
+    // Refused before anything is read, opened or sent.
+    let hand_off = match &args.callback_url {
+        Some(base) => Some(hand_off(&settings, base, args.recovery_grace)?),
+        None => None,
+    };
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency;
     }
@@ -251,7 +257,11 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         .await
         .map_err(journal_error)?;
     let spending = Spending::new(Prices::new(connection.client.clone()));
-    let worker = Worker::new(Arc::new(deliverer), &name, worker::holder_name())
+    let mut worker = Worker::new(Arc::new(deliverer), &name, worker::holder_name());
+    if let Some(hand_off) = hand_off {
+        worker = worker.steps(Arc::new(hand_off));
+    }
+    let worker = worker
         .spending(Arc::new(spending))
         .concurrency(usize::from(settings.concurrency.max(1)))
         .lease(Duration::from_secs(args.lease))
@@ -294,6 +304,18 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         crate::gallery::keep_serving(server).await;
     }
     outcome
+}
+
+/// `--callback-url`: the lines' submissions signed with the callback secret
+/// `generate --async` uses (from the settings), under `base`.
+fn hand_off(settings: &Settings, base: &str, grace: Duration) -> Result<HandOff, Failure> {
+    let Some(secret) = settings.callback_secret.clone() else {
+        return Err(Failure::input(
+            "--callback-url needs UNCENSORED_CALLBACK_SECRET (or callback_secret in the config \
+             file), the same as `webhook serve`'s",
+        ));
+    };
+    HandOff::new(secret, base, grace).map_err(|e| Failure::input(format!("--callback-url: {e}")))
 }
 
 /// `batch FILE --estimate`: what the lines the journal has not done will

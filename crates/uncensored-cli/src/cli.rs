@@ -277,6 +277,18 @@ pub struct Batch {
     /// rerun with another value changes it.
     #[arg(long, value_name = "USD", value_parser = budget)]
     pub max_spend: Option<uncensored::Money>,
+    /// Submit each line asynchronously and hand it to the callback service at this URL
+    /// (`webhook serve`, on the same journal, images and notifiers): each line gets a signed
+    /// /callback/NAME.TAG of its own (UNCENSORED_CALLBACK_SECRET, as for `generate --async`),
+    /// the same on every resubmission, and no connection is held per job. The command ends once
+    /// every line is submitted; `batch status` shows the lines handed off, not yet delivered.
+    #[arg(long, value_name = "URL", conflicts_with = "estimate")]
+    pub callback_url: Option<String>,
+    /// With --callback-url: how long a handed-off line is left to the callback service before
+    /// a worker of the batch may take it back and poll its job (as the service's recovery
+    /// would); use the service's --recovery-grace.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::limits::recovery_grace, requires = "callback_url")]
+    pub recovery_grace: std::time::Duration,
     /// Serve the gallery of this batch (see `uncensored gallery`) while it runs, and after it until Ctrl-C.
     #[arg(long)]
     pub gallery: bool,

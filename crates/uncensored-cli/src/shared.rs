@@ -32,6 +32,7 @@ pub async fn status(
                 "done": status.done,
                 "failed": status.failed,
                 "in_flight": status.in_flight,
+                "handed_off": status.handed_off,
                 "left": status.left,
                 "stopped": batch.stop,
             })
@@ -48,6 +49,13 @@ pub async fn status(
     println!("in flight: {}", status.in_flight_total());
     for (worker, count) in &status.in_flight {
         println!("  {}: {count}", crate::terminal::safe(worker));
+    }
+    if status.handed_off > 0 {
+        // Submitted with --callback-url: paid, the callback service delivers them.
+        println!(
+            "handed off to the callback service (submitted, not yet delivered): {}",
+            status.handed_off
+        );
     }
     println!("left:      {}", status.left);
     if let Some(stop) = &batch.stop {

@@ -30,6 +30,8 @@ pub struct Tally {
     failed: HashMap<String, Failed>,
     /// Lines given back: taken over by another worker, or left pending by the batch's stop.
     handed_back: u64,
+    /// Lines submitted and handed off to the callback service (`--callback-url`).
+    submitted: u64,
     seen: u64,
     spend: Option<BatchSpend>,
     bar: ProgressBar,
@@ -60,6 +62,7 @@ impl Tally {
             stored: 0,
             failed: HashMap::new(),
             handed_back: 0,
+            submitted: 0,
             seen: 0,
             spend: None,
             bar,
@@ -75,6 +78,16 @@ impl Tally {
             .map_or_else(|| outcome.id.clone(), |n| n.to_string());
         let (ok, text) = match &outcome.result {
             Ok(entry) => match &entry.stage {
+                Stage::Accepted { job_id } if !entry.done => {
+                    self.submitted += 1;
+                    self.failed.remove(&outcome.id);
+                    (
+                        true,
+                        format!(
+                            "line {number}: submitted as job {job_id}, handed to the callback service"
+                        ),
+                    )
+                }
                 Stage::Stored(image) => {
                     self.stored += 1;
                     self.failed.remove(&outcome.id);
@@ -185,6 +198,7 @@ impl Tally {
         );
         extra.insert("already_done".into(), json!(self.already));
         extra.insert("handed_back".into(), json!(self.handed_back));
+        extra.insert("submitted".into(), json!(self.submitted));
         extra.insert("left".into(), json!(left));
         extra.insert("added".into(), json!(load.added));
         extra.insert("no_longer_in_file".into(), json!(load.no_longer_in_file));
@@ -213,8 +227,16 @@ impl Tally {
         if self.json {
             println!("{}", serde_json::Value::Object(extra));
         } else {
+            let submitted = match self.submitted {
+                0 => String::new(),
+                n => format!(", {n} submitted to the callback service"),
+            };
+            let handed_off = match status.handed_off {
+                0 => String::new(),
+                n => format!(", {n} handed off (submitted, not yet delivered)"),
+            };
             println!(
-                "{} lines: {} stored by this run ({} already done before it), {} failed; the batch: {} done, {} failed, {} left",
+                "{} lines: {} stored by this run{submitted} ({} already done before it), {} failed; the batch: {} done, {} failed{handed_off}, {} left",
                 self.lines,
                 self.stored,
                 self.already,

@@ -274,7 +274,7 @@ async fn journal_cost(
                     "calls_per_job": calls,
                     "rows_claimed_per_claim": claimed.load(Ordering::Relaxed) as f64
                         / tally.calls.get("claim").map_or(1, |(n, _)| *n).max(1) as f64,
-                    "done_entry_json_bytes": serde_json::to_vec(&done_entry).unwrap().len(),
+                    "done_entry_json_bytes": done_entry.to_record().unwrap().to_string().len(),
                 })
             );
         }
@@ -333,7 +333,7 @@ async fn journal_cost(
             "changed_index_bytes": row.get::<_, i64>(3),
             "body_stored_bytes": row.get::<_, f64>(4),
             "body_text_bytes": row.get::<_, f64>(5),
-            "pending_entry_json_bytes": serde_json::to_vec(&pending).unwrap().len(),
+            "pending_entry_json_bytes": pending.to_record().unwrap().to_string().len(),
         })
     );
     drop(server);

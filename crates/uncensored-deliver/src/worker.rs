@@ -14,7 +14,9 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use uncensored::{CancellationToken, GenerateRequest};
 
-use crate::journal::{BatchFile, BatchLine, BatchStop, Journal, JournalError, LineIds, LoadReport};
+use crate::journal::{
+    BatchFile, BatchLine, BatchStop, Claim, Entry, Journal, JournalError, LineIds, LoadReport,
+};
 use crate::spend::Spending;
 use crate::{Deliverer, DeliveryError};
 
@@ -104,6 +106,18 @@ pub async fn release_dead_local_holders(
 /// workers hold.
 const RECHECK: Duration = Duration::from_millis(500);
 
+/// How a worker takes on each line it claimed. Without one, a worker
+/// delivers each line to its end ([`Deliverer::continue_claim`]); the
+/// callback service's `HandOff` (feature `callbacks`) submits each line
+/// with a callback URL and hands it off instead.
+#[async_trait::async_trait]
+pub trait LineSteps: Send + Sync + std::fmt::Debug {
+    /// Takes the claimed line `claim` on with `deliverer`, writing under
+    /// its claim: `Ok` with the entry done, or not done when it was handed
+    /// off to whoever finishes it ([`crate::journal::Batches::hand_off`]).
+    async fn run(&self, deliverer: &Deliverer, claim: Claim) -> Result<Entry, DeliveryError>;
+}
+
 /// What became of one line a worker took.
 #[derive(Debug)]
 pub struct Outcome {
@@ -111,10 +125,11 @@ pub struct Outcome {
     pub id: String,
     /// Its line number in the batch file.
     pub line: Option<u64>,
-    /// The entry at its end, or why it stopped. An error leaves the line in
+    /// The entry at its end (not done: handed off to the callback service,
+    /// which delivers it), or why it stopped. An error leaves the line in
     /// the journal, unfinished, for a later run; [`JournalError::LeaseLost`]
     /// means another worker took it over and finishes it.
-    pub result: Result<crate::journal::Entry, DeliveryError>,
+    pub result: Result<Entry, DeliveryError>,
 }
 
 /// How a worker's run ended.
@@ -146,6 +161,7 @@ pub struct Worker {
     lease: Duration,
     drain: Duration,
     spending: Option<Arc<Spending>>,
+    steps: Option<Arc<dyn LineSteps>>,
 }
 
 impl Worker {
@@ -164,7 +180,16 @@ impl Worker {
             lease: Duration::from_secs(30),
             drain: Duration::from_secs(30),
             spending: None,
+            steps: None,
         }
+    }
+
+    /// Takes each claimed line on with `steps` instead of delivering it to
+    /// its end (the budget, when there is one, still reserves each line's
+    /// price before it is sent).
+    pub fn steps(mut self, steps: Arc<dyn LineSteps>) -> Self {
+        self.steps = Some(steps);
+        self
     }
 
     /// Keeps the batch within the budget its journal holds for it, if it
@@ -270,15 +295,19 @@ impl Worker {
                         lock(held).insert(claim.entry.id.clone());
                         let deliverer = self.deliverer.clone();
                         let spending = self.spending.clone();
+                        let steps = self.steps.clone();
                         let batch = self.batch.clone();
                         in_flight.push(async move {
                             let id = claim.entry.id.clone();
                             let line = claim.line;
-                            let result = match spending {
-                                Some(spending) => {
-                                    spending.continue_claim(&deliverer, &batch, claim).await
+                            let result = match (spending, steps) {
+                                (Some(spending), steps) => {
+                                    spending
+                                        .take_on(&deliverer, &batch, claim, steps.as_deref())
+                                        .await
                                 }
-                                None => deliverer.continue_claim(claim).await,
+                                (None, Some(steps)) => steps.run(&deliverer, claim).await,
+                                (None, None) => deliverer.continue_claim(claim).await,
                             };
                             Outcome { id, line, result }
                         });
@@ -324,12 +353,9 @@ impl Worker {
         kept: &mut usize,
     ) -> Option<BatchStop> {
         let error = match &outcome.result {
-            Ok(entry) if entry.done => {
-                lock(held).remove(&outcome.id);
-                return None;
-            }
+            // Done, or handed off (its claim passed on): not held any more.
             Ok(_) => {
-                *kept += 1;
+                lock(held).remove(&outcome.id);
                 return None;
             }
             Err(error) => error,

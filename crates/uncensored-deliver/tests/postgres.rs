@@ -105,7 +105,7 @@ async fn workers_starting_together_migrate_once() {
              GROUP BY version ORDER BY version"
         )
         .await,
-        [["1", "1"], ["2", "1"], ["3", "1"], ["4", "1"]]
+        [["1", "1"], ["2", "1"], ["3", "1"], ["4", "1"], ["5", "1"]]
     );
     assert_eq!(
         rows(

@@ -2,7 +2,9 @@
 //! (sent to a closed port while the service is "down", with two attempts),
 //! and the service's recovery finds every submission in the journal, polls
 //! it and stores each paid image once, one poller per job across replicas;
-//! and a URL signed before a secret rotation is delivered after it.
+//! and a URL signed before a secret rotation is delivered after it. The
+//! lost-callback and replica cases run on SQLite and on PostgreSQL (one
+//! server shared by the tests, each on a database of its own).
 #![cfg(all(feature = "sqlite", feature = "callbacks", feature = "testing"))]
 
 mod callback_support;
@@ -41,10 +43,23 @@ async fn callbacks_lost(emulator: &EmulatorHandle, count: u64) {
 /// same journal and its recovery stores every paid image, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_lost_while_the_service_is_down_are_recovered() {
+    lost_callbacks_are_recovered(Place::sqlite("lost")).await;
+}
+
+/// The same on PostgreSQL (the journal shared by replicas).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_lost_while_the_service_is_down_are_recovered_on_postgres() {
+    let Some(place) = Place::postgres("lost") else {
+        return;
+    };
+    lost_callbacks_are_recovered(place).await;
+}
+
+async fn lost_callbacks_are_recovered(place: Place) {
     const JOBS: usize = 5;
     let (emulator, client) = emulator(gives_up_soon()).await;
-    let path = temp_journal("lost");
-    let journal = Counted::open(&path);
+    let journal = place.open().await;
     let submitter = submitter(&client, journal.shared(), secret(), CLOSED);
     let jobs: HashSet<String> = stream::iter(0..JOBS)
         .map(|i| {
@@ -58,7 +73,7 @@ async fn callbacks_lost_while_the_service_is_down_are_recovered() {
     assert_eq!(emulator.stats().webhooks.deliveries, 0);
 
     // The service comes up (another process would open the same file).
-    let (service, _base, mut delivered) = serve(&client, Counted::open(&path).shared(), |b| {
+    let (service, _base, mut delivered) = serve(&client, place.open().await.shared(), |b| {
         b.secret(secret())
             .recovery_grace(Duration::from_millis(200))
     })
@@ -85,17 +100,30 @@ async fn callbacks_lost_while_the_service_is_down_are_recovered() {
     let stats = emulator.stats();
     assert_eq!(stats.charges.total, JOBS as u64, "each paid once");
     assert!(delivered.try_recv().is_err(), "and delivered once");
-    std::fs::remove_file(&path).ok();
+    place.remove();
 }
 
 /// Two replicas of the service on one journal recover the same lost jobs:
 /// each job is polled and delivered by exactly one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_recover_the_same_jobs_with_one_delivery_each() {
+    two_replicas_deliver_each_job_once(Place::sqlite("replicas")).await;
+}
+
+/// The same on PostgreSQL, where replicas on many machines share the journal.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_recover_the_same_jobs_with_one_delivery_each_on_postgres() {
+    let Some(place) = Place::postgres("replicas") else {
+        return;
+    };
+    two_replicas_deliver_each_job_once(place).await;
+}
+
+async fn two_replicas_deliver_each_job_once(place: Place) {
     const JOBS: usize = 8;
     let (emulator, client) = emulator(gives_up_soon()).await;
-    let path = temp_journal("replicas");
-    let submitter = submitter(&client, Counted::open(&path).shared(), secret(), CLOSED);
+    let submitter = submitter(&client, place.open().await.shared(), secret(), CLOSED);
     let jobs: HashSet<String> = stream::iter(0..JOBS)
         .map(|i| {
             let submitter = submitter.clone();
@@ -110,10 +138,9 @@ async fn two_replicas_recover_the_same_jobs_with_one_delivery_each() {
     // storage: a job delivered twice would be reported twice.
     // No grace: the callbacks are lost already.
     let grace = |b: callback_support::Builder| b.secret(secret()).recovery_grace(Duration::ZERO);
-    let (first, _, mut first_delivered) =
-        serve(&client, Counted::open(&path).shared(), grace).await;
+    let (first, _, mut first_delivered) = serve(&client, place.open().await.shared(), grace).await;
     let (second, _, mut second_delivered) =
-        serve(&client, Counted::open(&path).shared(), grace).await;
+        serve(&client, place.open().await.shared(), grace).await;
     // Both look at once; then both keep looking.
     let (a, b) = tokio::join!(first.recover(), second.recover());
     assert_eq!(
@@ -144,7 +171,7 @@ async fn two_replicas_recover_the_same_jobs_with_one_delivery_each() {
     println!("recovered by the first replica: {a}, by the second: {b}");
     assert_eq!(a + b, JOBS as u64);
     assert_eq!(emulator.stats().charges.total, JOBS as u64);
-    std::fs::remove_file(&path).ok();
+    place.remove();
 }
 
 /// A job that ended without an image, its callback lost: recorded with its

@@ -11,6 +11,12 @@
 //! before any read of the API or any write, on every replica that shares the
 //! secret and across restarts.
 //!
+//! **Named URLs**: a job that already has a durable name (a batch line's
+//! journal entry) can be given the URL of that name instead
+//! ([`CallbackSecret::callback_url_named`]), the same on every submission
+//! of it, so that a submission sent again after a crash carries the same
+//! URL as the first. Its tag is made and checked the same way.
+//!
 //! **Rotation**: a secret may carry previous ones
 //! ([`CallbackSecret::with_previous`]). New URLs are signed with the current
 //! secret; a URL signed with any of them verifies, so jobs in flight when the
@@ -138,6 +144,15 @@ pub enum SigningError {
         /// The most there may be.
         max: usize,
     },
+    /// A name given to [`CallbackSecret::callback_url_named`] cannot be a
+    /// nonce.
+    #[error("a callback URL cannot be named {name:?}: {problem}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The base URL cannot carry a callback path.
     #[error("the callback base URL {base:?} {problem}")]
     InvalidBase {
@@ -154,6 +169,9 @@ pub const MIN_SECRET_CHARS: usize = 32;
 pub const MAX_PREVIOUS_SECRETS: usize = 8;
 /// Random bytes in a nonce (128 bits).
 const NONCE_BYTES: usize = 16;
+/// The longest nonce: a random one, or a name
+/// ([`CallbackSecret::callback_url_named`]).
+pub const MAX_NONCE_CHARS: usize = 96;
 /// Bytes of an HMAC-SHA256 tag.
 const TAG_BYTES: usize = 32;
 
@@ -188,8 +206,10 @@ pub struct SignedCallbackUrl {
 }
 
 /// A nonce that was made, or verified, with a [`CallbackSecret`]: 32
-/// lowercase hex characters. Only this module makes one, so holding one
-/// means its tag verified.
+/// random lowercase hex characters, or a name its signer chose (1 to
+/// [`MAX_NONCE_CHARS`] of `a-z`, `0-9` and `-`, never of the random
+/// shape). Only this module makes one, so holding one means its tag
+/// verified.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallbackNonce(String);
 
@@ -198,6 +218,27 @@ impl CallbackNonce {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether it is a random nonce ([`CallbackSecret::callback_url`]),
+    /// not a name ([`CallbackSecret::callback_url_named`]).
+    pub fn is_random(&self) -> bool {
+        random_shape(&self.0)
+    }
+}
+
+/// 32 lowercase hex characters: the shape of a random nonce.
+fn random_shape(nonce: &str) -> bool {
+    nonce.len() == 2 * NONCE_BYTES && unhex(nonce).is_some()
+}
+
+/// Whether `nonce` can be a nonce: 1 to [`MAX_NONCE_CHARS`] of `a-z`,
+/// `0-9` and `-` (a random nonce is of this shape too).
+fn nonce_shape(nonce: &str) -> bool {
+    !nonce.is_empty()
+        && nonce.len() <= MAX_NONCE_CHARS
+        && nonce
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
 impl std::fmt::Display for CallbackNonce {
@@ -251,6 +292,38 @@ impl CallbackSecret {
     /// `https://host` and `https://host/callback` name the same service.
     /// `base` must be an absolute http(s) URL without query or fragment.
     pub fn callback_url(&self, base: &str) -> Result<SignedCallbackUrl, SigningError> {
+        self.signed(base, CallbackNonce(hex(&random_nonce())))
+    }
+
+    /// The signed URL named `name`: `BASE/callback/NAME.TAG`, the same
+    /// every time for one name, base and current secret. For a caller whose
+    /// job already has a durable name (a batch line's journal entry), so
+    /// that every submission of it carries the same URL. `name` is 1 to
+    /// [`MAX_NONCE_CHARS`] of `a-z`, `0-9` and `-`, and not 32 hex
+    /// characters (the shape of a random nonce):
+    /// [`SigningError::InvalidName`] otherwise.
+    pub fn callback_url_named(
+        &self,
+        base: &str,
+        name: &str,
+    ) -> Result<SignedCallbackUrl, SigningError> {
+        let invalid = |problem: &str| SigningError::InvalidName {
+            name: name.chars().take(MAX_NONCE_CHARS).collect(),
+            problem: problem.to_string(),
+        };
+        if !nonce_shape(name) {
+            return Err(invalid(&format!(
+                "a name is 1 to {MAX_NONCE_CHARS} of a-z, 0-9 and -"
+            )));
+        }
+        if random_shape(name) {
+            return Err(invalid("32 hex characters are the shape of a random nonce"));
+        }
+        self.signed(base, CallbackNonce(name.to_string()))
+    }
+
+    /// `BASE/callback/NONCE.TAG` for `nonce`, once `base` is checked.
+    fn signed(&self, base: &str, nonce: CallbackNonce) -> Result<SignedCallbackUrl, SigningError> {
         let invalid = |problem: &str| SigningError::InvalidBase {
             base: base.to_string(),
             problem: problem.to_string(),
@@ -262,7 +335,6 @@ impl CallbackSecret {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(invalid("must have no query or fragment"));
         }
-        let nonce = CallbackNonce(hex(&random_nonce()));
         let signed = format!("{nonce}.{}", hex(&tag(&self.secret, nonce.as_str())));
         let root = base.trim_end_matches('/');
         let url = if parsed.path().trim_end_matches('/').ends_with("/callback") {
@@ -280,7 +352,7 @@ impl CallbackSecret {
     /// under none of them [`CallbackError::BadSignature`].
     pub fn verify(&self, signed: &str) -> Result<CallbackNonce, CallbackError> {
         let (nonce, tag) = signed.split_once('.').ok_or(CallbackError::NotSigned)?;
-        let nonce_ok = nonce.len() == 2 * NONCE_BYTES && unhex(nonce).is_some();
+        let nonce_ok = nonce_shape(nonce);
         let tag = unhex(tag).filter(|t| t.len() == TAG_BYTES);
         let (true, Some(tag)) = (nonce_ok, tag) else {
             return Err(CallbackError::NotSigned);
@@ -432,7 +504,8 @@ mod tests {
             "nodot",
             &format!("{nonce}.{}", &tag[..10]),
             &format!("{}.{tag}", nonce.to_uppercase()),
-            &format!("{nonce}x.{tag}"),
+            &format!("{nonce}X.{tag}"),
+            &format!("{nonce}_.{tag}"),
         ] {
             assert_eq!(secret.verify(bad), Err(CallbackError::NotSigned), "{bad}");
         }
@@ -529,5 +602,60 @@ mod tests {
                 max: MAX_PREVIOUS_SECRETS
             }
         );
+    }
+
+    #[test]
+    fn a_named_url_is_the_same_every_time_and_verifies() {
+        let secret = CallbackSecret::new(SECRET).unwrap();
+        let name = "b-0123456789abcdef0123456789abcdef-2";
+        let first = secret
+            .callback_url_named("https://hooks.example.com", name)
+            .unwrap();
+        let again = secret
+            .callback_url_named("https://hooks.example.com/callback", name)
+            .unwrap();
+        assert_eq!(first, again, "one URL per name");
+        assert_eq!(first.nonce.as_str(), name);
+        assert!(!first.nonce.is_random());
+        let path = first.url.trim_start_matches("https://hooks.example.com");
+        assert_eq!(secret.verify_path(path).unwrap(), first.nonce);
+        // Random nonces still verify, and are told apart.
+        let random = secret.callback_url("https://hooks.example.com").unwrap();
+        assert!(random.nonce.is_random());
+        // Another secret's tag for the same name does not verify.
+        let other = CallbackSecret::new("another-secret-another-secret-0123456789").unwrap();
+        let forged = other.callback_url_named("https://h", name).unwrap();
+        let signed = forged.url.rsplit('/').next().unwrap();
+        assert_eq!(secret.verify(signed), Err(CallbackError::BadSignature));
+        // Names that are not of the shape are refused, on both sides.
+        for bad in [
+            "",
+            "UPPER",
+            "has.dot",
+            "has/slash",
+            "0123456789abcdef0123456789abcdef",
+            &"x".repeat(MAX_NONCE_CHARS + 1),
+        ] {
+            assert!(
+                matches!(
+                    secret.callback_url_named("https://h", bad),
+                    Err(SigningError::InvalidName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let tag = signed.split_once('.').unwrap().1;
+        assert_eq!(
+            secret.verify(&format!("{}.{tag}", "x".repeat(MAX_NONCE_CHARS + 1))),
+            Err(CallbackError::NotSigned)
+        );
+        assert_eq!(
+            secret.verify(&format!("a_b.{tag}")),
+            Err(CallbackError::NotSigned)
+        );
+        assert!(matches!(
+            secret.callback_url_named("ftp://h", name),
+            Err(SigningError::InvalidBase { .. })
+        ));
     }
 }

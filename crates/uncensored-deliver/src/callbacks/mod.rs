@@ -28,6 +28,12 @@
 //!    the service's key (the payload is never trusted), then stores and
 //!    announces it.
 //!
+//! **Batch lines** are submitted by the batch's workers with a [`HandOff`]:
+//! each line's entry is its submission, its URL named by the entry's id
+//! ([`CallbackSecret::callback_url_named`](uncensored::callback::CallbackSecret::callback_url_named)),
+//! and the line handed off to the service once the API accepted it; the
+//! steps above then deliver it exactly like a [`Submitter`]'s job.
+//!
 //! **Recovery**: when a callback never comes (the service was down while
 //! the API gave up on it), [`CallbackService::recover`] (run every few
 //! seconds by [`CallbackService::spawn_recovery`]) claims each submission
@@ -82,10 +88,12 @@
 //! ```
 
 mod confirm;
+mod handoff;
 mod recover;
 mod submit;
 mod submitted;
 
+pub use handoff::HandOff;
 pub use submit::{Submitted, Submitter, submission_id};
 
 use std::sync::Arc;

@@ -14,7 +14,8 @@ use crate::journal::JournalError;
 
 impl CallbackService {
     /// One pass of the recovery: claims every unfinished submission (made by
-    /// a [`Submitter`](super::Submitter) with this service's secret, current
+    /// a [`Submitter`](super::Submitter), or a batch line handed off by a
+    /// [`HandOff`](super::HandOff), with this service's secret, current
     /// or previous) unchanged for the grace period
     /// ([`CallbackServiceBuilder::recovery_grace`](super::CallbackServiceBuilder::recovery_grace))
     /// and nobody else holds, and delivers each in the background (at most
@@ -30,7 +31,15 @@ impl CallbackService {
         let due = chrono::Utc::now()
             .checked_sub_signed(grace)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-        let open = self.inner.deliverer.journal().unfinished().await?;
+        let journal = self.inner.deliverer.journal();
+        let mut open = journal.unfinished().await?;
+        // Batch lines handed off by workers (`HandOff`), as many as could
+        // be polled now.
+        open.extend(
+            journal
+                .handed_off(self.inner.recoveries.available_permits())
+                .await?,
+        );
         let mut taken = 0;
         for entry in open {
             if entry.updated_at > due || submission_nonce(&entry, secret).is_none() {

@@ -19,9 +19,44 @@ use super::CallbackService;
 /// How long a submitter holds its submission while the POST is in flight.
 const SUBMIT_LEASE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
-/// The journal id of the submission whose callback URL carries `nonce`.
+/// The journal id of the submission whose callback URL carries `nonce`:
+/// `callback-NONCE` for a random nonce ([`Submitter`]), the nonce itself
+/// for a named one (a batch line's entry, submitted by [`super::HandOff`]).
 pub fn submission_id(nonce: &CallbackNonce) -> String {
-    format!("callback-{nonce}")
+    if nonce.is_random() {
+        format!("callback-{nonce}")
+    } else {
+        nonce.to_string()
+    }
+}
+
+/// Binds `nonce` to the job `stage` names, when it names one: before the
+/// answer is written, so that a callback that finds the answer finds the
+/// binding too.
+pub(super) async fn bind(
+    journal: &dyn Journal,
+    nonce: Option<&CallbackNonce>,
+    stage: &Stage,
+) -> Result<(), JournalError> {
+    if let (Some(nonce), Some(job_id)) = (nonce, submitted_job(stage)) {
+        journal.bind_callback_nonce(nonce.as_str(), job_id).await?;
+    }
+    Ok(())
+}
+
+/// The POST of a claimed submission (its request carries the signed URL
+/// of `nonce`), with the Deliverer's outcomes (a final refusal is a failed
+/// stage; the account's funds and the key leave it pending, an error), and
+/// the job it created bound to `nonce`: the next stage, for the caller to
+/// write under its claim.
+pub(super) async fn post_and_bind(
+    deliverer: &Deliverer,
+    entry: &Entry,
+    nonce: Option<&CallbackNonce>,
+) -> Result<Stage, DeliveryError> {
+    let stage = deliverer.submit_claimed(entry).await?;
+    bind(deliverer.journal().as_ref(), nonce, &stage).await?;
+    Ok(stage)
 }
 
 /// The nonce of a submission's entry: the one its callback URL carries,
@@ -196,9 +231,7 @@ impl Submitter {
             }
         };
         let job_id = submitted_job(&stage).unwrap_or_default().to_string();
-        self.journal
-            .bind_callback_nonce(nonce.as_str(), &job_id)
-            .await?;
+        bind(self.journal.as_ref(), Some(&nonce), &stage).await?;
         entry.stage = stage;
         entry.updated_at = chrono::Utc::now();
         self.journal.write_claimed(&entry, &fence).await?;

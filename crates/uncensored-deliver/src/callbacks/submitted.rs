@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use uncensored::JobStatus;
 use uncensored::callback::{Callback, CallbackNonce};
 
-use super::submit::{submission_id, submitted_job};
+use super::submit::{post_and_bind, submission_id, submitted_job};
 use super::{CallbackService, Reply, bump};
 use crate::DeliveryError;
 use crate::journal::{Claim, Entry, Fence, JournalError, Stage};
@@ -103,6 +103,7 @@ impl CallbackService {
         tokio::spawn(async move {
             let _permit = permit;
             let id = claim.entry.id.clone();
+            let line = claim.line.map(|_| claim.fence.clone());
             let job_id = submitted_job(&claim.entry.stage).map(str::to_string);
             let outcome = {
                 let deliver = service.deliver_claimed(claim, origin);
@@ -114,6 +115,9 @@ impl CallbackService {
                     () = &mut renew => deliver.await,
                 }
             };
+            if let (Some(fence), false) = (&line, matches!(outcome, Some(Ok(_)))) {
+                service.hand_back(fence).await;
+            }
             if let Err(error) = service
                 .inner
                 .deliverer
@@ -240,14 +244,28 @@ impl CallbackService {
             .secret
             .as_ref()
             .and_then(|secret| super::submit::submission_nonce(&claim.entry, secret));
-        let journal = self.inner.deliverer.journal();
-        let stage = self.inner.deliverer.submit_claimed(&claim.entry).await?;
-        if let (Some(nonce), Some(job_id)) = (nonce, submitted_job(&stage)) {
-            journal.bind_callback_nonce(nonce.as_str(), job_id).await?;
-        }
-        claim.entry.stage = stage;
+        let deliverer = &self.inner.deliverer;
+        claim.entry.stage = post_and_bind(deliverer, &claim.entry, nonce.as_ref()).await?;
         claim.entry.updated_at = chrono::Utc::now();
-        journal.write_claimed(&claim.entry, &claim.fence).await?;
+        deliverer
+            .journal()
+            .write_claimed(&claim.entry, &claim.fence)
+            .await?;
         Ok(())
+    }
+
+    /// A batch line the service could not finish now, handed off again
+    /// (instead of released to the batch's workers), so that the recovery
+    /// tries it after another grace period.
+    async fn hand_back(&self, fence: &Fence) {
+        let journal = self.inner.deliverer.journal();
+        if let Ok(Some(mut entry)) = journal.get(&fence.id).await
+            && !entry.done
+        {
+            entry.updated_at = chrono::Utc::now();
+            if let Err(error) = journal.hand_off(&entry, fence, self.inner.grace).await {
+                tracing::debug!(%error, id = fence.id, "cannot hand a batch line back");
+            }
+        }
     }
 }

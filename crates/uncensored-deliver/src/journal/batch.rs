@@ -225,16 +225,22 @@ pub struct BatchStatus {
     pub in_flight: std::collections::BTreeMap<String, u64>,
     /// Lines nobody holds and nobody has finished.
     pub left: u64,
+    /// Lines submitted with a callback URL and handed off to the callback
+    /// service ([`super::Batches::hand_off`]): paid for, not yet delivered.
+    #[serde(default)]
+    pub handed_off: u64,
 }
 
 impl BatchStatus {
-    /// Adds `count` entries in `state` (`done`, `failed`, `held`, `left`).
+    /// Adds `count` entries in `state` (`done`, `failed`, `held`,
+    /// `handed_off`, `left`).
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn add(&mut self, state: &str, holder: Option<String>, count: u64) {
         match (state, holder) {
             ("done", _) => self.done += count,
             ("failed", _) => self.failed += count,
             ("held", Some(holder)) => *self.in_flight.entry(holder).or_default() += count,
+            ("handed_off", _) => self.handed_off += count,
             _ => self.left += count,
         }
     }

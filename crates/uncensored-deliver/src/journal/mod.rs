@@ -85,7 +85,7 @@ impl Stage {
 /// One delivery's record. The journal stores it as a versioned record of
 /// its own types (see [`RECORD_VERSION`]), not as the SDK's structures, so
 /// that a field renamed in the SDK leaves the journals on disk readable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// The caller's id for this delivery (a batch line, an order...).
     pub id: String,
@@ -101,6 +101,22 @@ pub struct Entry {
     pub done: bool,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Entry {
+    /// The record a journal writes for this entry: a JSON object of the
+    /// journal's own types, with its version ([`RECORD_VERSION`]). A journal
+    /// of your own stores this, and reads it back with
+    /// [`from_record`](Self::from_record).
+    pub fn to_record(&self) -> Result<serde_json::Value, JournalError> {
+        record::to_value(self)
+    }
+
+    /// The entry a record holds, of this build's version or an earlier one;
+    /// a record written by a newer build is refused.
+    pub fn from_record(record: serde_json::Value) -> Result<Self, JournalError> {
+        record::from_value(record)
+    }
 }
 
 /// Why the journal failed.
@@ -246,7 +262,36 @@ pub trait Batches: Send + Sync + Debug {
 
     /// Gives up `holder`'s leases (on `id`, or on all its entries).
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError>;
+
+    /// Writes `entry` (a batch line submitted with a callback URL) under
+    /// the claim `fence` and hands it off to the callback service, in one
+    /// step: the claim ends (its later writes are refused), and the entry is
+    /// held by [`HANDED_OFF`] for `grace`. Meanwhile [`claim`](Self::claim)
+    /// leaves it alone (and does not wait for it), while
+    /// [`claim_entry`](Self::claim_entry) takes it over at once (the
+    /// callback service, when its callback or its recovery comes); after
+    /// `grace` a worker's claim may take it too. It stays handed off (so
+    /// counted by [`status`](Self::status), and never waited for by
+    /// workers) until it is done or a worker's claim takes it back, also
+    /// while the callback service holds it.
+    /// [`JournalError::LeaseLost`] when the claim no longer holds it.
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: std::time::Duration,
+    ) -> Result<(), JournalError>;
+
+    /// Up to `limit` entries handed off ([`hand_off`](Self::hand_off)),
+    /// not done, that nobody holds (no claim since, or its lease ran out),
+    /// the earliest hand-off first: what the callback service's recovery
+    /// looks at besides [`Entries::unfinished`].
+    async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError>;
 }
+
+/// The holder of the entries handed off to the callback service
+/// ([`Batches::hand_off`]).
+pub const HANDED_OFF: &str = "handed-off";
 
 /// A durable store of deliveries: [`Entries`], [`Batches`] with their
 /// leases and their [`Budgets`], and [`CallbackNonces`]. Kept behind traits so that a shared

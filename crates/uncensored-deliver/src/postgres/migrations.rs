@@ -84,6 +84,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
              ADD COLUMN reserved_nanos bigint NOT NULL DEFAULT 0,
              ADD COLUMN spent_nanos bigint NOT NULL DEFAULT 0;",
     ),
+    (
+        5,
+        // Batch lines handed off to the callback service (`Batches::hand_off`).
+        "ALTER TABLE uncensored_entries
+             ADD COLUMN handed_off boolean NOT NULL DEFAULT false;
+         CREATE INDEX uncensored_entries_handed_off ON uncensored_entries (lease_until)
+             WHERE handed_off AND NOT done;",
+    ),
 ];
 
 /// A key for `pg_advisory_xact_lock`: "uncensored" in ASCII, folded.

@@ -40,6 +40,7 @@ pub use estimate::{BatchEstimate, ShapeCost, estimate};
 use uncensored::{Client, FailureReason, GenerateRequest, Money};
 
 use crate::journal::{BatchSpend, Claim, Entry, Reservation, Settlement, Stage};
+use crate::worker::LineSteps;
 use crate::{Deliverer, DeliveryError};
 
 /// Distinct request shapes priced and remembered at most; past it a shape
@@ -176,6 +177,25 @@ impl Spending {
         batch: &str,
         claim: Claim,
     ) -> Result<Entry, DeliveryError> {
+        self.take_on(deliverer, batch, claim, None).await
+    }
+
+    /// [`continue_claim`](Self::continue_claim), with the line taken on by
+    /// `steps` when given (a line submitted with a callback URL and handed
+    /// off: its reservation stays until the line is settled).
+    pub async fn take_on(
+        &self,
+        deliverer: &Deliverer,
+        batch: &str,
+        claim: Claim,
+        steps: Option<&dyn LineSteps>,
+    ) -> Result<Entry, DeliveryError> {
+        let run = |claim: Claim| async move {
+            match steps {
+                Some(steps) => steps.run(deliverer, claim).await,
+                None => deliverer.continue_claim(claim).await,
+            }
+        };
         let journal = deliverer.journal();
         let fence = claim.fence.clone();
         let budgeted = journal
@@ -183,7 +203,7 @@ impl Spending {
             .await?
             .is_some_and(|spend| spend.budget.is_some());
         if !budgeted {
-            return deliverer.continue_claim(claim).await;
+            return run(claim).await;
         }
         if matches!(claim.entry.stage, Stage::Pending) {
             let price = self
@@ -199,7 +219,7 @@ impl Spending {
             }
         }
         let id = claim.entry.id.clone();
-        let result = deliverer.continue_claim(claim).await;
+        let result = run(claim).await;
         let how = match &result {
             Ok(entry) => settlement(&entry.stage, None),
             Err(DeliveryError::Journal(_)) => None,

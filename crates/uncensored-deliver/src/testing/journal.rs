@@ -2,8 +2,9 @@
 //! once, callback nonces bound once, batches loaded once and known by their
 //! lines' content, claims that never hand one line to two holders, leases
 //! that expire and renew, fencing tokens that refuse a stale holder's
-//! writes, stops that hold for every worker, and budgets that concurrent
-//! reservations never pass.
+//! writes, stops that hold for every worker, budgets that concurrent
+//! reservations never pass, and lines handed off to the callback service
+//! that workers leave to it until their grace ends.
 //!
 //! `open` is called several times: each call must return a new handle on
 //! the same journal (another connection, as another process would have),
@@ -18,8 +19,8 @@ use uncensored::{FailureReason, GenerateRequest, Money};
 
 use crate::Deliverer;
 use crate::journal::{
-    BatchFile, BatchLine, BatchSpend, BatchStop, Journal, JournalError, LineIds, Reservation,
-    Settlement, Stage,
+    BatchFile, BatchLine, BatchSpend, BatchStop, HANDED_OFF, Journal, JournalError, LineIds,
+    Reservation, Settlement, Stage,
 };
 
 /// A batch file of `prompts`, as a run reads it: its file and its lines.
@@ -75,6 +76,7 @@ where
     fencing(&one, &two).await;
     stops(&one, &two).await;
     budgets(&one, &two).await;
+    hand_offs(&one, &two).await;
 }
 
 async fn entries(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
@@ -539,4 +541,128 @@ async fn budgets(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
     finished.done = true;
     two.write_claimed(&finished, &taken.fence).await.unwrap();
     assert_eq!(one.done_among(&done).await.unwrap(), [kept]);
+}
+
+async fn hand_offs(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
+    load(one.as_ref(), &batch("handed.txt", &["h1", "h2", "h3"])).await;
+    let claimed = one.claim("handed.txt", "w", 3, LONG).await.unwrap();
+    let [first, second, third]: [_; 3] = claimed.lines.try_into().expect("three lines");
+    let mut accepted = first.entry.clone();
+    accepted.stage = Stage::Accepted {
+        job_id: "job-h1".into(),
+    };
+    one.hand_off(&accepted, &first.fence, LONG).await.unwrap();
+    assert_eq!(
+        two.get(&accepted.id).await.unwrap().unwrap().stage,
+        accepted.stage,
+        "the entry is written with its hand-off"
+    );
+    one.hand_off(&second.entry, &second.fence, SHORT)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            one.write_claimed(&accepted, &first.fence).await,
+            Err(JournalError::LeaseLost { .. })
+        ),
+        "a hand-off ends the worker's claim"
+    );
+    assert!(
+        matches!(
+            one.hand_off(&accepted, &first.fence, LONG).await,
+            Err(JournalError::LeaseLost { .. })
+        ),
+        "a line is handed off once per claim"
+    );
+    assert_eq!(
+        one.renew("w", std::slice::from_ref(&first.entry.id), LONG)
+            .await
+            .unwrap(),
+        0
+    );
+    let status = two.status("handed.txt").await.unwrap();
+    assert_eq!(status.handed_off, 2, "{status:?}");
+    assert_eq!(status.in_flight.get("w"), Some(&1), "{status:?}");
+    assert!(!status.in_flight.contains_key(HANDED_OFF), "{status:?}");
+    let handed: BTreeSet<String> = two
+        .handed_off(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        handed,
+        BTreeSet::from([first.entry.id.clone(), second.entry.id.clone()])
+    );
+    assert_eq!(two.handed_off(1).await.unwrap().len(), 1, "at most `limit`");
+    let mut done = third.entry.clone();
+    done.done = true;
+    one.write_claimed(&done, &third.fence).await.unwrap();
+
+    // Workers leave a handed-off line alone until its grace ends; then a
+    // worker's claim may take it (the same recovery: it polls the job).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let late = loop {
+        let claimed = two.claim("handed.txt", "late", 3, LONG).await.unwrap();
+        assert!(
+            claimed.lines.iter().all(|c| c.entry.id != first.entry.id),
+            "a line handed off for longer is not claimed by workers"
+        );
+        if let Some(claim) = claimed.lines.into_iter().next() {
+            break claim;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a hand-off whose grace ended is claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(late.entry.id, second.entry.id);
+    let nothing = two.claim("handed.txt", "late", 3, LONG).await.unwrap();
+    assert!(nothing.lines.is_empty());
+    assert_eq!(
+        nothing.others_expire_in, None,
+        "a worker does not wait for lines handed off"
+    );
+
+    // The callback service takes a hand-off over at once, with a new token.
+    let service = two
+        .claim_entry(&first.entry.id, "service", LONG)
+        .await
+        .unwrap()
+        .expect("the service takes a handed-off line");
+    assert_eq!(service.entry.stage, accepted.stage);
+    assert!(service.fence.token > first.fence.token);
+    assert!(
+        two.claim_entry(&first.entry.id, "replica", LONG)
+            .await
+            .unwrap()
+            .is_none(),
+        "once taken it is held"
+    );
+    assert!(
+        one.handed_off(10).await.unwrap().is_empty(),
+        "held by the service: not for the recovery of another replica"
+    );
+    let status = one.status("handed.txt").await.unwrap();
+    assert_eq!(
+        status.handed_off, 1,
+        "still handed off while the service delivers it: {status:?}"
+    );
+    assert!(!status.in_flight.contains_key("service"), "{status:?}");
+    let mut finished = late.entry.clone();
+    finished.done = true;
+    two.write_claimed(&finished, &late.fence).await.unwrap();
+    let waiting = one.claim("handed.txt", "w", 3, LONG).await.unwrap();
+    assert!(waiting.lines.is_empty());
+    assert_eq!(
+        waiting.others_expire_in, None,
+        "workers do not wait for the service either"
+    );
+    let mut delivered = service.entry.clone();
+    delivered.done = true;
+    two.write_claimed(&delivered, &service.fence).await.unwrap();
+    let status = one.status("handed.txt").await.unwrap();
+    assert_eq!((status.done, status.handed_off), (3, 0), "{status:?}");
 }

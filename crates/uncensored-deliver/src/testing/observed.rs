@@ -200,4 +200,17 @@ impl Batches for Observed {
         self.call("release", true, self.inner.release(holder, id))
             .await
     }
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: Duration,
+    ) -> Result<(), JournalError> {
+        self.call("hand_off", true, self.inner.hand_off(entry, fence, grace))
+            .await
+    }
+    async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        self.call("handed_off", false, self.inner.handed_off(limit))
+            .await
+    }
 }

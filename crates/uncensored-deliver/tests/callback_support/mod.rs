@@ -35,6 +35,11 @@ pub struct Counted {
 
 impl Counted {
     pub fn open(path: &std::path::Path) -> Self {
+        Self::wrap(Arc::new(SqliteJournal::open(path).unwrap()))
+    }
+
+    /// Counts the calls to `inner`.
+    pub fn wrap(inner: Arc<dyn Journal>) -> Self {
         let calls = Arc::new(AtomicU64::new(0));
         let writes = Arc::new(AtomicU64::new(0));
         let (c, w) = (calls.clone(), writes.clone());
@@ -47,7 +52,6 @@ impl Counted {
                 w.fetch_add(1, Ordering::SeqCst);
             }
         });
-        let inner = Arc::new(SqliteJournal::open(path).unwrap());
         Self {
             journal: Arc::new(Observed::new(inner, observer)),
             calls,
@@ -69,6 +73,62 @@ impl Counted {
 
     pub async fn counts(&self) -> Result<(u64, u64), JournalError> {
         self.journal.counts().await
+    }
+}
+
+/// Where a test's journal is: a fresh SQLite file, or a fresh database on
+/// the PostgreSQL server the running tests share.
+pub enum Place {
+    Sqlite(PathBuf),
+    #[cfg(feature = "postgres")]
+    Postgres(String, Arc<uncensored_test_servers::Postgres>),
+}
+
+impl Place {
+    pub fn sqlite(tag: &str) -> Self {
+        Self::Sqlite(temp_journal(tag))
+    }
+
+    /// A fresh database, on the shared server (started by the first test
+    /// that needs it); `None` when PostgreSQL is not installed (outside CI:
+    /// in CI the server must start, or the test fails).
+    #[cfg(feature = "postgres")]
+    pub fn postgres(tag: &str) -> Option<Self> {
+        use std::sync::{Mutex, Weak};
+        static SHARED: Mutex<Weak<uncensored_test_servers::Postgres>> = Mutex::new(Weak::new());
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let server = {
+            let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+            match shared.upgrade() {
+                Some(server) => server,
+                None => {
+                    let server = Arc::new(uncensored_test_servers::postgres()?);
+                    *shared = Arc::downgrade(&server);
+                    server
+                }
+            }
+        };
+        let name = format!("{tag}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        Some(Self::Postgres(server.create_database(&name), server))
+    }
+
+    /// Another handle on the journal, as another process would open it.
+    pub async fn open(&self) -> Counted {
+        match self {
+            Self::Sqlite(path) => Counted::open(path),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url, _) => Counted::wrap(Arc::new(
+                uncensored_deliver::journal::PostgresJournal::connect(url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect the journal: {e}")),
+            )),
+        }
+    }
+
+    pub fn remove(&self) {
+        if let Self::Sqlite(path) = self {
+            std::fs::remove_file(path).ok();
+        }
     }
 }
 

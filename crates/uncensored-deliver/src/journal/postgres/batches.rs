@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{PostgresJournal, body, error, seconds};
+use super::{PostgresJournal, body, error, parse, seconds};
 use crate::journal::record;
 use crate::journal::{
     BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, Claim, Claimed, Entry, Fence,
-    JournalError, LoadReport, Stage,
+    HANDED_OFF, JournalError, LoadReport, Stage,
 };
 
 /// The claims in `rows` (body, token, line), in line order.
@@ -196,9 +196,11 @@ impl Batches for PostgresJournal {
                     .query(
                         "SELECT CASE WHEN done AND failed THEN 'failed'
                                          WHEN done THEN 'done'
+                                         WHEN handed_off THEN 'handed_off'
                                          WHEN lease_until >= now() THEN 'held'
                                          ELSE 'left' END,
-                                    CASE WHEN NOT done AND lease_until >= now() THEN holder END,
+                                    CASE WHEN NOT done AND NOT handed_off
+                                          AND lease_until >= now() THEN holder END,
                                     COUNT(*)
                              FROM uncensored_entries
                              WHERE batch = $1
@@ -258,7 +260,7 @@ impl Batches for PostgresJournal {
                     .query(
                         "UPDATE uncensored_entries AS e
                              SET holder = $1, lease_until = now() + make_interval(secs => $2),
-                                 token = e.token + 1
+                                 token = e.token + 1, handed_off = false
                              FROM (SELECT id FROM uncensored_entries
                                    WHERE batch = $4 AND generation = $5 AND NOT done
                                      AND (lease_until IS NULL OR lease_until < now())
@@ -282,7 +284,8 @@ impl Batches for PostgresJournal {
                             "SELECT EXTRACT(EPOCH FROM MIN(lease_until) - now())::float8
                                  FROM uncensored_entries
                                  WHERE batch = $1 AND generation = $2 AND NOT done
-                                   AND holder <> $3 AND lease_until >= now()",
+                                   AND holder <> $3 AND lease_until >= now()
+                                   AND NOT handed_off",
                             &[&batch, &generation, &holder],
                         )
                         .await
@@ -316,9 +319,10 @@ impl Batches for PostgresJournal {
                              SET holder = $2, lease_until = now() + make_interval(secs => $3),
                                  token = token + 1
                              WHERE id = $1 AND NOT done
-                               AND (lease_until IS NULL OR lease_until < now() OR holder = $2)
+                               AND (lease_until IS NULL OR lease_until < now() OR holder = $2
+                                    OR (handed_off AND holder = $4))
                              RETURNING body, token, line",
-                        &[&id, &holder, &lease],
+                        &[&id, &holder, &lease, &HANDED_OFF],
                     )
                     .await
             })
@@ -393,5 +397,72 @@ impl Batches for PostgresJournal {
             })
             .await
             .map(drop)
+    }
+
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: Duration,
+    ) -> Result<(), JournalError> {
+        let value = body(entry)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
+        let (id, done, holder, token) = (
+            fence.id.as_str(),
+            entry.done,
+            fence.holder.as_str(),
+            fence.token,
+        );
+        let grace = seconds(grace);
+        let written = self
+            .database
+            .run(|client| {
+                let value = &value;
+                async move {
+                    client
+                        .execute(
+                            "UPDATE uncensored_entries
+                                 SET done = $4, failed = $5, body = $6,
+                                     changed = nextval('uncensored_changes'),
+                                     holder = $7, lease_until = now() + make_interval(secs => $8),
+                                     token = token + 1, handed_off = true
+                                 WHERE id = $1 AND holder = $2 AND token = $3 AND NOT done",
+                            &[
+                                &id,
+                                &holder,
+                                &token,
+                                &done,
+                                &failed,
+                                value,
+                                &HANDED_OFF,
+                                &grace,
+                            ],
+                        )
+                        .await
+                }
+            })
+            .await?;
+        if written == 0 {
+            return Err(JournalError::LeaseLost { id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        parse(
+            self.database
+                .run(|client| async move {
+                    client
+                        .query(
+                            "SELECT body FROM uncensored_entries WHERE handed_off AND NOT done
+                                 AND (holder IS NULL OR holder = $2 OR lease_until < now())
+                                 ORDER BY lease_until LIMIT $1",
+                            &[&limit, &HANDED_OFF],
+                        )
+                        .await
+                })
+                .await?,
+        )
     }
 }

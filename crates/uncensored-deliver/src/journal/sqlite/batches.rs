@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use rusqlite::OptionalExtension as _;
 
-use super::{SqliteJournal, error, ms, now_ms};
+use super::{SqliteJournal, entries, error, ms, now_ms};
 use crate::journal::record;
 use crate::journal::{
     BatchFile, BatchInfo, BatchLine, BatchStatus, BatchStop, Batches, Claim, Claimed, Entry, Fence,
-    JournalError, LoadReport, Stage,
+    HANDED_OFF, JournalError, LoadReport, Stage,
 };
 
 fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalError> {
@@ -183,9 +183,10 @@ impl Batches for SqliteJournal {
             .prepare(
                 "SELECT CASE WHEN done = 1 AND failed = 1 THEN 'failed'
                              WHEN done = 1 THEN 'done'
+                             WHEN handed_off = 1 THEN 'handed_off'
                              WHEN lease_until >= ?1 THEN 'held'
                              ELSE 'left' END AS state,
-                        CASE WHEN done = 0 AND lease_until >= ?1 THEN holder END,
+                        CASE WHEN done = 0 AND handed_off = 0 AND lease_until >= ?1 THEN holder END,
                         COUNT(*)
                  FROM entries
                  WHERE batch = ?2
@@ -235,7 +236,8 @@ impl Batches for SqliteJournal {
         let mut lines = {
             let mut statement = transaction
                 .prepare(
-                    "UPDATE entries SET holder = ?1, lease_until = ?2, token = token + 1
+                    "UPDATE entries SET holder = ?1, lease_until = ?2, token = token + 1,
+                         handed_off = 0
                      WHERE id IN (SELECT id FROM entries
                                   WHERE batch = ?5 AND generation = ?6 AND done = 0
                                     AND (lease_until IS NULL OR lease_until < ?3)
@@ -263,7 +265,7 @@ impl Batches for SqliteJournal {
                 .query_row(
                     "SELECT MIN(lease_until) FROM entries
                      WHERE batch = ?1 AND generation = ?2 AND done = 0
-                       AND holder != ?3 AND lease_until >= ?4",
+                       AND holder != ?3 AND lease_until >= ?4 AND handed_off = 0",
                     rusqlite::params![batch, generation, holder, now],
                     |row| row.get(0),
                 )
@@ -292,12 +294,19 @@ impl Batches for SqliteJournal {
             .prepare(
                 "UPDATE entries SET holder = ?1, lease_until = ?2, token = token + 1
                  WHERE id = ?3 AND done = 0
-                   AND (lease_until IS NULL OR lease_until < ?4 OR holder = ?1)
+                   AND (lease_until IS NULL OR lease_until < ?4 OR holder = ?1
+                        OR (handed_off = 1 AND holder = ?5))
                  RETURNING body, token, line",
             )
             .map_err(error)?;
         let rows = statement
-            .query(rusqlite::params![holder, now + ms(lease), id, now])
+            .query(rusqlite::params![
+                holder,
+                now + ms(lease),
+                id,
+                now,
+                HANDED_OFF
+            ])
             .map_err(error)?;
         Ok(claims(rows, holder)?.pop())
     }
@@ -358,5 +367,59 @@ impl Batches for SqliteJournal {
             )
             .map_err(error)?;
         Ok(())
+    }
+
+    async fn hand_off(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        grace: Duration,
+    ) -> Result<(), JournalError> {
+        let body = record::to_text(entry)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
+        let written = self
+            .connection()
+            .execute(
+                "UPDATE entries SET done = ?4, failed = ?5, body = ?6,
+                     changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries),
+                     holder = ?7, lease_until = ?8, token = token + 1, handed_off = 1
+                 WHERE id = ?1 AND holder = ?2 AND token = ?3 AND done = 0",
+                rusqlite::params![
+                    fence.id,
+                    fence.holder,
+                    fence.token,
+                    entry.done,
+                    failed,
+                    body,
+                    HANDED_OFF,
+                    now_ms().saturating_add(ms(grace))
+                ],
+            )
+            .map_err(error)?;
+        if written == 0 {
+            return Err(JournalError::LeaseLost {
+                id: fence.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare(
+                "SELECT body FROM entries WHERE handed_off = 1 AND done = 0
+                   AND (holder IS NULL OR holder = ?2 OR lease_until < ?3)
+                 ORDER BY lease_until LIMIT ?1",
+            )
+            .map_err(error)?;
+        let rows = statement
+            .query(rusqlite::params![
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                HANDED_OFF,
+                now_ms()
+            ])
+            .map_err(error)?;
+        entries(rows)
     }
 }

@@ -24,7 +24,7 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 }
 
 /// Version of the schema this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The schema, as numbered migrations: each runs once, in a transaction
 /// that holds the database's write lock (`BEGIN IMMEDIATE`) and reads the
@@ -77,6 +77,9 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      ALTER TABLE batches ADD COLUMN budget_nanos INTEGER;
      ALTER TABLE batches ADD COLUMN reserved_nanos INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE batches ADD COLUMN spent_nanos INTEGER NOT NULL DEFAULT 0;",
+    // Batch lines handed off to the callback service (`Batches::hand_off`).
+    "ALTER TABLE entries ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX entries_handed_off ON entries (handed_off, done, lease_until);",
 ];
 
 /// How long opening a journal waits for other processes opening it too.
