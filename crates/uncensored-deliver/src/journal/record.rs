@@ -297,6 +297,7 @@ pub(crate) fn to_value(entry: &Entry) -> Result<Value, JournalError> {
 }
 
 /// The record of `entry`, as text (SQLite's `body`).
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn to_text(entry: &Entry) -> Result<String, JournalError> {
     to_value(entry).map(|value| value.to_string())
 }
@@ -325,6 +326,7 @@ pub(crate) fn from_value(value: Value) -> Result<Entry, JournalError> {
 }
 
 /// The entry a record's text holds.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn from_text(text: &str) -> Result<Entry, JournalError> {
     from_value(serde_json::from_str(text).map_err(unreadable)?)
 }
