@@ -73,14 +73,10 @@ impl BatchView {
         };
         let mut jobs = HashSet::new();
         for entry in entries {
-            let stage = match &entry.stage {
-                Stage::Pending => "pending",
-                Stage::Accepted { .. } => "accepted",
-                Stage::Generated { .. } => "generated",
+            match &entry.stage {
                 Stage::Stored(image) => {
                     view.stored += 1;
                     jobs.insert(image.job_id.clone());
-                    "stored"
                 }
                 Stage::Failed {
                     job_id,
@@ -98,8 +94,9 @@ impl BatchView {
                     });
                     continue;
                 }
-                _ => "unknown",
-            };
+                _ => {}
+            }
+            let stage = entry.stage.name();
             if !entry.done {
                 view.in_flight.push(InFlightLine {
                     id: entry.id.clone(),

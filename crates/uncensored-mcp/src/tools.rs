@@ -194,7 +194,7 @@ impl Tools {
     /// Where delivery `id` stands, as one word, from the journal.
     async fn status_word(&self, id: &str) -> &'static str {
         match self.deliverer.journal().get(id).await {
-            Ok(Some(entry)) => stage_word(&entry.stage),
+            Ok(Some(entry)) => entry.stage.name(),
             _ => "pending",
         }
     }
@@ -241,7 +241,7 @@ impl Tools {
                     "id": entry.id,
                     "prompt": entry.request.prompt(),
                     "model": model,
-                    "status": stage_word(&entry.stage),
+                    "status": entry.stage.name(),
                     "location": entry.location(),
                     "uri": entry.location().map(|_| resources::uri(&entry.id)),
                     "updated_at": entry.updated_at.to_rfc3339(),
@@ -262,24 +262,12 @@ impl Tools {
     }
 }
 
-/// A stage as one word.
-pub fn stage_word(stage: &Stage) -> &'static str {
-    match stage {
-        Stage::Pending => "pending",
-        Stage::Accepted { .. } => "accepted",
-        Stage::Generated { .. } => "generated",
-        Stage::Stored { .. } => "stored",
-        Stage::Failed { .. } => "failed",
-        _ => "unknown",
-    }
-}
-
 /// A delivery's structured content (the output schema of `generate_image`).
 pub fn delivery_value(entry: &Entry) -> Value {
     let (width, height) = entry.request.dimensions();
     let mut value = json!({
         "id": entry.id,
-        "status": stage_word(&entry.stage),
+        "status": entry.stage.name(),
         "width": width,
         "height": height,
         "model": entry.request.model_name(),

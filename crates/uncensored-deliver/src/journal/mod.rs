@@ -70,6 +70,19 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stage as one word, the one list of them: `pending`, `accepted`,
+    /// `generated`, `stored` or `failed` (also the `state` its journal
+    /// record is tagged with).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Pending => "pending",
+            Stage::Accepted { .. } => "accepted",
+            Stage::Generated { .. } => "generated",
+            Stage::Stored(_) => "stored",
+            Stage::Failed { .. } => "failed",
+        }
+    }
+
     /// The job, once the API has answered with one.
     pub fn job_id(&self) -> Option<&str> {
         match self {

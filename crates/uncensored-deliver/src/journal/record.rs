@@ -356,6 +356,30 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_tagged_with_its_stage_name() {
+        let entry = from_text(V1_STORED).unwrap();
+        for stage in [
+            Stage::Pending,
+            Stage::Accepted { job_id: "j".into() },
+            Stage::Generated {
+                job_id: "j".into(),
+                image_url: "https://cdn.example.com/j.png".into(),
+                generation_time: None,
+                model: None,
+            },
+            entry.stage.clone(),
+            Stage::Failed {
+                job_id: None,
+                reason: FailureReason::Moderation,
+                message: "m".into(),
+            },
+        ] {
+            let value = serde_json::to_value(StageRecord::from(&stage)).unwrap();
+            assert_eq!(value["state"], stage.name());
+        }
+    }
+
+    #[test]
     fn every_request_field_survives_the_record() {
         let request = GenerateRequest::new("a lighthouse")
             .model("model-pro")
