@@ -120,7 +120,7 @@ pub(crate) fn write_one_process(root: &Path, run: &SharedRun) -> Result<()> {
              the images on tmpfs) against the release emulator with a ceiling of {rpm} requests \
              per minute and time scale {scale}. The SDK's pacer (`uncensored::LocalPacer`) follows \
              the window each answer reports: the first request learns it, the {left} left in it \
-             go at once, the rest wait until a second past the reported reset (the header has \
+             go at once, the rest wait until a second and a quarter past the reported reset (the header has \
              whole seconds), then go. The physical limit: ceil({lines} / {rpm}) - 1 = 1 full \
              window of 60 s from the first request (the emulator's window begins there), plus \
              the time the last window's requests took to send (from the start of the emulator's \

@@ -25,8 +25,8 @@ pub(crate) const LINES: usize = 2000;
 /// could never be refused, however they were paced).
 pub(crate) const RPM: u32 = 1500;
 /// The share of the ceiling a long batch reaches: a window's requests every
-/// 61 s (the window, then a second past its reported reset).
-const SHARE: f64 = 60.0 / 61.0;
+/// 61.25 s (the window, then a second and a quarter past its reported reset).
+const SHARE: f64 = 60.0 / 61.25;
 /// Worker processes per run.
 pub(crate) const WORKERS: [usize; 3] = [1, 2, 4];
 /// `--concurrency` of each worker.
@@ -245,7 +245,7 @@ pub(crate) fn write_shared(root: &Path, runs: &[SharedRun]) -> Result<()> {
              counts fixed 60-second windows, each from the first request after the last one ended, \
              and reports what is left and the reset in every answer. The workers follow that \
              window together on one row per key in PostgreSQL (`postgres/pacer.rs`): they spend \
-             what is left, wait until a second past the reported reset (the header has whole \
+             what is left, wait until a second and a quarter past the reported reset (the header has whole \
              seconds), and spend the next. The physical limit is the shortest time from the first \
              to the last request that the windows allow: ceil(lines / ceiling) - 1 full windows, \
              plus the time the last window's requests took to send (measured: from the start of \
@@ -432,7 +432,7 @@ fn write_estimate(
         put = calls("write_claimed"),
         renew = calls("renew"),
         claims = jobs_per_second / rows_per_claim.max(1e-9),
-        share = "60/61 (a window's requests every 61 s: the window, then a second past its reset)",
+        share = "60/61.25 (a window's requests every 61.25 s: the window, then a second and a quarter past its reset)",
         statements = jobs_per_second
             * (pg["calls_per_job"]
                 .as_object()
