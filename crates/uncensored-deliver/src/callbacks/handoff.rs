@@ -82,6 +82,12 @@ impl HandOff {
         deliverer: &Deliverer,
         claim: &mut Claim,
     ) -> Result<uncensored::callback::CallbackNonce, DeliveryError> {
+        // Signed by an earlier run (with this secret or a previous one, under
+        // this base or another): kept, so that a line sent again carries the
+        // body its Idempotency-Key was first sent with.
+        if let Some(nonce) = super::submit::submission_nonce(&claim.entry, &self.secret) {
+            return Ok(nonce);
+        }
         let signed = self
             .secret
             .callback_url_named(&self.base, &claim.entry.id)
@@ -128,5 +134,83 @@ impl LineSteps for HandOff {
             .write_claimed(&claim.entry, &claim.fence)
             .await?;
         deliverer.continue_claim(claim).await
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::sync::Arc;
+
+    use uncensored::GenerateRequest;
+
+    use super::*;
+    use crate::journal::{Batches as _, LineIds, SqliteJournal};
+    use crate::storage::StorageUrl;
+
+    #[tokio::test]
+    async fn a_line_signed_before_a_rotation_keeps_its_url() {
+        let old = CallbackSecret::new("o".repeat(40)).unwrap();
+        let new = CallbackSecret::new("n".repeat(40))
+            .unwrap()
+            .with_previous("o".repeat(40))
+            .unwrap();
+        let journal = Arc::new(SqliteJournal::in_memory().unwrap());
+        let request = GenerateRequest::new("a lighthouse");
+        let mut ids = LineIds::new("prompts.txt");
+        ids.next(&request);
+        crate::worker::load(
+            journal.as_ref(),
+            &ids.file(),
+            std::iter::once(Ok((1, request))),
+        )
+        .await
+        .unwrap();
+        let client = uncensored::Client::builder()
+            .base_url("http://127.0.0.1:9")
+            .api_key("unused")
+            .build()
+            .unwrap();
+        let storage = Arc::new(StorageUrl::parse("memory://").unwrap().open().unwrap());
+        let deliverer = Deliverer::new(client, storage, journal.clone());
+        let lease = Duration::from_secs(60);
+        let base = "https://hooks.example.com";
+
+        // An earlier run signed it with the old secret, then died before
+        // the answer was recorded.
+        let mut claim = journal
+            .claim("prompts.txt", "w-1", 1, lease)
+            .await
+            .unwrap()
+            .lines
+            .remove(0);
+        let first = HandOff::new(old, base, lease).unwrap();
+        let nonce = first.sign(&deliverer, &mut claim).await.unwrap();
+        let url = claim.entry.request.callback().unwrap().to_string();
+        journal.release("w-1", None).await.unwrap();
+
+        // After the rotation, and under another base, it is sent as it was.
+        let mut claim = journal
+            .claim("prompts.txt", "w-2", 1, lease)
+            .await
+            .unwrap()
+            .lines
+            .remove(0);
+        let second = HandOff::new(new.clone(), "https://other.example.com", lease).unwrap();
+        assert_eq!(second.sign(&deliverer, &mut claim).await.unwrap(), nonce);
+        assert_eq!(claim.entry.request.callback(), Some(url.as_str()));
+
+        // A URL that does not verify is replaced by one of the current secret.
+        claim.entry.request = claim
+            .entry
+            .request
+            .clone()
+            .callback_url("https://hooks.example.com/callback/forged.00");
+        second.sign(&deliverer, &mut claim).await.unwrap();
+        let signed = claim.entry.request.callback().unwrap();
+        assert!(
+            signed.starts_with("https://other.example.com/callback/"),
+            "{signed}"
+        );
+        assert!(super::super::submit::submission_nonce(&claim.entry, &new).is_some());
     }
 }
