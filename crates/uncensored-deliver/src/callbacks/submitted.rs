@@ -140,7 +140,9 @@ impl CallbackService {
         tokio::spawn(async move {
             let _permit = permit;
             let id = claim.entry.id.clone();
-            let line = claim.line.map(|_| claim.fence.clone());
+            let fence = claim.fence.clone();
+            let line = claim.line.is_some();
+            let batch = claim.batch.clone();
             let job_id = submitted_job(&claim.entry.stage).map(str::to_string);
             let outcome = {
                 let deliver = service.deliver_claimed(claim, origin);
@@ -152,8 +154,14 @@ impl CallbackService {
                     () = &mut renew => deliver.await,
                 }
             };
-            if let (Some(fence), false) = (&line, matches!(outcome, Some(Ok(_)))) {
-                service.hand_back(fence).await;
+            if let (Some(batch), Some(outcome)) = (&batch, &outcome) {
+                // A handed-off line's reservation, settled as its worker
+                // would have (under the claim, so before a hand-back).
+                let journal = service.inner.deliverer.journal();
+                crate::spend::settle_line(journal.as_ref(), batch, &fence, outcome).await;
+            }
+            if line && !matches!(outcome, Some(Ok(_))) {
+                service.hand_back(&fence).await;
             }
             if let Err(error) = service
                 .inner
