@@ -143,6 +143,15 @@ pub enum JournalError {
         /// The entry.
         id: String,
     },
+    /// The lines of a batch file, read again to be loaded, differ from the
+    /// ones its [`BatchFile`] was made from (the file was edited while it
+    /// was read): nothing was loaded. A fault of the input, not of the
+    /// journal ([`worker::load`](crate::worker::load)).
+    #[error("the batch file `{batch}` changed while it was read; nothing was loaded")]
+    BatchFileChanged {
+        /// The batch (the file's name).
+        batch: String,
+    },
 }
 
 impl JournalError {
