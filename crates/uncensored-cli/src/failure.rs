@@ -141,10 +141,17 @@ impl Failure {
     /// be used as given is bad input; a database that failed or cannot be
     /// reached is the journal's failure.
     pub fn journal(location: impl std::fmt::Display, error: JournalError) -> Self {
-        let message = format!("--journal {location}: {error}");
         match error {
-            JournalError::Location(_) => Self::input(message),
-            _ => Self::of(DeliveryReason::Journal, message),
+            JournalError::Location(_) => Self::input(format!("--journal {location}: {error}")),
+            // The input's fault, not the journal's: nothing was loaded.
+            JournalError::BatchFileChanged { .. } => Self {
+                hint: Some("the file changed while it was read: run the command again"),
+                ..Self::input(error.to_string())
+            },
+            _ => Self::of(
+                DeliveryReason::Journal,
+                format!("--journal {location}: {error}"),
+            ),
         }
     }
 }
@@ -172,5 +179,37 @@ impl From<DeliveryError> for Failure {
             DeliveryError::Storage(storage) => storage.into(),
             other => Self::of(other.reason(), other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_file_changed_while_it_was_read_is_bad_input_and_the_journal_failing_is_not() {
+        let changed = Failure::journal(
+            "images/.uncensored/journal.sqlite",
+            JournalError::BatchFileChanged {
+                batch: "prompts.txt".into(),
+            },
+        );
+        assert_eq!((changed.code, changed.kind), (6, "invalid_input"));
+        assert!(
+            changed.message.contains("prompts.txt"),
+            "{}",
+            changed.message
+        );
+        assert_eq!(
+            changed.hint,
+            Some("the file changed while it was read: run the command again")
+        );
+        let failed = Failure::journal("j.sqlite", JournalError::new("disk I/O error"));
+        assert_eq!(failed.code, 12, "{failed:?}");
+        assert!(
+            failed.message.starts_with("--journal j.sqlite: "),
+            "{}",
+            failed.message
+        );
     }
 }

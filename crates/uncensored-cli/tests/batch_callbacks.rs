@@ -318,6 +318,73 @@ async fn callbacks_lost_while_the_service_is_down_are_recovered_for_every_line()
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `--max-spend` with `--callback-url`: each line's price is reserved by
+/// its worker before its POST and settled by the service that delivers it
+/// (the worker hands it off before it ends), on both journals: once every
+/// line is stored the batch's spend holds them spent, what the account
+/// paid, with nothing still reserved; and a rerun pays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_is_settled_by_the_service_that_delivers_the_lines() {
+    const LINES: usize = 4;
+    let dir = temp_dir("callbacks-budget");
+    for server in journals() {
+        let emulator = emulator(5).await;
+        let kind = if server.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let dir = dir.join(kind);
+        std::fs::create_dir_all(&dir).unwrap();
+        let journal = match &server {
+            Some(server) => server.create_database("callbacks_budget"),
+            None => dir.join("journal.sqlite").display().to_string(),
+        };
+        let file = batch_file(&dir, "prompts.txt", LINES);
+        let service = Service::start(&emulator, &dir, &journal, &[]).await;
+        let budget = ["--max-spend", "1"];
+        let (code, summary, stderr) =
+            batch(&emulator, &dir, &file, &journal, &service.url, &budget).await;
+        assert_eq!(code, Some(0), "{kind}: {stderr}");
+        assert_eq!(summary["submitted"], LINES, "{kind}: {summary}");
+        // A line is reported stored once its reservation is settled.
+        service.wait_stored(LINES).await;
+
+        let (code, summary, stderr) =
+            batch(&emulator, &dir, &file, &journal, &service.url, &budget).await;
+        assert_eq!(code, Some(0), "{kind}: {stderr}");
+        assert_eq!(summary["already_done"], LINES, "{kind}: {summary}");
+        assert_eq!(summary["submitted"], 0, "{kind}: {summary}");
+        let stats = emulator.stats();
+        assert_eq!(
+            stats.charges.total, LINES as u64,
+            "{kind}: a rerun pays nothing"
+        );
+        let paid = uncensored::Client::builder()
+            .base_url(emulator.base_url())
+            .api_key("emulator-key")
+            .build()
+            .unwrap()
+            .balance()
+            .await
+            .unwrap()
+            .daily_spend;
+        assert!(paid > uncensored::Money::ZERO);
+        assert_eq!(
+            summary["spent_nanos"].as_i64(),
+            Some(paid.nanos()),
+            "{kind}: every line spent, as the account paid: {summary}"
+        );
+        assert_eq!(
+            summary["reserved_nanos"].as_i64(),
+            Some(0),
+            "{kind}: nothing still reserved: {summary}"
+        );
+        assert_eq!(service.stored(), LINES, "{kind}: delivered once");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Bad input is refused before anything is sent or written: no secret, a
 /// weak one (never echoed), a callback URL that is not absolute http(s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

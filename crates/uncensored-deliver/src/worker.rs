@@ -25,7 +25,8 @@ use crate::{Deliverer, DeliveryError};
 /// lines that made `file` with [`LineIds`]. Read lazily: a million lines are
 /// never in memory at once, and not read at all when the journal holds the
 /// batch unchanged. If `lines` turn out to differ from `file` (the file was
-/// edited while it was read), nothing is loaded.
+/// edited while it was read), nothing is loaded:
+/// [`JournalError::BatchFileChanged`].
 pub async fn load(
     journal: &dyn Journal,
     file: &BatchFile,
@@ -50,10 +51,9 @@ pub async fn load(
             None => {
                 let read = ids.take()?.file();
                 (read != *file).then(|| {
-                    Err(JournalError::new(format!(
-                        "the batch file `{}` changed while it was read: run the command again",
-                        file.name
-                    )))
+                    Err(JournalError::BatchFileChanged {
+                        batch: file.name.clone(),
+                    })
                 })
             }
         }
@@ -423,5 +423,46 @@ async fn renew(
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot renew leases"),
         }
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod load_tests {
+    use super::*;
+    use crate::journal::{Entries as _, SqliteJournal};
+
+    fn requests(prompts: &[&str]) -> Vec<(u64, GenerateRequest)> {
+        (1..)
+            .zip(prompts)
+            .map(|(n, prompt)| (n, GenerateRequest::new(*prompt)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn lines_that_differ_from_their_file_are_refused_with_their_own_error() {
+        let journal = SqliteJournal::in_memory().unwrap();
+        let read_first = requests(&["a cat", "a dog"]);
+        let mut ids = LineIds::new("prompts.txt");
+        for (_, request) in &read_first {
+            ids.next(request);
+        }
+        let file = ids.file();
+        // The file was edited before its second read.
+        let read_again = requests(&["a cat", "a bird"]);
+        let refused = load(&journal, &file, read_again.into_iter().map(Ok)).await;
+        assert!(
+            matches!(&refused, Err(JournalError::BatchFileChanged { batch }) if batch == "prompts.txt"),
+            "{refused:?}"
+        );
+        assert_eq!(journal.counts().await.unwrap(), (0, 0), "nothing loaded");
+        // A line fewer is a change too; the same lines load.
+        let shorter = requests(&["a cat"]);
+        let refused = load(&journal, &file, shorter.into_iter().map(Ok)).await;
+        assert!(matches!(
+            refused,
+            Err(JournalError::BatchFileChanged { .. })
+        ));
+        let loaded = load(&journal, &file, read_first.into_iter().map(Ok)).await;
+        assert_eq!(loaded.unwrap().added, 2);
     }
 }

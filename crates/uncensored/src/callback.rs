@@ -222,8 +222,16 @@ impl CallbackNonce {
     /// Whether it is a random nonce ([`CallbackSecret::callback_url`]),
     /// not a name ([`CallbackSecret::callback_url_named`]).
     pub fn is_random(&self) -> bool {
-        random_shape(&self.0)
+        is_random_nonce(&self.0)
     }
+}
+
+/// Whether `nonce`, a nonce as text (kept in a journal), is of the shape of
+/// a random nonce ([`CallbackSecret::callback_url`]) rather than a name
+/// ([`CallbackSecret::callback_url_named`]): what
+/// [`CallbackNonce::is_random`] says of a verified one.
+pub fn is_random_nonce(nonce: &str) -> bool {
+    random_shape(nonce)
 }
 
 /// 32 lowercase hex characters: the shape of a random nonce.

@@ -41,8 +41,14 @@
 //! 60 s by default) and polls its job until it ends; it is then delivered
 //! exactly as its callback would have been.
 //!
-//! **Unsigned callbacks**, and URLs signed without a submission (only with
-//! [`CallbackServiceBuilder::accept_unsigned`]), go through the older path:
+//! **Unsigned callbacks** (only with
+//! [`CallbackServiceBuilder::accept_unsigned`]) of a job a submission made
+//! (found from the job by its nonce's binding,
+//! [`CallbackNonces::callback_job_nonce`](crate::journal::CallbackNonces::callback_job_nonce))
+//! are delivered under that submission's claim, like its signed callback:
+//! once, whichever comes first. Unsigned callbacks of other jobs, and URLs
+//! signed without a submission (again only with `accept_unsigned`), go
+//! through the older path:
 //! 4. **The read**: anything else is confirmed by reading the job with the
 //!    service's key; the payload is never trusted (a job of another account,
 //!    or none, is a 404 and the callback is refused). At most one read per job
@@ -516,14 +522,12 @@ impl CallbackService {
         };
         match nonce {
             Some(nonce) => self.accept_signed(nonce, callback).await,
-            None => {
-                self.confirm_by_read(None, &callback.request_id, false)
-                    .await
-            }
+            None => self.accept_unsigned_job(&callback.request_id).await,
         }
     }
 
-    /// The older path: the job confirmed by a read (at most one per job id
+    /// The older path (an unsigned callback of a job no submission made, or
+    /// a URL signed without a submission): the job confirmed by a read (at most one per job id
     /// in flight), then `nonce`, unless already `bound`, bound to it.
     async fn confirm_by_read(
         &self,

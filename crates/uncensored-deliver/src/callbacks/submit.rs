@@ -23,7 +23,13 @@ const SUBMIT_LEASE: std::time::Duration = std::time::Duration::from_secs(5 * 60)
 /// `callback-NONCE` for a random nonce ([`Submitter`]), the nonce itself
 /// for a named one (a batch line's entry, submitted by [`super::HandOff`]).
 pub fn submission_id(nonce: &CallbackNonce) -> String {
-    if nonce.is_random() {
+    submission_of_nonce(nonce.as_str())
+}
+
+/// [`submission_id`] of a nonce as the journal keeps it (text, its tag long
+/// checked): the submission a job's binding names.
+pub(super) fn submission_of_nonce(nonce: &str) -> String {
+    if uncensored::callback::is_random_nonce(nonce) {
         format!("callback-{nonce}")
     } else {
         nonce.to_string()

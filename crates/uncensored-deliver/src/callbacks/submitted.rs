@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use uncensored::JobStatus;
 use uncensored::callback::{Callback, CallbackNonce};
 
-use super::submit::{post_and_bind, submission_id, submitted_job};
+use super::submit::{post_and_bind, submission_id, submission_of_nonce, submitted_job};
 use super::{CallbackService, Reply, bump};
 use crate::DeliveryError;
 use crate::journal::{Claim, Entry, Fence, JournalError, Stage};
@@ -84,6 +84,43 @@ impl CallbackService {
         (StatusCode::OK, "ok")
     }
 
+    /// An unsigned callback: a job a submission made (its nonce bound to it)
+    /// is delivered under that submission's claim, exactly as its signed
+    /// callback would be, so that it is stored and announced once whichever
+    /// of them (or the recovery, or a replica) comes first. A job no
+    /// submission made, or whose binding names no submission (bound by an
+    /// earlier version on its first callback), is confirmed by a read.
+    pub(super) async fn accept_unsigned_job(&self, job_id: &str) -> Reply {
+        let journal = self.inner.deliverer.journal();
+        let submission = match journal.callback_job_nonce(job_id).await {
+            Ok(Some(nonce)) => match journal.get(&submission_of_nonce(&nonce)).await {
+                Ok(entry) => entry,
+                Err(error) => return self.unavailable(&error.to_string()),
+            },
+            Ok(None) => None,
+            Err(error) => return self.unavailable(&error.to_string()),
+        };
+        match submission {
+            Some(entry) if submitted_job(&entry.stage) == Some(job_id) => {
+                match self.take_over(&entry.id, Origin::Callback, None).await {
+                    Ok(true) => {}
+                    Ok(false) => bump(&self.inner.counters.already_confirmed),
+                    Err(error) => return self.unavailable(&error.to_string()),
+                }
+                (StatusCode::OK, "ok")
+            }
+            // Bound, its answer not written yet: as for its signed callback.
+            Some(entry) if entry.stage == Stage::Pending => {
+                bump(&self.inner.counters.unavailable);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the submission is not answered yet",
+                )
+            }
+            _ => self.confirm_by_read(None, job_id, false).await,
+        }
+    }
+
     /// Claims the submission `id` and delivers it in the background; false
     /// when it is done, or someone (a callback, a poll, a replica) holds it.
     pub(super) async fn take_over(
@@ -103,7 +140,9 @@ impl CallbackService {
         tokio::spawn(async move {
             let _permit = permit;
             let id = claim.entry.id.clone();
-            let line = claim.line.map(|_| claim.fence.clone());
+            let fence = claim.fence.clone();
+            let line = claim.line.is_some();
+            let batch = claim.batch.clone();
             let job_id = submitted_job(&claim.entry.stage).map(str::to_string);
             let outcome = {
                 let deliver = service.deliver_claimed(claim, origin);
@@ -115,8 +154,14 @@ impl CallbackService {
                     () = &mut renew => deliver.await,
                 }
             };
-            if let (Some(fence), false) = (&line, matches!(outcome, Some(Ok(_)))) {
-                service.hand_back(fence).await;
+            if let (Some(batch), Some(outcome)) = (&batch, &outcome) {
+                // A handed-off line's reservation, settled as its worker
+                // would have (under the claim, so before a hand-back).
+                let journal = service.inner.deliverer.journal();
+                crate::spend::settle_line(journal.as_ref(), batch, &fence, outcome).await;
+            }
+            if line && !matches!(outcome, Some(Ok(_))) {
+                service.hand_back(&fence).await;
             }
             if let Err(error) = service
                 .inner

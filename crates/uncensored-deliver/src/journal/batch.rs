@@ -200,6 +200,10 @@ pub struct Claim {
     pub fence: Fence,
     /// Its line number in the batch file, for a batch line.
     pub line: Option<u64>,
+    /// The batch it is a line of, as the journal knows it (`None` for an
+    /// entry of no batch): whose budget settles its reservation
+    /// ([`Budgets::settle`](super::Budgets::settle)), whoever ends it.
+    pub batch: Option<String>,
 }
 
 /// What a claim got.

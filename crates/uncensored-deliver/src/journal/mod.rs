@@ -156,6 +156,15 @@ pub enum JournalError {
         /// The entry.
         id: String,
     },
+    /// The lines of a batch file, read again to be loaded, differ from the
+    /// ones its [`BatchFile`] was made from (the file was edited while it
+    /// was read): nothing was loaded. A fault of the input, not of the
+    /// journal ([`worker::load`](crate::worker::load)).
+    #[error("the batch file `{batch}` changed while it was read; nothing was loaded")]
+    BatchFileChanged {
+        /// The batch (the file's name).
+        batch: String,
+    },
 }
 
 impl JournalError {
@@ -203,6 +212,11 @@ pub trait CallbackNonces: Send + Sync + Debug {
     /// returns the job it is bound to now: `job_id`, or the earlier job. Two
     /// concurrent calls with different jobs bind exactly one of them.
     async fn bind_callback_nonce(&self, nonce: &str, job_id: &str) -> Result<String, JournalError>;
+
+    /// The nonce bound to `job_id`, if one is (the least, should several
+    /// be): how a callback that names only its job (an unsigned one) finds
+    /// the submission that made it. Looked up by an index, not a scan.
+    async fn callback_job_nonce(&self, job_id: &str) -> Result<Option<String>, JournalError>;
 }
 
 /// Batches and the leases on their lines. A batch is a named set of lines,

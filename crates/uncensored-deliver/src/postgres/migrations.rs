@@ -92,6 +92,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
          CREATE INDEX uncensored_entries_handed_off ON uncensored_entries (lease_until)
              WHERE handed_off AND NOT done;",
     ),
+    (
+        6,
+        // The nonce bound to a job (`CallbackNonces::callback_job_nonce`).
+        "CREATE INDEX uncensored_callback_nonces_job
+             ON uncensored_callback_nonces (job_id, nonce);",
+    ),
 ];
 
 /// A key for `pg_advisory_xact_lock`: "uncensored" in ASCII, folded.

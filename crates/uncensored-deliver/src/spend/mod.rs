@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use estimate::{BatchEstimate, ShapeCost, estimate};
 use uncensored::{Client, FailureReason, GenerateRequest, Money};
 
-use crate::journal::{BatchSpend, Claim, Entry, Reservation, Settlement, Stage};
+use crate::journal::{BatchSpend, Claim, Entry, Fence, Journal, Reservation, Settlement, Stage};
 use crate::worker::LineSteps;
 use crate::{Deliverer, DeliveryError};
 
@@ -218,22 +218,36 @@ impl Spending {
                 Reservation::Reserved | Reservation::Already(_) | Reservation::NoBudget => {}
             }
         }
-        let id = claim.entry.id.clone();
         let result = run(claim).await;
-        let how = match &result {
-            Ok(entry) => settlement(&entry.stage, None),
-            Err(DeliveryError::Journal(_)) => None,
-            Err(error) => match journal.get(&id).await {
-                Ok(Some(entry)) => settlement(&entry.stage, Some(error)),
-                _ => None,
-            },
-        };
-        if let Some(how) = how
-            && let Err(error) = journal.settle(batch, &fence, how).await
-        {
-            tracing::warn!(%error, line = %id, "cannot settle the line's reservation; it stays reserved until the line is settled by a later run");
-        }
+        settle_line(journal.as_ref(), batch, &fence, &result).await;
         result
+    }
+}
+
+/// Settles the reservation of the line of `batch` under `fence`, as
+/// `result` left it (see the [module](self)'s reconciliation): paid,
+/// released, or (when its end is not known yet) left reserved. The one
+/// settlement of a line, whoever ends it: its worker
+/// ([`Spending::take_on`]), or the callback service that delivered it once
+/// it was handed off. A line without a reservation is left as it is.
+pub(crate) async fn settle_line(
+    journal: &dyn Journal,
+    batch: &str,
+    fence: &Fence,
+    result: &Result<Entry, DeliveryError>,
+) {
+    let how = match result {
+        Ok(entry) => settlement(&entry.stage, None),
+        Err(DeliveryError::Journal(_)) => None,
+        Err(error) => match journal.get(&fence.id).await {
+            Ok(Some(entry)) => settlement(&entry.stage, Some(error)),
+            _ => None,
+        },
+    };
+    if let Some(how) = how
+        && let Err(error) = journal.settle(batch, fence, how).await
+    {
+        tracing::warn!(%error, line = %fence.id, "cannot settle the line's reservation; it stays reserved until the line is settled by a later run");
     }
 }
 

@@ -135,7 +135,33 @@ async fn nonces(one: &Arc<dyn Journal>, two: &Arc<dyn Journal>) {
         a,
         "a binding never changes"
     );
-    assert_eq!(one.callback_nonce_job("n1").await.unwrap(), Some(a));
+    assert_eq!(one.callback_nonce_job("n1").await.unwrap(), Some(a.clone()));
+    // From the job back to its nonce, on every handle.
+    assert_eq!(
+        two.callback_job_nonce(&a).await.unwrap().as_deref(),
+        Some("n1"),
+        "a bound job finds its nonce"
+    );
+    assert_eq!(
+        one.callback_job_nonce("job-never-bound").await.unwrap(),
+        None
+    );
+    let loser = if a == "job-a" { "job-b" } else { "job-a" };
+    assert_eq!(
+        one.callback_job_nonce(loser).await.unwrap(),
+        None,
+        "a binding that lost names no nonce"
+    );
+    two.bind_callback_nonce("n2", "job-d").await.unwrap();
+    assert_eq!(
+        one.callback_job_nonce("job-d").await.unwrap().as_deref(),
+        Some("n2")
+    );
+    assert_eq!(
+        one.callback_job_nonce(&a).await.unwrap().as_deref(),
+        Some("n1"),
+        "other bindings leave it as it was"
+    );
     assert_eq!(one.counts().await.unwrap().0, 3, "bindings are not entries");
 }
 

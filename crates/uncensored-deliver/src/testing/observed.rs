@@ -136,6 +136,14 @@ impl CallbackNonces for Observed {
         )
         .await
     }
+    async fn callback_job_nonce(&self, job_id: &str) -> Result<Option<String>, JournalError> {
+        self.call(
+            "callback_job_nonce",
+            false,
+            self.inner.callback_job_nonce(job_id),
+        )
+        .await
+    }
 }
 
 #[async_trait::async_trait]

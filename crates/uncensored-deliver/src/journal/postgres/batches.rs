@@ -13,7 +13,7 @@ use crate::journal::{
     HANDED_OFF, JournalError, LoadReport, Stage,
 };
 
-/// The claims in `rows` (body, token, line), in line order.
+/// The claims in `rows` (body, token, line, batch), in line order.
 fn claims(rows: Vec<tokio_postgres::Row>, holder: &str) -> Result<Vec<Claim>, JournalError> {
     let mut claims = rows
         .into_iter()
@@ -28,6 +28,7 @@ fn claims(rows: Vec<tokio_postgres::Row>, holder: &str) -> Result<Vec<Claim>, Jo
                 line: row
                     .get::<_, Option<i64>>(2)
                     .and_then(|l| u64::try_from(l).ok()),
+                batch: row.get(3),
                 entry,
             })
         })
@@ -268,7 +269,7 @@ impl Batches for PostgresJournal {
                                    ORDER BY line LIMIT $3
                                    FOR UPDATE SKIP LOCKED) AS free
                              WHERE e.id = free.id
-                             RETURNING e.body, e.token, e.line",
+                             RETURNING e.body, e.token, e.line, e.batch",
                         &[&holder, &lease, &limit, &batch, &generation],
                     )
                     .await
@@ -321,7 +322,7 @@ impl Batches for PostgresJournal {
                              WHERE id = $1 AND NOT done
                                AND (lease_until IS NULL OR lease_until < now() OR holder = $2
                                     OR (handed_off AND holder = $4))
-                             RETURNING body, token, line",
+                             RETURNING body, token, line, batch",
                         &[&id, &holder, &lease, &HANDED_OFF],
                     )
                     .await

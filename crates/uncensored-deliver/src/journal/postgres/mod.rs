@@ -219,4 +219,19 @@ impl CallbackNonces for PostgresJournal {
             .await?;
         Ok(row.get(0))
     }
+
+    async fn callback_job_nonce(&self, job_id: &str) -> Result<Option<String>, JournalError> {
+        let row = self
+            .database
+            .run(|client| async move {
+                client
+                    .query_one(
+                        "SELECT MIN(nonce) FROM uncensored_callback_nonces WHERE job_id = $1",
+                        &[&job_id],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(row.get(0))
+    }
 }

@@ -18,10 +18,11 @@ fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalE
             row.get::<_, String>(0)?,
             row.get::<_, i64>(1)?,
             row.get::<_, Option<i64>>(2)?,
+            row.get::<_, Option<String>>(3)?,
         ))
     })
     .map(|row| {
-        let (body, token, line) = row.map_err(error)?;
+        let (body, token, line, batch) = row.map_err(error)?;
         let entry: Entry = record::from_text(&body)?;
         Ok(Claim {
             fence: Fence {
@@ -30,6 +31,7 @@ fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalE
                 token,
             },
             line: line.and_then(|l| u64::try_from(l).ok()),
+            batch,
             entry,
         })
     })
@@ -242,7 +244,7 @@ impl Batches for SqliteJournal {
                                   WHERE batch = ?5 AND generation = ?6 AND done = 0
                                     AND (lease_until IS NULL OR lease_until < ?3)
                                   ORDER BY line LIMIT ?4)
-                     RETURNING body, token, line",
+                     RETURNING body, token, line, batch",
                 )
                 .map_err(error)?;
             claims(
@@ -296,7 +298,7 @@ impl Batches for SqliteJournal {
                  WHERE id = ?3 AND done = 0
                    AND (lease_until IS NULL OR lease_until < ?4 OR holder = ?1
                         OR (handed_off = 1 AND holder = ?5))
-                 RETURNING body, token, line",
+                 RETURNING body, token, line, batch",
             )
             .map_err(error)?;
         let rows = statement

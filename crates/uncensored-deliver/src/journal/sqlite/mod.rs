@@ -24,7 +24,7 @@ fn error(e: impl std::fmt::Display) -> JournalError {
 }
 
 /// Version of the schema this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// The schema, as numbered migrations: each runs once, in a transaction
 /// that holds the database's write lock (`BEGIN IMMEDIATE`) and reads the
@@ -80,6 +80,8 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // Batch lines handed off to the callback service (`Batches::hand_off`).
     "ALTER TABLE entries ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX entries_handed_off ON entries (handed_off, done, lease_until);",
+    // The nonce bound to a job (`CallbackNonces::callback_job_nonce`).
+    "CREATE INDEX callback_nonces_job ON callback_nonces (job_id, nonce);",
 ];
 
 /// How long opening a journal waits for other processes opening it too.
@@ -333,6 +335,16 @@ impl CallbackNonces for SqliteJournal {
             )
             .map_err(error)
     }
+
+    async fn callback_job_nonce(&self, job_id: &str) -> Result<Option<String>, JournalError> {
+        self.connection()
+            .query_row(
+                "SELECT MIN(nonce) FROM callback_nonces WHERE job_id = ?1",
+                [job_id],
+                |row| row.get(0),
+            )
+            .map_err(error)
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +375,29 @@ mod migration_tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_job_finds_its_nonce_by_an_index() {
+        let journal = SqliteJournal::in_memory().unwrap();
+        let plan: Vec<String> = {
+            let connection = journal.connection();
+            let mut statement = connection
+                .prepare(
+                    "EXPLAIN QUERY PLAN SELECT MIN(nonce) FROM callback_nonces WHERE job_id = ?1",
+                )
+                .unwrap();
+            statement
+                .query_map(["j"], |row| row.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX callback_nonces_job")),
+            "{plan:?}"
+        );
     }
 }
 
