@@ -60,20 +60,13 @@ impl StoredImage {
     /// The record of an image the storage has just stored (or found
     /// stored): the facts of `meta`, and where and what `stored` says.
     pub fn new(meta: ImageMeta, stored: &Stored) -> Self {
-        Self {
-            job_id: meta.job_id,
-            prompt: meta.prompt,
-            model: meta.model,
-            width: meta.width,
-            height: meta.height,
-            generation_time: meta.generation_time,
-            name: stored.name.clone(),
-            location: stored.location.clone(),
-            sha256: stored.sha256.clone(),
-            size: Some(stored.size),
-            share_url: None,
-            created_at: meta.created_at,
-        }
+        Self::of(
+            meta,
+            stored.sha256.clone(),
+            stored.name.clone(),
+            stored.location.clone(),
+            Some(stored.size),
+        )
     }
 
     /// The record of the image named `name` at `location` whose sidecar is
@@ -85,30 +78,31 @@ impl StoredImage {
         location: impl Into<String>,
         size: Option<u64>,
     ) -> Option<Self> {
-        let ImageMeta {
-            job_id,
-            prompt,
-            model,
-            width,
-            height,
-            generation_time,
+        let sha256 = meta.sha256.clone()?;
+        Some(Self::of(meta, sha256, name.into(), location.into(), size))
+    }
+
+    fn of(
+        meta: ImageMeta,
+        sha256: String,
+        name: String,
+        location: String,
+        size: Option<u64>,
+    ) -> Self {
+        Self {
+            job_id: meta.job_id,
+            prompt: meta.prompt,
+            model: meta.model,
+            width: meta.width,
+            height: meta.height,
+            generation_time: meta.generation_time,
+            name,
+            location,
             sha256,
-            created_at,
-        } = meta;
-        Some(Self {
-            job_id,
-            prompt,
-            model,
-            width,
-            height,
-            generation_time,
-            name: name.into(),
-            location: location.into(),
-            sha256: sha256?,
             size,
             share_url: None,
-            created_at,
-        })
+            created_at: meta.created_at,
+        }
     }
 }
 

@@ -46,6 +46,64 @@ fn stop_of(value: Option<Value>) -> Result<Option<BatchStop>, JournalError> {
 /// Lines written per statement while loading.
 const LOAD_CHUNK: usize = 5_000;
 
+impl PostgresJournal {
+    /// Writes a claimed entry if `fence` still holds it; with `hand_off`,
+    /// hands it off to the callback service in the same statement (held
+    /// by [`HANDED_OFF`] for the grace, a new token: the worker's claim
+    /// ends). Repeating a plain write after a lost answer is harmless: the
+    /// token is the same.
+    async fn write_fenced(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        hand_off: Option<Duration>,
+    ) -> Result<(), JournalError> {
+        let value = body(entry)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
+        let (id, done, holder, token) = (
+            fence.id.as_str(),
+            entry.done,
+            fence.holder.as_str(),
+            fence.token,
+        );
+        let grace = hand_off.map(seconds);
+        let written = self
+            .database
+            .run(|client| {
+                let value = &value;
+                async move {
+                    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        vec![&id, &holder, &token, &done, &failed, value];
+                    let mut sql = String::from(
+                        "UPDATE uncensored_entries
+                             SET done = $4, failed = $5, body = $6,
+                                 changed = nextval('uncensored_changes')",
+                    );
+                    if let Some(grace) = &grace {
+                        sql.push_str(
+                            ", holder = $7, lease_until = now() + make_interval(secs => $8),
+                               token = token + 1, handed_off = true",
+                        );
+                        params.extend([
+                            &HANDED_OFF as &(dyn tokio_postgres::types::ToSql + Sync),
+                            grace,
+                        ]);
+                    }
+                    sql.push_str(" WHERE id = $1 AND holder = $2 AND token = $3");
+                    if grace.is_some() {
+                        sql.push_str(" AND NOT done");
+                    }
+                    client.execute(&sql, &params).await
+                }
+            })
+            .await?;
+        if written == 0 {
+            return Err(JournalError::LeaseLost { id: id.to_string() });
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Batches for PostgresJournal {
     async fn load(
@@ -353,36 +411,7 @@ impl Batches for PostgresJournal {
     }
 
     async fn write_claimed(&self, entry: &Entry, fence: &Fence) -> Result<(), JournalError> {
-        let value = body(entry)?;
-        let failed = matches!(entry.stage, Stage::Failed { .. });
-        let (id, done, holder, token) = (
-            entry.id.as_str(),
-            entry.done,
-            fence.holder.as_str(),
-            fence.token,
-        );
-        // Repeating it after a lost answer is harmless: the token is the same.
-        let written = self
-            .database
-            .run(|client| {
-                let value = &value;
-                async move {
-                    client
-                        .execute(
-                            "UPDATE uncensored_entries
-                                 SET done = $2, failed = $3, body = $4,
-                                     changed = nextval('uncensored_changes')
-                                 WHERE id = $1 AND holder = $5 AND token = $6",
-                            &[&id, &done, &failed, value, &holder, &token],
-                        )
-                        .await
-                }
-            })
-            .await?;
-        if written == 0 {
-            return Err(JournalError::LeaseLost { id: id.to_string() });
-        }
-        Ok(())
+        self.write_fenced(entry, fence, None).await
     }
 
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
@@ -406,47 +435,7 @@ impl Batches for PostgresJournal {
         fence: &Fence,
         grace: Duration,
     ) -> Result<(), JournalError> {
-        let value = body(entry)?;
-        let failed = matches!(entry.stage, Stage::Failed { .. });
-        let (id, done, holder, token) = (
-            fence.id.as_str(),
-            entry.done,
-            fence.holder.as_str(),
-            fence.token,
-        );
-        let grace = seconds(grace);
-        let written = self
-            .database
-            .run(|client| {
-                let value = &value;
-                async move {
-                    client
-                        .execute(
-                            "UPDATE uncensored_entries
-                                 SET done = $4, failed = $5, body = $6,
-                                     changed = nextval('uncensored_changes'),
-                                     holder = $7, lease_until = now() + make_interval(secs => $8),
-                                     token = token + 1, handed_off = true
-                                 WHERE id = $1 AND holder = $2 AND token = $3 AND NOT done",
-                            &[
-                                &id,
-                                &holder,
-                                &token,
-                                &done,
-                                &failed,
-                                value,
-                                &HANDED_OFF,
-                                &grace,
-                            ],
-                        )
-                        .await
-                }
-            })
-            .await?;
-        if written == 0 {
-            return Err(JournalError::LeaseLost { id: id.to_string() });
-        }
-        Ok(())
+        self.write_fenced(entry, fence, Some(grace)).await
     }
 
     async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {

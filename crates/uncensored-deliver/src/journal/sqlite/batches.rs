@@ -38,6 +38,52 @@ fn claims(rows: rusqlite::Rows<'_>, holder: &str) -> Result<Vec<Claim>, JournalE
     .collect()
 }
 
+impl SqliteJournal {
+    /// Writes a claimed entry if `fence` still holds it; with `hand_off`,
+    /// hands it off to the callback service in the same statement (held
+    /// by [`HANDED_OFF`] for the grace, a new token: the worker's claim ends).
+    fn write_fenced(
+        &self,
+        entry: &Entry,
+        fence: &Fence,
+        hand_off: Option<Duration>,
+    ) -> Result<(), JournalError> {
+        let body = record::to_text(entry)?;
+        let failed = matches!(entry.stage, Stage::Failed { .. });
+        let until = hand_off.map(|grace| now_ms().saturating_add(ms(grace)));
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![
+            &fence.id,
+            &fence.holder,
+            &fence.token,
+            &entry.done,
+            &failed,
+            &body,
+        ];
+        let mut sql = String::from(
+            "UPDATE entries SET done = ?4, failed = ?5, body = ?6,
+                 changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries)",
+        );
+        if let Some(until) = &until {
+            sql.push_str(", holder = ?7, lease_until = ?8, token = token + 1, handed_off = 1");
+            params.extend([&HANDED_OFF as &dyn rusqlite::ToSql, until]);
+        }
+        sql.push_str(" WHERE id = ?1 AND holder = ?2 AND token = ?3");
+        if until.is_some() {
+            sql.push_str(" AND done = 0");
+        }
+        let written = self
+            .connection()
+            .execute(&sql, params.as_slice())
+            .map_err(error)?;
+        if written == 0 {
+            return Err(JournalError::LeaseLost {
+                id: fence.id.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Batches for SqliteJournal {
     async fn load(
@@ -334,30 +380,7 @@ impl Batches for SqliteJournal {
     }
 
     async fn write_claimed(&self, entry: &Entry, fence: &Fence) -> Result<(), JournalError> {
-        let body = record::to_text(entry)?;
-        let failed = matches!(entry.stage, Stage::Failed { .. });
-        let written = self
-            .connection()
-            .execute(
-                "UPDATE entries SET done = ?2, failed = ?3, body = ?4,
-                     changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries)
-                 WHERE id = ?1 AND holder = ?5 AND token = ?6",
-                rusqlite::params![
-                    entry.id,
-                    entry.done,
-                    failed,
-                    body,
-                    fence.holder,
-                    fence.token
-                ],
-            )
-            .map_err(error)?;
-        if written == 0 {
-            return Err(JournalError::LeaseLost {
-                id: entry.id.clone(),
-            });
-        }
-        Ok(())
+        self.write_fenced(entry, fence, None)
     }
 
     async fn release(&self, holder: &str, id: Option<&str>) -> Result<(), JournalError> {
@@ -377,33 +400,7 @@ impl Batches for SqliteJournal {
         fence: &Fence,
         grace: Duration,
     ) -> Result<(), JournalError> {
-        let body = record::to_text(entry)?;
-        let failed = matches!(entry.stage, Stage::Failed { .. });
-        let written = self
-            .connection()
-            .execute(
-                "UPDATE entries SET done = ?4, failed = ?5, body = ?6,
-                     changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM entries),
-                     holder = ?7, lease_until = ?8, token = token + 1, handed_off = 1
-                 WHERE id = ?1 AND holder = ?2 AND token = ?3 AND done = 0",
-                rusqlite::params![
-                    fence.id,
-                    fence.holder,
-                    fence.token,
-                    entry.done,
-                    failed,
-                    body,
-                    HANDED_OFF,
-                    now_ms().saturating_add(ms(grace))
-                ],
-            )
-            .map_err(error)?;
-        if written == 0 {
-            return Err(JournalError::LeaseLost {
-                id: fence.id.clone(),
-            });
-        }
-        Ok(())
+        self.write_fenced(entry, fence, Some(grace))
     }
 
     async fn handed_off(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
