@@ -217,8 +217,7 @@ pub async fn run(cli: &Cli, args: &Batch) -> Result<(), Failure> {
         Arc::new(storage.clone()),
     )
     .await?;
-    let reread = Lines::open(file, &args.fields)?
-        .map(|line| line.map_err(|failure| JournalError::new(failure.message)));
+    let reread = reread(file, &args.fields, &batch.name)?;
     let load = worker::load(journal.as_ref(), &batch, reread)
         .await
         .map_err(|e| Failure::journal(&location, e))?;
@@ -335,8 +334,7 @@ async fn estimate(
     };
     let connection = connect(settings, cli.emulator, Pacing::Local).await?;
     let prices = Prices::new(connection.client.clone());
-    let lines = Lines::open(file, &args.fields)?
-        .map(|line| line.map_err(|failure| JournalError::new(failure.message)));
+    let lines = reread(file, &args.fields, name)?;
     let estimate = spend::estimate(&prices, journal.as_deref(), name, lines)
         .await
         .map_err(|error| match error {
@@ -375,4 +373,54 @@ async fn estimate(
         eprintln!("{}", estimate.method());
     }
     Ok(())
+}
+
+/// The second read of a batch file, whose every line the first read
+/// checked: a line that no longer reads means the file changed in between
+/// (bad input, exit 6, run the command again), not a journal failure.
+fn reread(
+    file: &Path,
+    fields: &crate::cli::RequestFields,
+    batch: &str,
+) -> Result<impl Iterator<Item = Result<(u64, GenerateRequest), JournalError>> + Send, Failure> {
+    let batch = batch.to_string();
+    Ok(Lines::open(file, fields)?.map(move |line| {
+        line.map_err(|_| JournalError::BatchFileChanged {
+            batch: batch.clone(),
+        })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_that_no_longer_reads_on_the_second_read_is_a_changed_file() {
+        let dir = std::env::temp_dir().join(format!("uncensored-reread-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("prompts.jsonl");
+        // Checked by the first read, then edited into a line that does not read.
+        std::fs::write(
+            &file,
+            "a lighthouse\n{\"prompt\": \"a fox\", \"width\": \"wide\"}\n",
+        )
+        .unwrap();
+        let fields = RequestFields {
+            model: None,
+            width: None,
+            height: None,
+            resolution: None,
+            quality: None,
+            settings: Vec::new(),
+        };
+        let lines: Vec<_> = reread(&file, &fields, "prompts.jsonl").unwrap().collect();
+        assert!(lines[0].is_ok());
+        let error = lines[1].as_ref().unwrap_err();
+        assert!(
+            matches!(error, JournalError::BatchFileChanged { batch } if batch == "prompts.jsonl"),
+            "{error:?}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
