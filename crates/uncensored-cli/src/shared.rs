@@ -23,20 +23,22 @@ pub async fn status(
         }));
     };
     let status = journal.status(&batch.name).await.map_err(failed)?;
+    let spend = journal.spend(&batch.name).await.map_err(failed)?;
     if cli.json {
-        println!(
-            "{}",
-            json!({
-                "batch": batch.name,
-                "lines": batch.lines,
-                "done": status.done,
-                "failed": status.failed,
-                "in_flight": status.in_flight,
-                "handed_off": status.handed_off,
-                "left": status.left,
-                "stopped": batch.stop,
-            })
-        );
+        let mut value = json!({
+            "batch": batch.name,
+            "lines": batch.lines,
+            "done": status.done,
+            "failed": status.failed,
+            "in_flight": status.in_flight,
+            "handed_off": status.handed_off,
+            "left": status.left,
+            "stopped": batch.stop,
+        });
+        if let Some(fields) = value.as_object_mut() {
+            crate::tally::spend_fields(spend.as_ref(), fields);
+        }
+        println!("{value}");
         return Ok(());
     }
     println!(
@@ -58,6 +60,9 @@ pub async fn status(
         );
     }
     println!("left:      {}", status.left);
+    if let Some(line) = crate::tally::spend_line(spend.as_ref()) {
+        println!("{line}");
+    }
     if let Some(stop) = &batch.stop {
         println!(
             "stopped:   {} ({}); {}",

@@ -210,20 +210,7 @@ impl Tally {
         );
         extra.insert("interrupted".into(), json!(interrupted));
         extra.insert("batch".into(), json!(status));
-        // What the batch spent, as its budget counts it (null without one).
-        let tracked = self.spend.filter(|spend| spend.budget.is_some());
-        extra.insert(
-            "spent_nanos".into(),
-            json!(tracked.map(|spend| spend.spent)),
-        );
-        extra.insert(
-            "reserved_nanos".into(),
-            json!(tracked.map(|spend| spend.reserved)),
-        );
-        extra.insert(
-            "budget_nanos".into(),
-            json!(tracked.and_then(|spend| spend.budget)),
-        );
+        spend_fields(self.spend.as_ref(), &mut extra);
         if self.json {
             println!("{}", serde_json::Value::Object(extra));
         } else {
@@ -245,16 +232,8 @@ impl Tally {
                 status.failed,
                 left
             );
-            if let Some(spend) = tracked {
-                let reserved = match spend.reserved.nanos() {
-                    0 => String::new(),
-                    _ => format!(" ({} still reserved by lines not finished)", spend.reserved),
-                };
-                println!(
-                    "spent {} of the batch's budget of {}{reserved}",
-                    spend.spent,
-                    spend.budget.unwrap_or_default()
-                );
+            if let Some(line) = spend_line(self.spend.as_ref()) {
+                println!("{line}");
             }
             if load.no_longer_in_file > 0 {
                 eprintln!(
@@ -293,4 +272,31 @@ impl Tally {
             failed => Err(Failure::batch(failed, self.lines as usize)),
         }
     }
+}
+
+/// What a batch spent, as its budget counts it, as JSON fields
+/// (`spent_nanos`, `reserved_nanos`, `budget_nanos`; null without a
+/// budget): the run's summary and `batch status` alike.
+pub fn spend_fields(
+    spend: Option<&uncensored_deliver::journal::BatchSpend>,
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let tracked = spend.filter(|spend| spend.budget.is_some());
+    fields.insert("spent_nanos".into(), json!(tracked.map(|s| s.spent)));
+    fields.insert("reserved_nanos".into(), json!(tracked.map(|s| s.reserved)));
+    fields.insert("budget_nanos".into(), json!(tracked.and_then(|s| s.budget)));
+}
+
+/// What a batch spent, for people; `None` without a budget.
+pub fn spend_line(spend: Option<&uncensored_deliver::journal::BatchSpend>) -> Option<String> {
+    let spend = spend.filter(|spend| spend.budget.is_some())?;
+    let reserved = match spend.reserved.nanos() {
+        0 => String::new(),
+        _ => format!(" ({} still reserved by lines not finished)", spend.reserved),
+    };
+    Some(format!(
+        "spent {} of the batch's budget of {}{reserved}",
+        spend.spent,
+        spend.budget.unwrap_or_default()
+    ))
 }

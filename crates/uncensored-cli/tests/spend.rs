@@ -197,6 +197,25 @@ async fn workers_share_a_budget(
     assert_eq!(nanos(&summary["spent_nanos"]), total, "{summary}");
     assert_eq!(nanos(&summary["reserved_nanos"]), Money::ZERO, "{summary}");
     assert_eq!(nanos(&summary["budget_nanos"]), Money::from_usd(1).unwrap());
+
+    // `batch status` tells the same spend, from the journal alone.
+    let location = match journal {
+        ["--journal", location, ..] => location.to_string(),
+        _ => dir
+            .join("images/.uncensored/journal.sqlite")
+            .display()
+            .to_string(),
+    };
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("uncensored"))
+        .env("XDG_CONFIG_HOME", "/nonexistent-config-dir")
+        .args(["--json", "batch", "status", "--journal", &location])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(nanos(&status["spent_nanos"]), total, "{status}");
+    assert_eq!(nanos(&status["reserved_nanos"]), Money::ZERO, "{status}");
+    assert_eq!(nanos(&status["budget_nanos"]), Money::from_usd(1).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
