@@ -373,13 +373,20 @@ impl Pace for PostgresPacer {
         self.fallback.observe(rate).await;
         let left = time_to_reset(rate, Utc::now());
         let known = self.lock().limit.replace(rate.limit);
-        if known != Some(rate.limit)
-            && let Err(error) = self.set_limit(rate.limit).await
-        {
-            tracing::warn!(%error, "cannot share the key's ceiling");
-        }
+        // The window first: the ceiling written by the probe's answer is
+        // what lets the other processes start, and a request taken before
+        // the row knows the window would go uncounted in it (a spaced slot),
+        // so the window's first count would be one too many.
         if let Err(error) = self.record_window(rate, left).await {
             tracing::warn!(%error, "cannot share the key's window");
+        }
+        if known != Some(rate.limit) {
+            if let Err(error) = self.set_limit(rate.limit).await {
+                tracing::warn!(%error, "cannot share the key's ceiling");
+            } else if let Err(error) = self.record_window(rate, left).await {
+                // Written again, for a row that set_limit has just made.
+                tracing::warn!(%error, "cannot share the key's window");
+            }
         }
         self.first_answer.notify_waiters();
     }
