@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -180,6 +180,28 @@ fn journals() -> Vec<Option<uncensored_test_servers::Postgres>> {
     kinds
 }
 
+/// Where one run of a test on `server`'s journal (SQLite without one)
+/// keeps its files: its kind (`sqlite`, `postgres`), its folder under
+/// `dir`, and its journal's location (a fresh database named `database`).
+fn place(
+    server: &Option<uncensored_test_servers::Postgres>,
+    dir: &Path,
+    database: &str,
+) -> (&'static str, PathBuf, String) {
+    let kind = if server.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let dir = dir.join(kind);
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = match server {
+        Some(server) => server.create_database(database),
+        None => dir.join("journal.sqlite").display().to_string(),
+    };
+    (kind, dir, journal)
+}
+
 /// A batch whose callbacks come: every line submitted by the worker and
 /// handed off, then stored and announced once by the service, which made
 /// the only job reads (one confirming read per callback); a rerun pays
@@ -262,17 +284,7 @@ async fn callbacks_lost_while_the_service_is_down_are_recovered_for_every_line()
     let dir = temp_dir("callbacks-lost");
     for server in journals() {
         let emulator = emulator(2).await;
-        let kind = if server.is_some() {
-            "postgres"
-        } else {
-            "sqlite"
-        };
-        let dir = dir.join(kind);
-        std::fs::create_dir_all(&dir).unwrap();
-        let journal = match &server {
-            Some(server) => server.create_database("callbacks_lost"),
-            None => dir.join("journal.sqlite").display().to_string(),
-        };
+        let (kind, dir, journal) = place(&server, &dir, "callbacks_lost");
         let file = batch_file(&dir, "prompts.txt", LINES);
         let (code, summary, stderr) = batch(&emulator, &dir, &file, &journal, CLOSED, &[]).await;
         assert_eq!(code, Some(0), "{kind}: {stderr}");
@@ -329,17 +341,7 @@ async fn a_budget_is_settled_by_the_service_that_delivers_the_lines() {
     let dir = temp_dir("callbacks-budget");
     for server in journals() {
         let emulator = emulator(5).await;
-        let kind = if server.is_some() {
-            "postgres"
-        } else {
-            "sqlite"
-        };
-        let dir = dir.join(kind);
-        std::fs::create_dir_all(&dir).unwrap();
-        let journal = match &server {
-            Some(server) => server.create_database("callbacks_budget"),
-            None => dir.join("journal.sqlite").display().to_string(),
-        };
+        let (kind, dir, journal) = place(&server, &dir, "callbacks_budget");
         let file = batch_file(&dir, "prompts.txt", LINES);
         let service = Service::start(&emulator, &dir, &journal, &[]).await;
         let budget = ["--max-spend", "1"];

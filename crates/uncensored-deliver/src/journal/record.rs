@@ -10,8 +10,8 @@
 //!   [`StoredImage`] from the entry's own request and time.
 //! - Version 2: a stored image is the whole [`StoredImage`].
 //!
-//! The same text is what SQLite keeps in `entries.body` and PostgreSQL in
-//! `entries.body` (jsonb).
+//! The same record is what SQLite keeps in `entries.body` (text) and
+//! PostgreSQL in `uncensored_entries.body` (jsonb).
 
 use std::collections::BTreeSet;
 
@@ -281,9 +281,9 @@ fn unreadable(error: impl std::fmt::Display) -> JournalError {
     JournalError::Backend(format!("unreadable journal record: {error}"))
 }
 
-/// The record of `entry`, as a JSON value (PostgreSQL's jsonb).
-pub(crate) fn to_value(entry: &Entry) -> Result<Value, JournalError> {
-    let record = EntryRecord {
+/// The record the journal writes for `entry`.
+fn record_of(entry: &Entry) -> EntryRecord {
+    EntryRecord {
         v: RECORD_VERSION,
         id: entry.id.clone(),
         request: RequestRecord::from(&entry.request),
@@ -292,19 +292,33 @@ pub(crate) fn to_value(entry: &Entry) -> Result<Value, JournalError> {
         notified: entry.notified.clone(),
         done: entry.done,
         updated_at: entry.updated_at,
-    };
-    serde_json::to_value(record).map_err(unreadable)
+    }
 }
 
-/// The record of `entry`, as text (SQLite's `body`).
+/// The record of `entry`, as a JSON value (PostgreSQL's jsonb).
+pub(crate) fn to_value(entry: &Entry) -> Result<Value, JournalError> {
+    serde_json::to_value(record_of(entry)).map_err(unreadable)
+}
+
+/// The record of `entry`, as text (SQLite's `body`), written in one pass.
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn to_text(entry: &Entry) -> Result<String, JournalError> {
-    to_value(entry).map(|value| value.to_string())
+    serde_json::to_string(&record_of(entry)).map_err(unreadable)
 }
 
 /// The entry a record holds, of any version this build knows.
 pub(crate) fn from_value(value: Value) -> Result<Entry, JournalError> {
-    let record: EntryRecord = serde_json::from_value(value).map_err(unreadable)?;
+    entry_of(serde_json::from_value(value).map_err(unreadable)?)
+}
+
+/// The entry a record's text holds, read in one pass.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(crate) fn from_text(text: &str) -> Result<Entry, JournalError> {
+    entry_of(serde_json::from_str(text).map_err(unreadable)?)
+}
+
+/// The entry of a record read, unless a newer build wrote it.
+fn entry_of(record: EntryRecord) -> Result<Entry, JournalError> {
     if record.v > RECORD_VERSION {
         return Err(JournalError::Backend(format!(
             "the journal record `{}` is of version {}, written by a newer build (this one \
@@ -323,12 +337,6 @@ pub(crate) fn from_value(value: Value) -> Result<Entry, JournalError> {
         done: record.done,
         updated_at: record.updated_at,
     })
-}
-
-/// The entry a record's text holds.
-#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-pub(crate) fn from_text(text: &str) -> Result<Entry, JournalError> {
-    from_value(serde_json::from_str(text).map_err(unreadable)?)
 }
 
 #[cfg(test)]
